@@ -1,0 +1,221 @@
+"""``make bench``: the gateway against a plain pass-through proxy and the CRM sandbox directly.
+
+Everything runs on this machine in one run, so compare the ratios, not the absolute figures
+(the machines are shared and noisy). The proxy under test is pinned to CPU 0; the sandbox
+and the load generator share CPU 1. CPU per request is read from /proc for the process
+under test, so it does not depend on how busy the other core is.
+
+    make bench                     # all targets, 1/16/64 connections, 200-record pages
+    python -m bench.run --seconds 2 --connections 1 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+import orjson
+
+from gateway.serving import free_port
+
+AUTH = {"Authorization": "Zoho-oauthtoken bench-token"}
+PAGE = "/crm/v2/Leads?per_page=200"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+@contextlib.contextmanager
+def process(args: list[str], url: str, cpu: int | None, env: dict[str, str] | None = None
+            ) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if cpu is not None and hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+        os.sched_setaffinity(proc.pid, {cpu})
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(url + "/_gateway/health", timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"{args} did not start") from None
+            time.sleep(0.1)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class Result:
+    target: str
+    connections: int
+    requests: int
+    seconds: float
+    cpu: float  # seconds of CPU used by the process under test
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu / max(self.requests, 1)
+
+
+async def load(url: str, connections: int, seconds: float) -> int:
+    done = 0
+    conn = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=conn, headers=AUTH) as session:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                async with session.get(url) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise RuntimeError(f"{url} answered {resp.status}")
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    return done
+
+
+def measure(name: str, base: str, pid: int, connections: int, seconds: float) -> Result:
+    asyncio.run(load(base + PAGE, connections, 0.5))  # warm up: metadata, pools
+    before = cpu_seconds(pid)
+    start = time.perf_counter()
+    n = asyncio.run(load(base + PAGE, connections, seconds))
+    elapsed = time.perf_counter() - start
+    return Result(name, connections, n, elapsed, cpu_seconds(pid) - before)
+
+
+def redaction_floor(sandbox: str, rounds: int = 200) -> tuple[float, float, int]:
+    """(floor ms, gateway rewrite ms, page bytes) for one 200-record page, in process:
+    the floor is orjson parse + null the private fields by name + dump."""
+    from gateway.privacy.catalog import parse_fields
+    from gateway.privacy.redact import build_plan, redact_body
+
+    page = httpx.get(sandbox + PAGE, headers=AUTH).content
+    fields = httpx.get(sandbox + "/crm/v2/settings/fields?module=Leads", headers=AUTH).json()
+    catalog = parse_fields("Leads", fields)
+    subs = {}
+    for info in catalog.fields.values():
+        if info.data_type == "subform" and info.target_module:
+            sub = httpx.get(sandbox + f"/crm/v2/settings/fields?module={info.target_module}",
+                            headers=AUTH).json()
+            subs[info.target_module] = parse_fields(info.target_module, sub)
+    plan = build_plan(catalog, frozenset(), subs)
+    names = plan.masked
+
+    def floor() -> None:
+        body = orjson.loads(page)
+        for rec in body["data"]:
+            for name in names:
+                if name in rec:
+                    rec[name] = None
+        orjson.dumps(body)
+
+    def gateway() -> None:
+        body = orjson.loads(page)
+        redact_body(body, plan, {})
+        orjson.dumps(body)
+
+    def best(fn: object) -> float:
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(rounds):
+                fn()  # type: ignore[operator]
+            times.append((time.perf_counter() - t) / rounds)
+        return 1000 * min(times)
+
+    return best(floor), best(gateway), len(page)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
+    p.add_argument("--targets", nargs="+",
+                   default=["direct", "passthrough", "gateway-aiohttp", "gateway-httpx"])
+    a = p.parse_args()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    sport = free_port()
+    sandbox = f"http://127.0.0.1:{sport}"
+    results: list[Result] = []
+    sandbox_cmd = ["-m", "gateway", "sandbox", "--port", str(sport)]
+    with process(sandbox_cmd, sandbox, 1) as sb:
+        floor_ms, rewrite_ms, size = redaction_floor(sandbox)
+        for target in a.targets:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            if target == "direct":
+                cmd = None
+            elif target == "passthrough":
+                cmd = ["-m", "bench.passthrough", "--upstream", sandbox, "--port", str(port)]
+            else:
+                cmd = ["-m", "gateway", "serve", "--upstream", sandbox, "--port", str(port),
+                       "--transport", target.split("-", 1)[1],
+                       "--audit-log", str(tmp / f"{target}.jsonl")]
+            for c in a.connections:
+                if cmd is None:
+                    results.append(measure(target, sandbox, sb.pid, c, a.seconds))
+                else:
+                    with process(cmd, url, 0, {"GATEWAY_SECRET": "bench"}) as proc:
+                        results.append(measure(target, url, proc.pid, c, a.seconds))
+                r = results[-1]
+                print(f"{r.target:16} c={r.connections:<3} {r.rps:8.1f} req/s  "
+                      f"{r.cpu_ms:6.2f} ms CPU/req", flush=True)
+    report(results, floor_ms, rewrite_ms, size)
+
+
+def report(results: list[Result], floor_ms: float, rewrite_ms: float, size: int) -> None:
+    by = {(r.target, r.connections): r for r in results}
+    lines = [
+        f"# make bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)",
+        "",
+        f"Redaction of one 200-record page ({size / 1024:.0f} KB), in process: "
+        f"gateway rewrite {rewrite_ms:.2f} ms vs floor (orjson parse + null + dump) "
+        f"{floor_ms:.2f} ms = **{rewrite_ms / floor_ms:.2f}x** the floor.",
+        "",
+        "| target | conns | req/s | CPU ms/req (process under test) | req/s vs direct |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        direct = by.get(("direct", r.connections))
+        ratio = f"{r.rps / direct.rps:.2f}" if direct else "-"
+        lines.append(f"| {r.target} | {r.connections} | {r.rps:.0f} | {r.cpu_ms:.2f} | {ratio} |")
+    text = "\n".join(lines) + "\n"
+    print()
+    print(text)
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""The ASGI app: the gateway's own endpoints, the proxy corridor, and the lifespan that owns
+the upstream client, the metadata cache and the audit trail.
+
+The proxy path is a plain ASGI callable (no per-request routing or Request objects), since
+every microsecond here is paid on every CRM call. ``/_gateway/...`` is a small Starlette
+app and is never forwarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, TextIO
+
+import orjson
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from gateway.audit import AuditTrail, AuditUnavailable
+from gateway.decision import ERROR, REFUSED, Decision
+from gateway.errors import BodyTooLarge, GatewayError
+from gateway.keys import load_or_create_secret
+from gateway.metadata import MetadataCache
+from gateway.metrics import Metrics
+from gateway.pipeline import JSON_TYPE, Pipeline
+from gateway.settings import Settings
+from gateway.types import Incoming, Reply
+from gateway.upstream import GzipStreamDecoder, Upstream, make_upstream
+
+log = structlog.get_logger("gateway")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,128}")
+_CHUNK = 64 * 1024
+
+
+def configure_logging(stream: TextIO | None = None) -> None:
+    """JSON lines (stderr by default); tracebacks are rendered without locals, which may
+    hold tokens."""
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode()),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        upstream: Upstream | None = None,
+        audit: AuditTrail | None = None,
+    ) -> None:
+        self.settings = settings
+        policy = settings.policy
+        self.secret = load_or_create_secret(settings.secret_file, settings.secret)
+        self.upstream = upstream or make_upstream(
+            settings.transport, policy.connect_timeout_s, policy.read_timeout_s
+        )
+        self.metadata = MetadataCache(
+            self.upstream,
+            settings.upstream,
+            ttl=policy.metadata_ttl_s,
+            max_stale=policy.metadata_max_stale_s,
+        )
+        self.audit = audit or AuditTrail(
+            settings.audit_log,
+            secret=self.secret,
+            stdout=policy.audit_stdout or settings.audit_log is None,
+            fsync=policy.audit_fsync,
+            on_full=policy.audit_on_full,
+            checkpoint_interval_s=policy.audit_checkpoint_interval_s,
+            max_bytes=policy.audit_max_bytes,
+        )
+        self.pipeline = Pipeline(
+            upstream=self.upstream,
+            upstream_url=settings.upstream,
+            upload_url=settings.upload_upstream,
+            metadata=self.metadata,
+            policy=policy,
+            secret=self.secret,
+        )
+        self.metrics = Metrics()
+        self.metrics.gauges.update(
+            {
+                "gateway_audit_dropped_total": lambda: float(self.audit.dropped),
+                "gateway_audit_written_total": lambda: float(self.audit.written),
+                "gateway_metadata_fetches_total": lambda: float(self.metadata.stats.fetches),
+                "gateway_metadata_cache_hits_total": lambda: float(self.metadata.stats.hits),
+                "gateway_metadata_failures_total": lambda: float(self.metadata.stats.failures),
+                "gateway_metadata_stale_served_total": lambda: float(
+                    self.metadata.stats.stale_served
+                ),
+            }
+        )
+        self.upstream_seen = False
+        self.admin = Starlette(
+            routes=[
+                Route("/_gateway/health", self.health),
+                Route("/_gateway/ready", self.ready),
+                Route("/_gateway/metrics", self.render_metrics),
+            ],
+            lifespan=self.lifespan,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await self.audit.start()
+        try:
+            yield
+        finally:
+            # uvicorn has already drained in-flight requests (bounded by its graceful
+            # shutdown timeout); closing the trail flushes and checkpoints what they wrote.
+            await self.upstream.aclose()
+            await self.audit.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/_gateway/"):
+            await self.proxy(scope, receive, send)
+        else:
+            await self.admin(scope, receive, send)
+
+    # -- gateway endpoints --------------------------------------------------------------
+
+    async def health(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(self, _request: Request) -> Response:
+        problems = []
+        if not self.upstream_seen:
+            problems.append("upstream has not answered yet")
+        if not self.audit.healthy:
+            problems.append("audit sink is not keeping up")
+        body = {
+            "status": "ready" if not problems else "not_ready",
+            "problems": problems,
+            "audit_dropped": self.audit.dropped,
+            "policy_version": self.settings.policy.version,
+        }
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    async def render_metrics(self, _request: Request) -> Response:
+        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    # -- the proxy ------------------------------------------------------------------------
+
+    async def proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in scope["headers"]]
+        rid = next((v for n, v in headers if n == "x-request-id"), "")
+        if not _REQUEST_ID.fullmatch(rid):
+            rid = uuid.uuid4().hex
+        decision = Decision(rid, scope["method"], policy_version=self.settings.policy.version)
+        try:
+            body = await _read_body(receive, self.settings.policy.max_request_body)
+            qs: bytes = scope.get("query_string", b"")
+            req = Incoming(scope["method"], scope["path"], qs.decode("latin-1"), headers, body)
+            reply = await self.pipeline.handle(req, decision)
+            self.upstream_seen = self.upstream_seen or decision.upstream_status is not None
+        except GatewayError as exc:
+            reply = _error_reply(exc, decision)
+        except Exception as exc:  # fail closed: never the upstream's body, never a traceback
+            log.error("internal_error", request_id=rid, error=type(exc).__name__)
+            reply = _error_reply(GatewayError(), decision)
+        decision.status = reply.status
+        decision.duration_ms = (time.perf_counter() - started) * 1000
+        try:
+            await self.audit.record(decision.as_dict())
+        except AuditUnavailable:
+            await _discard(reply)
+            reply = _error_reply(
+                GatewayError(
+                    "The audit trail cannot record this request.",
+                    status_code=503,
+                    code="GATEWAY_AUDIT_UNAVAILABLE",
+                    reason="audit_unavailable",
+                ),
+                decision,
+            )
+        reply.headers.append(("x-request-id", rid))
+        try:
+            await _send_reply(reply, send)
+        finally:
+            self.metrics.observe(decision)
+            log.info(
+                "request",
+                request_id=rid,
+                method=decision.method,
+                route=decision.route,
+                status=reply.status,
+                outcome=decision.outcome,
+                duration_ms=round(decision.duration_ms, 3),
+            )
+
+
+def _error_reply(exc: GatewayError, decision: Decision) -> Reply:
+    decision.outcome = REFUSED if exc.status_code in (400, 403, 404, 413) else ERROR
+    if not any(r.split(":", 1)[0] == exc.reason for r in decision.reasons):
+        decision.reasons.append(exc.reason)
+    return Reply(exc.status_code, [("content-type", JSON_TYPE)], exc.body())
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
+
+
+async def _discard(reply: Reply) -> None:
+    if reply.stream is not None:
+        await reply.stream.aclose()
+    if reply.file is not None:
+        reply.file.close()
+
+
+async def _send_reply(reply: Reply, send: Send) -> None:
+    raw_headers: list[tuple[bytes, bytes]] = [
+        (n.encode("latin-1"), v.encode("latin-1")) for n, v in reply.headers
+    ]
+    if reply.stream is None and reply.file is None:
+        raw_headers.append((b"content-length", str(len(reply.body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
+    if reply.file is not None:
+        try:
+            while chunk := reply.file.read(_CHUNK):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            reply.file.close()
+        await send({"type": "http.response.body", "body": b""})
+        return
+    assert reply.stream is not None
+    decoder = GzipStreamDecoder() if reply.gunzip else None
+    try:
+        async for chunk in reply.stream.chunks:
+            data = decoder.feed(chunk) if decoder else chunk
+            if data:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        if decoder:
+            await send({"type": "http.response.body", "body": decoder.flush(), "more_body": True})
+    finally:
+        await reply.stream.aclose()
+    await send({"type": "http.response.body", "body": b""})
+
+
+def create_app(settings: Settings, **kwargs: Any) -> Gateway:
+    return Gateway(settings, **kwargs)

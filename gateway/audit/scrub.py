@@ -1,0 +1,202 @@
+"""The allow-list every audit entry passes before it is hashed.
+
+The audit trail is read by people who must not see personal data, and it is kept for a
+long time, so it holds names, ids, counts and reasons only. The gateway builds entries
+from a ``Decision`` that already follows that rule; this processor is the second line of
+defence and does not trust its input: a key it does not know is dropped, and a value that
+does not have the shape of a name, an id or a template is dropped. When it drops a value
+of a known key it adds ``scrubbed:<key>`` to ``reasons``, so a gateway bug shows up in the
+trail instead of hiding in it. The dropped value itself never does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from structlog.typing import EventDict, WrappedLogger
+
+MAX_STRING = 200  # any string longer than this is cut before it is checked
+MAX_LIST = 1000  # more ids or names than this is not an audit fact but a data dump
+
+OUTCOMES = frozenset({"forwarded", "redacted", "refused", "error"})
+EVENTS = frozenset({"request", "segment_start"})
+
+_RECORD_ID = re.compile(r"\d{1,25}")
+_REASON = re.compile(r"[a-z_]+(:[A-Za-z0-9_.\-]{1,64})?")
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_.$]+")
+_CLIENT = re.compile(r"[0-9a-f]{32}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]+")
+_METHOD = re.compile(r"[A-Z]{1,16}")
+_API_VERSION = re.compile(r"v?\d{1,3}(\.\d{1,3})?")
+_MODULE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_POLICY_VERSION = re.compile(r"[A-Za-z0-9_.:#+\-]+")
+_DIGEST = re.compile(r"[0-9a-f]{7,64}")
+_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+# A route is a template the gateway chose: literal segments are lower-case API words
+# (``search``, ``settings``, ``coql``) and everything that varies is a ``{placeholder}``.
+# That rejects record ids, module names, emails and query strings in the path.
+_ROUTE_SEGMENT = re.compile(r"[a-z][a-z0-9_]{0,39}|\{[a-z_]{1,32}\}")
+_ROUTE_ROOTS = ("crm", "_gateway")
+# What a credential looks like where a name was expected: Zoho's ``1000.<hex>.<hex>``
+# tokens, JWTs, the words that label secrets, and any long unbroken alphanumeric run.
+_TOKENISH = re.compile(
+    r"(?i:oauthtoken|bearer|authorization|access_token|refresh_token|password|secret)"
+    r"|\d{4}\.[0-9a-f]{16,}"
+    r"|eyJ[A-Za-z0-9_\-]{8,}"
+    r"|[A-Za-z0-9]{40,}"
+)
+
+Check = Callable[[object], Any]  # returns the kept value, or None to drop it
+
+
+def looks_like_token(value: str) -> bool:
+    return _TOKENISH.search(value) is not None
+
+
+def _name(pattern: re.Pattern[str]) -> Callable[[object], str | None]:
+    """A string that matches ``pattern`` whole (after the cut) and does not look secret."""
+
+    def check(value: object) -> str | None:
+        if not isinstance(value, str):
+            return None
+        value = value[:MAX_STRING]
+        if not pattern.fullmatch(value) or looks_like_token(value):
+            return None
+        return value
+
+    return check
+
+
+def _int_in(low: int, high: int) -> Check:
+    def check(value: object) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return None
+        return value
+
+    return check
+
+
+def _amount(value: object) -> float | None:
+    # a NaN or an infinity would not survive JSON honestly; bool is an int but not a number
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or not 0 <= value < 1e12:
+        return None
+    return round(float(value), 3)
+
+
+def _client(value: object) -> str | None:
+    # the keyed fingerprint from gateway.keys.fingerprint, never anything else
+    return value if isinstance(value, str) and _CLIENT.fullmatch(value) else None
+
+
+_policy_name = _name(_POLICY_VERSION)
+
+
+def _policy_version(value: object) -> str | None:
+    # a content digest is a fine version name even though it is a long hex run
+    if isinstance(value, str) and _DIGEST.fullmatch(value):
+        return value
+    return _policy_name(value)
+
+
+def _route(value: object) -> str | None:
+    if value == "unknown":  # Decision's default before classification
+        return "unknown"
+    if not isinstance(value, str) or not value.startswith("/"):
+        return None
+    segments = value[1:].split("/")
+    if segments[0] not in _ROUTE_ROOTS:
+        return None
+    if not all(_ROUTE_SEGMENT.fullmatch(s) for s in segments[1:]):
+        return None
+    return value[:MAX_STRING]
+
+
+def _outcome(value: object) -> str | None:
+    return value if isinstance(value, str) and value in OUTCOMES else None
+
+
+def _kept_items(value: object, check: Check) -> tuple[list[Any], bool]:
+    """The items that pass ``check``, and whether anything was dropped."""
+    if value is None:
+        return [], False
+    if not isinstance(value, list | tuple):
+        return [], True
+    kept = [v for v in (check(item) for item in value[:MAX_LIST]) if v is not None]
+    return kept, len(kept) != len(value)
+
+
+_SCALARS: dict[str, Check] = {
+    "request_id": _name(_REQUEST_ID),
+    "client": _client,
+    "method": _name(_METHOD),
+    "route": _route,
+    "api_version": _name(_API_VERSION),
+    "module": _name(_MODULE),
+    "outcome": _outcome,
+    "upstream_status": _int_in(100, 599),
+    "status": _int_in(0, 599),
+    "duration_ms": _amount,
+    "policy_version": _policy_version,
+    "metadata_age_s": _amount,
+}
+_LISTS: dict[str, Check] = {
+    "record_ids": _name(_RECORD_ID),
+    "reasons": _name(_REASON),
+}
+_field_name = _name(_FIELD_NAME)
+_count = _int_in(0, 2**53)
+
+#: every key an entry may have once it is written (the chain step adds the last two)
+ENTRY_KEYS = frozenset(
+    {"event", "ts", "seq", *_SCALARS, *_LISTS, "fields_withheld", "prev_hash", "hash"}
+)
+
+
+def _fields_withheld(value: object) -> tuple[dict[str, Any], bool]:
+    if value is None:
+        return {"names": [], "count": 0}, False
+    if not isinstance(value, dict):
+        return {"names": [], "count": 0}, True
+    names, dropped = _kept_items(value.get("names"), _field_name)
+    count = _count(value.get("count"))
+    return {"names": sorted(set(names)), "count": count or 0}, dropped or count is None
+
+
+def scrub(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Rebuild the entry from allowed keys and well-shaped values only.
+
+    ``event``, ``ts`` and ``seq`` come from the trail itself; ``prev_hash`` and ``hash`` are
+    added after this step, so input that carries them is ignored.
+    """
+    scrubbed: list[str] = []
+    out: dict[str, Any] = {}
+
+    event = event_dict.get("event")
+    out["event"] = event if isinstance(event, str) and event in EVENTS else "request"
+    ts = event_dict.get("ts")
+    out["ts"] = ts if isinstance(ts, str) and _TS.fullmatch(ts) else None
+    seq = event_dict.get("seq")
+    out["seq"] = seq if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 else None
+
+    for key, check in _SCALARS.items():
+        raw = event_dict.get(key)
+        out[key] = check(raw)
+        if out[key] is None and raw is not None:
+            scrubbed.append(key)
+
+    for key, check in _LISTS.items():
+        out[key], dropped = _kept_items(event_dict.get(key), check)
+        if dropped:
+            scrubbed.append(key)
+
+    out["fields_withheld"], dropped = _fields_withheld(event_dict.get("fields_withheld"))
+    if dropped:
+        scrubbed.append("fields_withheld")
+
+    out["reasons"].extend(f"scrubbed:{key}" for key in scrubbed)
+    return out

@@ -1,0 +1,241 @@
+"""Check a log: every line whole, every hash right, every seq next, every checkpoint met.
+
+Walks the log's files oldest first (``audit.jsonl.N`` … ``.1``, then ``audit.jsonl``) and
+stops at the first bad line. Given the checkpoints file it also proves the tail was not cut
+and the chain not rebuilt: each checkpoint must name a seq that is present, with the same
+hash, and (given the secret) carry a valid signature. Without checkpoints a cut tail is
+undetectable, and the summary says so.
+
+One unreadable line directly followed by a ``segment_start`` that carries
+``previous_tail_unreadable`` and links to the last whole entry is a crash the writer
+recovered from (see ``gateway.audit.trail``): it is reported in the summary, not as damage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.audit.canonical import GENESIS_HASH, entry_hash, is_hash
+from gateway.audit.checkpoints import CheckpointLine, default_checkpoint_path, read_checkpoints
+from gateway.audit.files import log_files
+
+HASH_MISMATCH = "hash mismatch (entry edited)"
+SEQ_GAP = "seq gap (entry deleted or reordered)"
+PREV_MISMATCH = "prev_hash mismatch"
+NOT_JSON = "not JSON"
+NOT_ENTRY = "not an audit entry"
+TORN_TAIL = "partial last line (write cut short)"
+CHECKPOINT_HASH = "checkpoint hash mismatch"
+CHECKPOINT_SIG = "checkpoint signature invalid"
+CHECKPOINT_UNREADABLE = "checkpoint not readable"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    first_bad_line: int | None  # 1-based, in ``file``
+    file: str | None
+    reason: str | None
+    summary: str
+    segments: int = 0
+    head: str = GENESIS_HASH
+    checkpoints: int = 0  # checkpoints that matched the log
+    recovered: tuple[str, ...] = ()  # "line L of FILE" for each torn line a segment recovered
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    file: Path
+    number: int
+    raw: bytes
+
+    @property
+    def terminated(self) -> bool:
+        return self.raw.endswith(b"\n")
+
+
+class _Broken(Exception):
+    def __init__(self, line: _Line | CheckpointLine, file: Path, reason: str) -> None:
+        super().__init__(reason)
+        self.number = line.number
+        self.file = file
+        self.reason = reason
+
+
+def _lines(files: list[Path]) -> Iterator[_Line]:
+    for path in files:
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                yield _Line(path, number, raw)
+
+
+def _load(line: _Line) -> tuple[dict[str, Any] | None, str]:
+    """The entry on a line, or None and why not."""
+    try:
+        entry = orjson.loads(line.raw)
+    except orjson.JSONDecodeError:
+        return None, NOT_JSON
+    seq = entry.get("seq") if isinstance(entry, dict) else None
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return None, NOT_ENTRY
+    if not is_hash(entry.get("prev_hash")) or not isinstance(entry.get("hash"), str):
+        return None, NOT_ENTRY
+    return entry, ""
+
+
+class _Walk:
+    """The chain state while reading lines in order."""
+
+    def __init__(self, checkpoints: list[CheckpointLine], checkpoint_file: Path | None) -> None:
+        self.seq = 0
+        self.head = GENESIS_HASH
+        self.entries = 0
+        self.segments = 0
+        self.recovered: list[str] = []
+        # idle periods give many checkpoints for one seq: every one of them is checked
+        self._pinned: dict[int, list[CheckpointLine]] = {}
+        for c in checkpoints:
+            if c.seq is not None:
+                self._pinned.setdefault(c.seq, []).append(c)
+        self._checkpoint_file = checkpoint_file
+        self.matched = 0  # checkpoint lines whose seq and hash the log agrees with
+
+    def run(self, lines: Iterator[_Line]) -> None:
+        unreadable: tuple[_Line, str] | None = None  # held back: it may be a recovered crash
+        for line in lines:
+            entry, why = _load(line)
+            if unreadable is not None:
+                bad, bad_why = unreadable
+                if entry is None or not _recovers(entry):
+                    raise _Broken(bad, bad.file, bad_why)
+                try:
+                    self._check(line, entry)
+                except _Broken:  # a segment start that does not link up recovers nothing
+                    raise _Broken(bad, bad.file, bad_why) from None
+                self.recovered.append(f"line {bad.number} of {bad.file}")
+                unreadable = None
+                continue
+            if entry is None:
+                unreadable = (line, why)
+                continue
+            self._check(line, entry)
+        if unreadable is not None:
+            bad, bad_why = unreadable
+            raise _Broken(bad, bad.file, TORN_TAIL if not bad.terminated else bad_why)
+
+    def _check(self, line: _Line, entry: dict[str, Any]) -> None:
+        if entry_hash(entry) != entry["hash"]:
+            raise _Broken(line, line.file, HASH_MISMATCH)
+        if entry["seq"] != self.seq + 1:
+            raise _Broken(line, line.file, SEQ_GAP)
+        if entry["prev_hash"] != self.head:
+            raise _Broken(line, line.file, PREV_MISMATCH)
+        self.seq, self.head = entry["seq"], entry["hash"]
+        self.entries += 1
+        self.segments += entry.get("event") == "segment_start"
+        for pinned in self._pinned.get(self.seq, ()):
+            if pinned.hash != self.head and self._checkpoint_file is not None:
+                raise _Broken(pinned, self._checkpoint_file, CHECKPOINT_HASH)
+            self.matched += 1
+
+
+def _recovers(entry: dict[str, Any]) -> bool:
+    reasons = entry.get("reasons")
+    return (
+        entry.get("event") == "segment_start"
+        and isinstance(reasons, list)
+        and "previous_tail_unreadable" in reasons
+    )
+
+
+def verify_log(
+    path: str | Path, checkpoints: str | Path | None = None, secret: bytes | None = None
+) -> VerifyResult:
+    """Verify the log at ``path`` (its base name: rotated files are found next to it).
+
+    Raises ``FileNotFoundError`` (or another ``OSError``) when the log or the checkpoints
+    file cannot be read at all; damage inside them is a result, not an exception.
+    """
+    base = Path(path)
+    if base.is_dir():
+        raise IsADirectoryError(f"{base} is a directory")
+    files = log_files(base)
+    if not files:
+        raise FileNotFoundError(f"no audit log at {base}")
+    checkpoint_file = Path(checkpoints) if checkpoints is not None else None
+    pins = read_checkpoints(checkpoint_file) if checkpoint_file is not None else []
+    walk = _Walk(pins, checkpoint_file)
+    try:
+        walk.run(_lines(files))
+        if checkpoint_file is not None:
+            _check_checkpoints(pins, checkpoint_file, walk.seq, secret)
+    except _Broken as broken:
+        return VerifyResult(
+            ok=False,
+            entries=walk.entries,
+            first_bad_line=broken.number,
+            file=str(broken.file),
+            reason=broken.reason,
+            summary=f"audit log BROKEN at line {broken.number} of {broken.file}: {broken.reason}",
+            segments=walk.segments,
+            head=walk.head,
+            checkpoints=walk.matched,
+            recovered=tuple(walk.recovered),
+        )
+    summary = (
+        f"audit log intact: {walk.entries} entries, {walk.segments} segments, "
+        f"head {walk.head[:12]}, {walk.matched} checkpoints verified"
+    )
+    if walk.recovered:
+        summary += "; recovered from a crash (partial line kept) at " + ", ".join(walk.recovered)
+    if checkpoint_file is None:
+        summary += "; no checkpoints given, so a cut tail would go unnoticed"
+    elif secret is None:
+        summary += "; checkpoint signatures unchecked (no secret)"
+    return VerifyResult(
+        ok=True,
+        entries=walk.entries,
+        first_bad_line=None,
+        file=None,
+        reason=None,
+        summary=summary,
+        segments=walk.segments,
+        head=walk.head,
+        checkpoints=walk.matched,
+        recovered=tuple(walk.recovered),
+    )
+
+
+def _check_checkpoints(
+    pins: list[CheckpointLine], file: Path, last_seq: int, secret: bytes | None
+) -> None:
+    for pin in pins:
+        if not pin.readable:
+            raise _Broken(pin, file, CHECKPOINT_UNREADABLE)
+        if secret is not None and not pin.signed_by(secret):
+            raise _Broken(pin, file, CHECKPOINT_SIG)
+        if pin.seq is not None and pin.seq > last_seq:
+            raise _Broken(pin, file, f"log ends before checkpoint seq {pin.seq} (truncated)")
+
+
+def run_verify(path: str, checkpoints: str | None, secret: bytes | None) -> int:
+    """Print one line about the log; 0 intact, 1 broken, 2 unreadable.
+
+    Without ``checkpoints`` the default ``<log>.checkpoints`` is used when it exists, so
+    the plain command already catches a cut tail.
+    """
+    if checkpoints is None and default_checkpoint_path(Path(path)).exists():
+        checkpoints = str(default_checkpoint_path(Path(path)))
+    try:
+        result = verify_log(path, checkpoints, secret)
+    except OSError as exc:
+        print(f"audit log unreadable: {exc.filename or path}: {exc.strerror or exc}")
+        return 2
+    print(result.summary)
+    return 0 if result.ok else 1

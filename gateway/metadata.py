@@ -1,0 +1,163 @@
+"""Org and field metadata: fetched from the CRM, cached with a TTL, single-flight, fail closed.
+
+Keys: a client's org by the keyed fingerprint of its token (never the token); field
+metadata and related-list metadata by (org id, API version, module).
+
+An entry is fresh for ``ttl`` seconds. After that the next request refreshes it; while the
+CRM cannot answer, the stale entry may still serve until it is ``max_stale`` old (the
+cachetools TTLCache drops it then), never longer. Any number of concurrent requests for a
+cold key share one upstream fetch. When no entry can be had, ``MetadataUnavailable`` (503)
+is raised and record data is not forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from cachetools import TTLCache
+
+from gateway.errors import GatewayError, MetadataUnavailable, UnreadableUpstream
+from gateway.privacy.catalog import (
+    MetadataShapeError,
+    ModuleCatalog,
+    OrgInfo,
+    parse_fields,
+    parse_org,
+    parse_related_lists,
+)
+from gateway.upstream import Headers, Upstream, fetch_json
+
+T = TypeVar("T")
+METADATA_LIMIT = 16 * 1024 * 1024
+
+
+class UpstreamRefused(GatewayError):
+    """The CRM refused the gateway's metadata call with a client error (401 invalid token,
+    403, 400 invalid module): the client gets the CRM's own answer, which holds no records."""
+
+    reason = "upstream_refused"
+
+    def __init__(self, status: int, raw: bytes) -> None:
+        super().__init__(status_code=status)
+        self.raw = raw
+
+    def body(self) -> bytes:
+        return self.raw
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry(Generic[T]):
+    value: T
+    fetched_at: float
+
+
+@dataclass(slots=True)
+class CacheStats:
+    hits: int = 0
+    fetches: int = 0
+    failures: int = 0
+    stale_served: int = 0
+
+
+class MetadataCache:
+    def __init__(
+        self,
+        upstream: Upstream,
+        base_url: str,
+        *,
+        ttl: float,
+        max_stale: float,
+        maxsize: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._upstream = upstream
+        self._base = base_url
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: TTLCache[tuple[str, ...], _Entry[Any]] = TTLCache(
+            maxsize=maxsize, ttl=max_stale, timer=clock
+        )
+        self._inflight: dict[tuple[str, ...], asyncio.Task[Any]] = {}
+        self.stats = CacheStats()
+
+    async def org(self, client: str, version: str, headers: Headers) -> tuple[OrgInfo, float]:
+        url = f"{self._base}/crm/{version}/org"
+        return await self._get(("org", client), lambda: self._fetch(url, headers, parse_org))
+
+    async def fields(
+        self, org_id: str, version: str, module: str, headers: Headers
+    ) -> tuple[ModuleCatalog, float]:
+        url = f"{self._base}/crm/{version}/settings/fields?module={quote(module, safe='')}"
+        return await self._get(
+            ("fields", org_id, version, module.lower()),
+            lambda: self._fetch(url, headers, lambda body: parse_fields(module, body)),
+        )
+
+    async def related_lists(
+        self, org_id: str, version: str, module: str, headers: Headers
+    ) -> tuple[dict[str, str], float]:
+        url = f"{self._base}/crm/{version}/settings/related_lists?module={quote(module, safe='')}"
+        return await self._get(
+            ("related", org_id, version, module.lower()),
+            lambda: self._fetch(url, headers, parse_related_lists),
+        )
+
+    async def _get(
+        self, key: tuple[str, ...], fetch: Callable[[], Awaitable[T]]
+    ) -> tuple[T, float]:
+        entry: _Entry[T] | None = self._cache.get(key)
+        now = self._clock()
+        if entry is not None and now - entry.fetched_at < self._ttl:
+            self.stats.hits += 1
+            return entry.value, now - entry.fetched_at
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._refresh(key, fetch))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        try:
+            fresh: _Entry[T] = await asyncio.shield(task)
+        except MetadataUnavailable:
+            # The TTLCache has already dropped anything older than max_stale.
+            entry = self._cache.get(key)
+            if entry is None:
+                raise
+            self.stats.stale_served += 1
+            return entry.value, self._clock() - entry.fetched_at
+        return fresh.value, self._clock() - fresh.fetched_at
+
+    async def _refresh(self, key: tuple[str, ...], fetch: Callable[[], Awaitable[T]]) -> _Entry[T]:
+        self.stats.fetches += 1
+        try:
+            value = await fetch()
+        except MetadataUnavailable:
+            self.stats.failures += 1
+            raise
+        entry = _Entry(value, self._clock())
+        self._cache[key] = entry
+        return entry
+
+    async def _fetch(self, url: str, headers: Headers, parse: Callable[[Any], T]) -> T:
+        try:
+            answer = await fetch_json(self._upstream, "GET", url, headers, b"", METADATA_LIMIT)
+        except UnreadableUpstream as exc:
+            raise MetadataUnavailable() from exc
+        except GatewayError as exc:  # unreachable, timeout, too large
+            raise MetadataUnavailable() from exc
+        if answer.status in (400, 401, 403, 404) and _is_envelope(answer.body):
+            raise UpstreamRefused(answer.status, answer.raw)
+        if answer.status not in (200, 204):
+            raise MetadataUnavailable()
+        try:
+            return parse(answer.body)
+        except MetadataShapeError as exc:
+            raise MetadataUnavailable() from exc
+
+
+def _is_envelope(body: object) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("code"), str)

@@ -1,0 +1,221 @@
+"""The reviewable policy file (``policies/*.toml``): what the gateway shows, refuses and keeps.
+
+A policy is plain data, validated once at start. An unknown key or a wrong type is an
+error that names the key, so a typo can never silently weaken enforcement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SENSITIVITIES = frozenset({"high", "low"})
+_DEFAULT_TTL = 300.0
+_DEFAULT_MAX_STALE = 900.0
+
+
+class PolicyError(ValueError):
+    """The policy file is invalid; ``key`` names the offending key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"policy key '{key}': {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRule:
+    """Extra visibility for one client, identified by the SHA-256 of its gateway key.
+
+    The client sends the key in ``X-Gateway-Key``; only its hash is in the policy, and the
+    header never reaches the CRM. OAuth tokens rotate hourly, so they cannot name a client.
+    """
+
+    name: str
+    key_sha256: str
+    show: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    version: str = "default"
+    metadata_ttl_s: float = _DEFAULT_TTL
+    metadata_max_stale_s: float = _DEFAULT_MAX_STALE
+    show: frozenset[str] = frozenset()
+    clients: tuple[ClientRule, ...] = ()
+    allow_word_search: bool = False
+    require_consent: bool = False
+    allow_mass_update_by_cvid: bool = False
+    max_request_body: int = 50 * 1024 * 1024
+    max_response_body: int = 64 * 1024 * 1024
+    max_bulk_result: int = 1024 * 1024 * 1024
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    audit_fsync: str = "always"
+    audit_on_full: str = "block"
+    audit_stdout: bool = False
+    audit_checkpoint_interval_s: float = 30.0
+    audit_max_bytes: int = 100 * 1024 * 1024
+    _by_key: Mapping[str, ClientRule] = field(default_factory=dict, repr=False, compare=False)
+
+    def shown_for(self, gateway_key: str | None) -> tuple[str | None, frozenset[str]]:
+        """(client rule name, sensitivities shown) for a request's ``X-Gateway-Key``."""
+        if gateway_key:
+            rule = self._by_key.get(hashlib.sha256(gateway_key.encode()).hexdigest())
+            if rule is not None:
+                return rule.name, rule.show
+        return None, self.show
+
+
+# section -> key -> (attribute, type)
+_SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
+    "": {"version": ("version", str)},
+    "metadata": {
+        "ttl_seconds": ("metadata_ttl_s", float),
+        "max_stale_seconds": ("metadata_max_stale_s", float),
+    },
+    "redaction": {"show": ("show", list)},
+    "search": {"allow_word_search": ("allow_word_search", bool)},
+    "writes": {
+        "require_consent": ("require_consent", bool),
+        "allow_mass_update_by_cvid": ("allow_mass_update_by_cvid", bool),
+    },
+    "limits": {
+        "max_request_body_bytes": ("max_request_body", int),
+        "max_response_body_bytes": ("max_response_body", int),
+        "max_bulk_result_bytes": ("max_bulk_result", int),
+        "connect_timeout_seconds": ("connect_timeout_s", float),
+        "read_timeout_seconds": ("read_timeout_s", float),
+    },
+    "audit": {
+        "fsync": ("audit_fsync", str),
+        "on_full": ("audit_on_full", str),
+        "stdout": ("audit_stdout", bool),
+        "checkpoint_interval_seconds": ("audit_checkpoint_interval_s", float),
+        "max_bytes": ("audit_max_bytes", int),
+    },
+}
+
+
+def _typed(key: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise PolicyError(key, "must be greater than 0")
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise PolicyError(key, "must be greater than 0")
+        return value
+    if kind in (str, bool, list) and isinstance(value, kind):
+        return value
+    raise PolicyError(key, f"expected {kind.__name__}, got {type(value).__name__}")
+
+
+def _sensitivities(key: str, value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PolicyError(key, "expected a list of sensitivities")
+    lowered = frozenset(v.lower() for v in value)
+    if not lowered <= SENSITIVITIES:
+        raise PolicyError(key, "sensitivities are 'high' and 'low'")
+    return lowered
+
+
+def _client(index: int, raw: Any) -> ClientRule:
+    where = f"clients[{index}]"
+    if not isinstance(raw, dict):
+        raise PolicyError(where, "expected a table")
+    unknown = set(raw) - {"name", "key_sha256", "show"}
+    if unknown:
+        raise PolicyError(f"{where}.{sorted(unknown)[0]}", "unknown key")
+    name = raw.get("name")
+    digest = raw.get("key_sha256")
+    if not isinstance(name, str) or not name:
+        raise PolicyError(f"{where}.name", "required text")
+    if (
+        not isinstance(digest, str)
+        or len(digest) != 64
+        or not all(c in "0123456789abcdef" for c in digest)
+    ):
+        raise PolicyError(f"{where}.key_sha256", "expected 64 lower-case hex characters")
+    return ClientRule(name, digest, _sensitivities(f"{where}.show", raw.get("show", [])))
+
+
+def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
+    values: dict[str, Any] = {}
+    clients: list[ClientRule] = []
+    for top, body in raw.items():
+        if top == "clients":
+            if not isinstance(body, list):
+                raise PolicyError("clients", "expected an array of tables ([[clients]])")
+            clients = [_client(i, c) for i, c in enumerate(body)]
+        elif top in _SCHEMA and top:
+            if not isinstance(body, dict):
+                raise PolicyError(top, "expected a table")
+            for key, value in body.items():
+                if key not in _SCHEMA[top]:
+                    raise PolicyError(f"{top}.{key}", "unknown key")
+                attr, kind = _SCHEMA[top][key]
+                values[attr] = _typed(f"{top}.{key}", value, kind)
+        elif top in _SCHEMA[""]:
+            attr, kind = _SCHEMA[""][top]
+            values[attr] = _typed(top, body, kind)
+        else:
+            raise PolicyError(top, "unknown key")
+    if "show" in values:
+        values["show"] = _sensitivities("redaction.show", values["show"])
+    fsync = values.get("audit_fsync", "always")
+    if fsync not in ("always", "never") and not (
+        fsync.startswith("interval:") and fsync[9:].isdigit() and int(fsync[9:]) > 0
+    ):
+        raise PolicyError("audit.fsync", "expected 'always', 'never' or 'interval:<ms>'")
+    if values.get("audit_on_full", "block") not in ("block", "drop"):
+        raise PolicyError("audit.on_full", "expected 'block' or 'drop'")
+    ttl = values.get("metadata_ttl_s", _DEFAULT_TTL)
+    if values.get("metadata_max_stale_s", max(ttl, _DEFAULT_MAX_STALE)) < ttl:
+        raise PolicyError("metadata.max_stale_seconds", "must be at least metadata.ttl_seconds")
+    values.setdefault("metadata_max_stale_s", max(ttl, _DEFAULT_MAX_STALE))
+    by_key = {c.key_sha256: c for c in clients}
+    if len(by_key) != len(clients):
+        raise PolicyError("clients", "two clients share one key")
+    return Policy(clients=tuple(clients), _by_key=by_key, **values)
+
+
+def load_policy(path: Path | None) -> Policy:
+    if path is None:
+        return Policy()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PolicyError("<file>", f"{path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError("<file>", f"not valid TOML ({exc})") from exc
+    return policy_from_mapping(raw)
+
+
+def explain(policy: Policy) -> list[str]:
+    """Plain sentences a reviewer can read: what this policy makes the gateway do."""
+    shown = ", ".join(sorted(policy.show)) or "nothing"
+    lines = [
+        f"policy version {policy.version}",
+        "restricted private fields are always withheld (null) in every record API",
+        f"non-restricted private fields shown to clients without a rule: {shown}",
+    ]
+    for c in policy.clients:
+        lines.append(f"client '{c.name}' is shown: {', '.join(sorted(c.show)) or 'nothing'}")
+    lines += [
+        f"field metadata is cached {policy.metadata_ttl_s:g}s and served stale at most "
+        f"{policy.metadata_max_stale_s:g}s when the CRM cannot be asked; then requests fail closed",
+        "word= search is "
+        + ("allowed" if policy.allow_word_search else "refused")
+        + " when the module has a restricted text field",
+        "inserts without Data_Processing_Basis_Details are "
+        + ("refused" if policy.require_consent else "allowed"),
+        "mass update by custom view or territory is "
+        + ("allowed" if policy.allow_mass_update_by_cvid else "refused"),
+        f"request bodies over {policy.max_request_body} bytes are refused (413)",
+        f"audit: fsync {policy.audit_fsync}, when the sink is full: {policy.audit_on_full}",
+    ]
+    return lines

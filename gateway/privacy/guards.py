@@ -1,0 +1,104 @@
+"""Search and query guards: refuse a request that uses a restricted field before it leaves.
+
+Pure: given the parsed query and the metadata of the modules it reaches, raise
+``RestrictedField`` (the CRM's own ``INVALID_QUERY`` shape) or return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from gateway.errors import InvalidQuery, RestrictedField
+from gateway.privacy.catalog import ModuleCatalog
+
+# Field types a word= search looks into.
+WORD_SEARCHABLE = frozenset(
+    {
+        "text",
+        "textarea",
+        "email",
+        "phone",
+        "website",
+        "picklist",
+        "multiselectpicklist",
+        "autonumber",
+        "lookup",
+        "ownerlookup",
+    }
+)
+
+
+def lookup_targets(catalog: ModuleCatalog, paths: Iterable[Sequence[str]]) -> set[str]:
+    """Modules whose metadata is needed to check ``Lookup.Field`` paths (first hop only;
+    deeper hops are resolved by calling this again with the next catalog)."""
+    out: set[str] = set()
+    for path in paths:
+        if len(path) > 1:
+            info = catalog.get(path[0])
+            if info is not None and info.target_module:
+                out.add(info.target_module)
+    return out
+
+
+def check_paths(
+    module: str, paths: Iterable[Sequence[str]], catalogs: Mapping[str, ModuleCatalog]
+) -> None:
+    """``catalogs`` maps lower-case module names to metadata; ``module``'s must be there."""
+    for path in paths:
+        catalog = catalogs[module.lower()]
+        for depth, name in enumerate(path):
+            info = catalog.get(name)
+            if info is None:
+                break  # not a field the CRM knows: it will refuse the query itself
+            if info.private is not None and info.private.restricted:
+                raise RestrictedField(".".join([*path[:depth], info.api_name]))
+            if depth + 1 < len(path):
+                target = (info.target_module or "").lower()
+                if target not in catalogs:
+                    # A path through something that is not a known lookup cannot be checked.
+                    raise InvalidQuery(details={"reason": "Cannot resolve the field path."})
+                catalog = catalogs[target]
+
+
+def check_search_params(
+    catalog: ModuleCatalog, params: Iterable[tuple[str, str]], *, allow_word: bool
+) -> None:
+    """``email=`` / ``phone=`` / ``word=`` searches look into every field of a type."""
+    kinds = {k.lower() for k, _ in params}
+    restricted = catalog.restricted()
+    for kind, data_types in (("email", {"email"}), ("phone", {"phone"})):
+        if kind in kinds:
+            for info in restricted:
+                if info.data_type in data_types:
+                    raise RestrictedField(info.api_name)
+    if "word" in kinds and not allow_word:
+        for info in restricted:
+            if info.data_type in WORD_SEARCHABLE:
+                raise RestrictedField(info.api_name)
+
+
+def bulk_criteria_fields(criteria: Any) -> list[tuple[str, ...]]:
+    """Field paths named in a bulk-read ``query.criteria`` object (single or grouped)."""
+    out: list[tuple[str, ...]] = []
+    stack = [criteria]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        if not isinstance(node, Mapping):
+            raise InvalidQuery(details={"reason": "criteria must be an object"})
+        group = node.get("group")
+        if group is not None:
+            if not isinstance(group, list):
+                raise InvalidQuery(details={"reason": "criteria group must be a list"})
+            stack.extend(group)
+            continue
+        name = node.get("api_name")
+        field = node.get("field")
+        if name is None and isinstance(field, Mapping):
+            name = field.get("api_name")
+        if not isinstance(name, str) or not name:
+            raise InvalidQuery(details={"reason": "a criterion names no field"})
+        out.append(tuple(name.split(".")))
+    return out

@@ -1,0 +1,216 @@
+"""Null the values of private fields in records, keeping every key (the shape is preserved).
+
+Pure functions over parsed JSON. A ``MaskPlan`` is computed once per (module metadata,
+sensitivities shown) and reused for every record of every response, so the per-record work
+is a handful of dict look-ups: the plan's exact api names first, then a C-speed set
+difference finds the keys the metadata does not name exactly (other case, ``$`` keys),
+which are decided once and memoised.
+
+Rules (shared/zoho-crm-api.md §2): restricted fields are always nulled; other private
+fields are nulled unless their sensitivity is shown to the client; a private lookup is
+nulled whole; subform rows are redacted with the subform module's own metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import UnreadableUpstream
+from gateway.privacy.catalog import FieldInfo, ModuleCatalog
+
+Counts = dict[str, int]
+_MEMO_LIMIT = 4096
+
+
+def is_masked(info: FieldInfo | None, shown: frozenset[str]) -> bool:
+    if info is None or info.private is None:
+        return False
+    return info.private.restricted or info.private.sensitivity not in shown
+
+
+@dataclass(slots=True)
+class MaskPlan:
+    module: str
+    masked: tuple[str, ...]  # exact api names whose values are nulled
+    known: frozenset[str]  # every exact api name the metadata gives
+    subforms: dict[str, MaskPlan]  # exact api name -> plan of the subform's module
+    by_lower: dict[str, tuple[str, MaskPlan | None] | None]  # for keys of another case
+    private_fields: dict[str, dict[str, Any]]  # exact api name -> include=private_fields entry
+    _memo: dict[str, tuple[str, MaskPlan | None] | None] = field(default_factory=dict)
+
+    def action(self, key: str) -> tuple[str, MaskPlan | None] | None:
+        """For a key the metadata does not name exactly: (api_name, subform plan) to act on
+        (plan None = null the value), or None to keep it."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            found = self.by_lower.get(key.lower())
+            if len(self._memo) < _MEMO_LIMIT:
+                self._memo[key] = found
+            return found
+
+
+def build_plan(
+    catalog: ModuleCatalog,
+    shown: frozenset[str],
+    subform_catalogs: Mapping[str, ModuleCatalog],
+) -> MaskPlan:
+    """``subform_catalogs`` maps a subform module's name (any case) to its metadata; a
+    subform whose metadata is missing cannot be checked, so the whole value is nulled."""
+    sub_by_lower = {k.lower(): v for k, v in subform_catalogs.items()}
+    masked: list[str] = []
+    subforms: dict[str, MaskPlan] = {}
+    by_lower: dict[str, tuple[str, MaskPlan | None] | None] = {}
+    private_fields: dict[str, dict[str, Any]] = {}
+    for lower, info in catalog.fields.items():
+        if info.private is not None:
+            private_fields[info.api_name] = {
+                "api_name": info.api_name,
+                "type": info.private.sensitivity.title() or None,
+                "restricted": info.private.restricted,
+            }
+        if is_masked(info, shown):
+            masked.append(info.api_name)
+            by_lower[lower] = (info.api_name, None)
+        elif info.data_type == "subform":
+            sub = sub_by_lower.get((info.target_module or "").lower())
+            if sub is None:
+                masked.append(info.api_name)
+                by_lower[lower] = (info.api_name, None)
+            else:
+                plan = build_plan(sub, shown, {})
+                subforms[info.api_name] = plan
+                by_lower[lower] = (info.api_name, plan)
+    return MaskPlan(
+        catalog.module, tuple(masked), catalog.exact_names, subforms, by_lower, private_fields
+    )
+
+
+def _null(record: dict[str, Any], key: str, api_name: str, counts: Counts) -> None:
+    if record[key] is not None:
+        record[key] = None
+        counts[api_name] = counts.get(api_name, 0) + 1
+
+
+def redact_record(record: dict[str, Any], plan: MaskPlan, counts: Counts) -> None:
+    for name in plan.masked:
+        if name in record:
+            _null(record, name, name, counts)
+    for name, sub in plan.subforms.items():
+        if name in record:
+            _redact_rows(record[name], sub, counts)
+    for key in record.keys() - plan.known:
+        act = plan.action(key)
+        if act is None:
+            continue
+        api_name, rows_plan = act
+        if rows_plan is None:
+            _null(record, key, api_name, counts)
+        else:
+            _redact_rows(record[key], rows_plan, counts)
+
+
+def _redact_rows(rows: Any, plan: MaskPlan, counts: Counts) -> None:
+    if rows is None:
+        return
+    if isinstance(rows, dict):
+        rows = [rows]
+    if not isinstance(rows, list):
+        raise UnreadableUpstream()
+    for row in rows:
+        if not isinstance(row, dict):
+            raise UnreadableUpstream()
+        redact_record(row, plan, counts)
+
+
+def redact_records(
+    records: Any, plan: MaskPlan, counts: Counts, *, include_private: bool = False
+) -> None:
+    """Redact ``data[]`` in place. Anything that is not a list of objects cannot be checked."""
+    if not isinstance(records, list):
+        raise UnreadableUpstream()
+    for record in records:
+        if not isinstance(record, dict):
+            raise UnreadableUpstream()
+        redact_record(record, plan, counts)
+        if include_private:
+            present = {k.lower() for k in record}
+            record["private_fields"] = [
+                entry for name, entry in plan.private_fields.items() if name.lower() in present
+            ]
+
+
+def redact_body(
+    body: Any, plan: MaskPlan, counts: Counts, *, include_private: bool = False
+) -> None:
+    """A record-bearing JSON answer: ``{"data": [...], "info": {...}}``. Any other object
+    (``{"count": n}``, an action's answer) is checked as if it were one record, so a field
+    value can never slip through in an unexpected shape."""
+    if not isinstance(body, dict):
+        raise UnreadableUpstream()
+    if "data" in body:
+        redact_records(body["data"], plan, counts, include_private=include_private)
+    else:
+        redact_record(body, plan, counts)
+
+
+@dataclass(frozen=True, slots=True)
+class CoqlPlan:
+    """Row key (lower-case) -> the field name to count when nulling it, or None to keep it.
+    A row key the plan does not know is nulled: COQL rows are keyed by the query's own
+    columns, so an unexpected key is a value the gateway could not check."""
+
+    actions: Mapping[str, str | None]
+
+
+def build_coql_plan(
+    module: str,
+    columns: Sequence[tuple[str, tuple[str, ...], bool]],
+    catalogs: Mapping[str, ModuleCatalog],
+    shown: frozenset[str],
+) -> CoqlPlan:
+    """``columns``: (row key, field path, is an aggregate) for each selected column;
+    ``catalogs``: lower-case module name -> metadata for the module and lookup targets."""
+    actions: dict[str, str | None] = {"id": None}
+    for key, path, _aggregate in columns:
+        actions[key.lower()] = _path_mask(module, path, catalogs, shown)
+    return CoqlPlan(actions)
+
+
+def _path_mask(
+    module: str, path: Sequence[str], catalogs: Mapping[str, ModuleCatalog], shown: frozenset[str]
+) -> str | None:
+    catalog = catalogs.get(module.lower())
+    for depth, name in enumerate(path):
+        label = ".".join(path[: depth + 1])
+        if catalog is None:
+            return label  # a module the gateway has no metadata for: withhold
+        info = catalog.get(name)
+        if info is None:
+            return None if name.lower() == "id" else label
+        if is_masked(info, shown):
+            return info.api_name if depth == 0 else label
+        if depth + 1 < len(path):
+            catalog = catalogs.get((info.target_module or "").lower())
+    return None
+
+
+def redact_coql_rows(rows: Any, plan: CoqlPlan, counts: Counts) -> None:
+    if not isinstance(rows, list):
+        raise UnreadableUpstream()
+    for row in rows:
+        if not isinstance(row, dict):
+            raise UnreadableUpstream()
+        for key in row:
+            try:
+                label = plan.actions[key.lower()]
+            except KeyError:
+                label = key if _safe_label(key) else "unknown"
+            if label is not None:
+                _null(row, key, label, counts)
+
+
+def _safe_label(key: str) -> bool:
+    return len(key) <= 100 and all(c.isalnum() or c in "_.$()" for c in key)

@@ -1,0 +1,146 @@
+"""Fixtures for the gateway's tests: the real sandbox CRM and real gateways over HTTP.
+
+``crm`` is the sandbox (reset before each test), with helpers for its ``/_sandbox/`` admin
+endpoints: what it received, faults to inject, raw record edits. ``make_gateway`` starts a
+real gateway in front of it (any policy), ``gw`` is one with the default policy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import Gateway, create_app
+from gateway.policy import Policy, policy_from_mapping
+from gateway.sandbox import create_app as create_sandbox
+from gateway.settings import Settings
+from tests.servers import ThreadedServer
+
+AUTH = {"Authorization": "Zoho-oauthtoken test-token"}
+ORG2_AUTH = {"Authorization": "Zoho-oauthtoken org2-token"}
+
+
+@dataclass
+class Crm:
+    url: str
+    admin: httpx.Client
+    http: httpx.Client  # authenticated, straight to the sandbox
+
+    def received(self, path_contains: str = "/crm/") -> list[dict[str, Any]]:
+        log = self.admin.get("/_sandbox/requests").json()["requests"]
+        return [r for r in log if path_contains in r["path"]]
+
+    def clear(self) -> None:
+        self.admin.delete("/_sandbox/requests")
+
+    def fault(self, **rule: Any) -> None:
+        r = self.admin.post("/_sandbox/faults", json=rule)
+        assert r.status_code == 200, r.text
+
+    def edit(self, module: str, record_id: str, org: int = 1, **values: Any) -> None:
+        r = self.admin.post(f"/_sandbox/records/{org}/{module}/{record_id}", json=values)
+        assert r.status_code == 200, r.text
+
+    def privacy(self, on: bool, org: int = 1) -> None:
+        r = self.admin.post("/_sandbox/privacy", json={"org": org, "privacy_settings": on})
+        assert r.status_code == 200, r.text
+
+    def config(self, **values: Any) -> None:
+        assert self.admin.post("/_sandbox/config", json=values).status_code == 200
+
+    def records(self, module: str = "Leads", **params: Any) -> list[dict[str, Any]]:
+        r = self.http.get(f"/crm/v2/{module}", params={"per_page": 200, **params})
+        assert r.status_code == 200, r.text
+        data: list[dict[str, Any]] = r.json()["data"]
+        return data
+
+    def one(self, module: str, record_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/crm/v2/{module}/{record_id}")
+        assert r.status_code == 200, r.text
+        rec: dict[str, Any] = r.json()["data"][0]
+        return rec
+
+
+@pytest.fixture(scope="session")
+def crm_server() -> Iterator[ThreadedServer]:
+    server = ThreadedServer(create_sandbox(seed=42)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def crm(crm_server: ThreadedServer) -> Iterator[Crm]:
+    with httpx.Client(base_url=crm_server.url, timeout=30) as admin, httpx.Client(
+        base_url=crm_server.url, headers=AUTH, timeout=30
+    ) as http:
+        assert admin.post("/_sandbox/reset").status_code == 200
+        yield Crm(crm_server.url, admin, http)
+
+
+@dataclass
+class GatewayHandle:
+    url: str
+    app: Gateway
+    http: httpx.Client  # authenticated, through the gateway
+    audit_log: Path
+
+    def audit(self) -> list[dict[str, Any]]:
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [e for e in self.audit() if e.get("event") == "request"]
+
+
+MakeGateway = Callable[..., GatewayHandle]
+
+
+@pytest.fixture
+def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
+    started: list[tuple[ThreadedServer, httpx.Client]] = []
+
+    def make(policy: dict[str, Any] | Policy | None = None, *, upstream: str | None = None,
+             transport: str = "aiohttp") -> GatewayHandle:
+        pol = policy if isinstance(policy, Policy) else policy_from_mapping(
+            {"audit": {"fsync": "never"}, **(policy or {})}
+        )
+        n = len(started)
+        settings = Settings.build(
+            upstream=upstream or crm.url, audit_log=str(tmp_path / f"audit{n}.jsonl"),
+            transport=transport, policy=pol,
+            env={"GATEWAY_SECRET": "test-secret"},
+        )
+        app = create_app(settings)
+        server = ThreadedServer(app).start()
+        http = httpx.Client(base_url=server.url, headers=AUTH, timeout=30)
+        started.append((server, http))
+        return GatewayHandle(server.url, app, http, tmp_path / f"audit{n}.jsonl")
+
+    yield make
+    for server, http in started:
+        http.close()
+        server.stop()
+
+
+@pytest.fixture
+def gw(make_gateway: MakeGateway) -> GatewayHandle:
+    return make_gateway()
+
+
+def envelope(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """Assert the CRM's error envelope and return its details."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"code", "details", "message", "status"}, body
+    assert body["code"] == code, body
+    assert body["status"] == "error"
+    details: dict[str, Any] = body["details"]
+    return details

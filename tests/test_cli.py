@@ -1,0 +1,116 @@
+"""The command line, run as a user runs it: a real process, its exit status and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import AUTH, Crm
+from tests.servers import free_port
+
+CLI = [sys.executable, "-m", "gateway"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def _one_clear_line(p: subprocess.CompletedProcess[str]) -> str:
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+def test_serve_without_upstream_exits_2_with_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    p = subprocess.run([*CLI, "serve"], capture_output=True, text=True, timeout=30, env=env)
+    assert "--upstream" in _one_clear_line(p)
+
+
+def test_serve_with_malformed_upstream_exits_2() -> None:
+    assert "--upstream" in _one_clear_line(run("serve", "--upstream", "ftp://crm.example"))
+    assert "--upstream" in _one_clear_line(run("serve", "--upstream", "not a url"))
+
+
+def test_serve_with_bad_policy_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[redaction]\nshow = ["medium"]\n')
+    assert "redaction.show" in _one_clear_line(
+        run("serve", "--upstream", "http://127.0.0.1:9", "--policy", str(bad)))
+    bad.write_text('[search]\nallow_words = true\n')
+    assert "search.allow_words" in _one_clear_line(
+        run("serve", "--upstream", "http://127.0.0.1:9", "--policy", str(bad)))
+
+
+def test_policy_check_explains_the_default_policy() -> None:
+    p = run("policy", "check", "policies/default.toml", "--explain")
+    assert p.returncode == 0, p.stderr
+    assert "restricted private fields are always withheld" in p.stdout
+
+
+def test_policy_check_rejects_a_wrong_type(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[metadata]\nttl_seconds = "soon"\n')
+    assert "metadata.ttl_seconds" in _one_clear_line(run("policy", "check", str(bad)))
+
+
+def test_demo_once_runs_the_tour() -> None:
+    p = run("demo", "--once", timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "X-Privacy-Withheld" in out
+    assert '"code": "INVALID_QUERY"' in out
+    assert '"reason": "stop_processing"' in out
+    assert "audit log intact" in out
+
+
+def test_serve_logs_json_without_values_or_tokens_and_stops_cleanly_on_sigterm(
+    crm: Crm, tmp_path: Path
+) -> None:
+    port = free_port()
+    audit = tmp_path / "audit.jsonl"
+    env = {**os.environ, "GATEWAY_UPSTREAM": crm.url, "GATEWAY_PORT": str(port),
+           "GATEWAY_AUDIT_LOG": str(audit)}
+    proc = subprocess.Popen([*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url + "/_gateway/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        marker = "marker.value@example.com"
+        r = httpx.get(url + "/crm/v8/Leads/search", params={"criteria": f"(Last_Name:equals:{marker})"},
+                      headers=AUTH)
+        assert r.status_code == 204
+        r = httpx.get(url + "/crm/v8/Leads", params={"per_page": 3}, headers=AUTH)
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    # uvicorn drains, runs the lifespan shutdown, then re-raises SIGTERM for the caller.
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    last = json.loads(audit.read_text().splitlines()[-1])
+    final = json.loads(Path(str(audit) + ".checkpoints").read_text().splitlines()[-1])
+    assert final["seq"] == last["seq"]  # the trail was closed: nothing acknowledged is lost
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    requests = [entry for entry in lines if entry.get("event") == "request"]
+    assert [e["route"] for e in requests][-2:] == ["/crm/{v}/{module}/search", "/crm/{v}/{module}"]
+    for text in (err, out, audit.read_text()):
+        assert marker not in text
+        assert "test-token" not in text
+    verify = run("audit", "verify", str(audit), "--checkpoints", str(audit) + ".checkpoints",
+                 env={"GATEWAY_SECRET_FILE": str(tmp_path / ".gateway-secret")})
+    assert verify.returncode == 0, verify.stdout + verify.stderr
