@@ -12,8 +12,16 @@ from typing import Any
 import aiohttp
 import uvicorn
 
-HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"host",
-       b"content-length"}
+HOP = {
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"host",
+    b"content-length",
+}
 
 
 def make_app(upstream: str) -> Any:
@@ -32,8 +40,9 @@ def make_app(upstream: str) -> Any:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if session is None:
-            session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
-                                            auto_decompress=False)
+            session = aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+            )
         body = b""
         more = True
         while more:
@@ -41,8 +50,11 @@ def make_app(upstream: str) -> Any:
             body += msg.get("body", b"")
             more = msg.get("more_body", False)
         headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k not in HOP]
-        url = upstream + scope["path"] + ("?" + scope["query_string"].decode()
-                                          if scope["query_string"] else "")
+        url = (
+            upstream
+            + scope["path"]
+            + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
+        )
         async with session.request(scope["method"], url, headers=headers, data=body or None) as r:
             out = [(k, v) for k, v in r.raw_headers if k.lower() not in HOP]
             await send({"type": "http.response.start", "status": r.status, "headers": out})
@@ -58,8 +70,13 @@ def main() -> None:
     p.add_argument("--upstream", required=True)
     p.add_argument("--port", type=int, required=True)
     a = p.parse_args()
-    uvicorn.run(make_app(a.upstream.rstrip("/")), host="127.0.0.1", port=a.port,
-                access_log=False, log_level="warning")
+    uvicorn.run(
+        make_app(a.upstream.rstrip("/")),
+        host="127.0.0.1",
+        port=a.port,
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

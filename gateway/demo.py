@@ -71,8 +71,12 @@ def tour(crm: str, gateway: str, audit_log: Path) -> None:
 
         _say(f"3. An update of two Leads; the second ({stopped['id']}) is in stop processing.")
         _say("   The gateway forwards the first and refuses the second, per record (HTTP 207).")
-        body = {"data": [{"id": plain["id"], "Lead_Status": "Contacted"},
-                         {"id": stopped["id"], "Lead_Status": "Contacted"}]}
+        body = {
+            "data": [
+                {"id": plain["id"], "Lead_Status": "Contacted"},
+                {"id": stopped["id"], "Lead_Status": "Contacted"},
+            ]
+        }
         _show("gateway", http.put(f"{gateway}/crm/v8/Leads", json=body))
         _show("direct ", http.put(f"{crm}/crm/v8/Leads", json=body))
         _say()
@@ -82,8 +86,15 @@ def tour(crm: str, gateway: str, audit_log: Path) -> None:
     time.sleep(0.2)
     for line in audit_log.read_text().splitlines()[-3:]:
         entry = json.loads(line)
-        _say("    " + json.dumps({k: entry.get(k) for k in (
-            "seq", "route", "outcome", "reasons", "fields_withheld", "status")}))
+        _say(
+            "    "
+            + json.dumps(
+                {
+                    k: entry.get(k)
+                    for k in ("seq", "route", "outcome", "reasons", "fields_withheld", "status")
+                }
+            )
+        )
     _say("   privacy-gateway audit verify says:")
     run_verify(str(audit_log), None, None)
 
@@ -97,20 +108,25 @@ def run_demo(*, once: bool) -> int:
     configure_logging(request_log)
     crm = ThreadedServer(create_sandbox(seed=42)).start()
     settings = Settings.build(
-        upstream=crm.url, audit_log=str(audit_log), port=0, policy=Policy(version="demo"),
+        upstream=crm.url,
+        audit_log=str(audit_log),
+        port=0,
+        policy=Policy(version="demo"),
         env={"GATEWAY_SECRET_FILE": str(workdir / ".gateway-secret")},
     )
     gateway = ThreadedServer(create_app(settings)).start()
     try:
         _say(f"sandbox CRM : {crm.url}   (the raw upstream; enforces nothing)")
-        _say(f"gateway     : {gateway.url}   (in front of it; its JSON request log: {request_log.name})")
+        _say(f"gateway     : {gateway.url}   (in front of it)")
+        _say(f"request log : {request_log.name}")
         _say()
         tour(crm.url, gateway.url, audit_log)
         if once:
             return 0
         _say()
         _say("Both keep serving. Try, for example:")
-        _say(f"  curl -H 'Authorization: Zoho-oauthtoken demo' '{gateway.url}/crm/v8/Leads?per_page=1'")
+        auth = "Authorization: Zoho-oauthtoken demo"
+        _say(f"  curl -H '{auth}' '{gateway.url}/crm/v8/Leads?per_page=1'")
         _say(f"  curl '{gateway.url}/_gateway/metrics'")
         _say("Ctrl-C stops them.")
         while True:

@@ -76,9 +76,10 @@ def crm_server() -> Iterator[ThreadedServer]:
 
 @pytest.fixture
 def crm(crm_server: ThreadedServer) -> Iterator[Crm]:
-    with httpx.Client(base_url=crm_server.url, timeout=30) as admin, httpx.Client(
-        base_url=crm_server.url, headers=AUTH, timeout=30
-    ) as http:
+    with (
+        httpx.Client(base_url=crm_server.url, timeout=30) as admin,
+        httpx.Client(base_url=crm_server.url, headers=AUTH, timeout=30) as http,
+    ):
         assert admin.post("/_sandbox/reset").status_code == 200
         yield Crm(crm_server.url, admin, http)
 
@@ -106,15 +107,23 @@ MakeGateway = Callable[..., GatewayHandle]
 def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
     started: list[tuple[ThreadedServer, httpx.Client]] = []
 
-    def make(policy: dict[str, Any] | Policy | None = None, *, upstream: str | None = None,
-             transport: str = "aiohttp") -> GatewayHandle:
-        pol = policy if isinstance(policy, Policy) else policy_from_mapping(
-            {"audit": {"fsync": "never"}, **(policy or {})}
+    def make(
+        policy: dict[str, Any] | Policy | None = None,
+        *,
+        upstream: str | None = None,
+        transport: str = "aiohttp",
+    ) -> GatewayHandle:
+        pol = (
+            policy
+            if isinstance(policy, Policy)
+            else policy_from_mapping({"audit": {"fsync": "never"}, **(policy or {})})
         )
         n = len(started)
         settings = Settings.build(
-            upstream=upstream or crm.url, audit_log=str(tmp_path / f"audit{n}.jsonl"),
-            transport=transport, policy=pol,
+            upstream=upstream or crm.url,
+            audit_log=str(tmp_path / f"audit{n}.jsonl"),
+            transport=transport,
+            policy=pol,
             env={"GATEWAY_SECRET": "test-secret"},
         )
         app = create_app(settings)

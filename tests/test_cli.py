@@ -18,9 +18,16 @@ from tests.servers import free_port
 CLI = [sys.executable, "-m", "gateway"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _one_clear_line(p: subprocess.CompletedProcess[str]) -> str:
@@ -46,10 +53,12 @@ def test_serve_with_bad_policy_names_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[redaction]\nshow = ["medium"]\n')
     assert "redaction.show" in _one_clear_line(
-        run("serve", "--upstream", "http://127.0.0.1:9", "--policy", str(bad)))
-    bad.write_text('[search]\nallow_words = true\n')
+        run("serve", "--upstream", "http://127.0.0.1:9", "--policy", str(bad))
+    )
+    bad.write_text("[search]\nallow_words = true\n")
     assert "search.allow_words" in _one_clear_line(
-        run("serve", "--upstream", "http://127.0.0.1:9", "--policy", str(bad)))
+        run("serve", "--upstream", "http://127.0.0.1:9", "--policy", str(bad))
+    )
 
 
 def test_policy_check_explains_the_default_policy() -> None:
@@ -79,10 +88,15 @@ def test_serve_logs_json_without_values_or_tokens_and_stops_cleanly_on_sigterm(
 ) -> None:
     port = free_port()
     audit = tmp_path / "audit.jsonl"
-    env = {**os.environ, "GATEWAY_UPSTREAM": crm.url, "GATEWAY_PORT": str(port),
-           "GATEWAY_AUDIT_LOG": str(audit)}
-    proc = subprocess.Popen([*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    env = {
+        **os.environ,
+        "GATEWAY_UPSTREAM": crm.url,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_AUDIT_LOG": str(audit),
+    }
+    proc = subprocess.Popen(
+        [*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -92,8 +106,11 @@ def test_serve_logs_json_without_values_or_tokens_and_stops_cleanly_on_sigterm(
             except httpx.HTTPError:
                 time.sleep(0.1)
         marker = "marker.value@example.com"
-        r = httpx.get(url + "/crm/v8/Leads/search", params={"criteria": f"(Last_Name:equals:{marker})"},
-                      headers=AUTH)
+        r = httpx.get(
+            url + "/crm/v8/Leads/search",
+            params={"criteria": f"(Last_Name:equals:{marker})"},
+            headers=AUTH,
+        )
         assert r.status_code == 204
         r = httpx.get(url + "/crm/v8/Leads", params={"per_page": 3}, headers=AUTH)
         assert r.status_code == 200
@@ -111,6 +128,12 @@ def test_serve_logs_json_without_values_or_tokens_and_stops_cleanly_on_sigterm(
     for text in (err, out, audit.read_text()):
         assert marker not in text
         assert "test-token" not in text
-    verify = run("audit", "verify", str(audit), "--checkpoints", str(audit) + ".checkpoints",
-                 env={"GATEWAY_SECRET_FILE": str(tmp_path / ".gateway-secret")})
+    verify = run(
+        "audit",
+        "verify",
+        str(audit),
+        "--checkpoints",
+        str(audit) + ".checkpoints",
+        env={"GATEWAY_SECRET_FILE": str(tmp_path / ".gateway-secret")},
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr

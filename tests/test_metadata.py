@@ -68,28 +68,36 @@ def test_stale_entry_serves_within_the_bound_while_the_crm_fails(
     assert r.status_code == 200 and r.json()["data"][0]["Email"] is None
     assert r.headers["x-privacy-withheld"] != "0"
     time.sleep(1.4)  # past the bound: fail closed
-    envelope(gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503,
-             "GATEWAY_METADATA_UNAVAILABLE")
+    envelope(
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503, "GATEWAY_METADATA_UNAVAILABLE"
+    )
 
 
 def test_metadata_timeout_fails_closed(crm: Crm, make_gateway: MakeGateway) -> None:
     gw = make_gateway({"limits": {"read_timeout_seconds": 0.3}})
     crm.fault(path_contains="/settings/fields", delay=1.0, times=1)
-    envelope(gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503,
-             "GATEWAY_METADATA_UNAVAILABLE")
+    envelope(
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503, "GATEWAY_METADATA_UNAVAILABLE"
+    )
 
 
 def test_unreadable_metadata_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
-    crm.fault(path_contains="/settings/fields", status=200, body="{not json",
-              content_type="application/json")
-    envelope(gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503,
-             "GATEWAY_METADATA_UNAVAILABLE")
+    crm.fault(
+        path_contains="/settings/fields",
+        status=200,
+        body="{not json",
+        content_type="application/json",
+    )
+    envelope(
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503, "GATEWAY_METADATA_UNAVAILABLE"
+    )
 
 
 def test_metadata_without_a_fields_list_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
     crm.fault(path_contains="/settings/fields", status=200, json={"unexpected": []})
-    envelope(gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503,
-             "GATEWAY_METADATA_UNAVAILABLE")
+    envelope(
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503, "GATEWAY_METADATA_UNAVAILABLE"
+    )
 
 
 def test_invalid_token_on_the_metadata_call_is_returned_as_the_crm_sent_it(
@@ -103,8 +111,11 @@ def test_the_org_is_resolved_once_per_client_token(crm: Crm, gw: GatewayHandle) 
     crm.clear()
     for _ in range(3):
         gw.http.get("/crm/v8/Leads", params={"per_page": 1})
-    gw.http.get("/crm/v8/Leads", params={"per_page": 1},
-                headers={"Authorization": "Zoho-oauthtoken another-token"})
+    gw.http.get(
+        "/crm/v8/Leads",
+        params={"per_page": 1},
+        headers={"Authorization": "Zoho-oauthtoken another-token"},
+    )
     assert len(crm.received("/crm/v8/org")) == 2
     # Same org: the field metadata was fetched once for both tokens.
     assert _field_fetches(crm) == 1

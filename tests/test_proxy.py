@@ -28,8 +28,14 @@ def test_hop_by_hop_request_headers_are_dropped(crm: Crm, gw: GatewayHandle) -> 
     crm.clear()
     gw.http.get(
         "/crm/v8/settings/modules",
-        headers={"Connection": "keep-alive, X-Hop", "X-Hop": "1", "Keep-Alive": "timeout=5",
-                 "Proxy-Authorization": "Basic abc", "TE": "trailers", "X-End-To-End": "kept"},
+        headers={
+            "Connection": "keep-alive, X-Hop",
+            "X-Hop": "1",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authorization": "Basic abc",
+            "TE": "trailers",
+            "X-End-To-End": "kept",
+        },
     )
     (sent,) = crm.received("/settings/modules")
     h = sent["headers"]
@@ -51,9 +57,17 @@ def test_hop_by_hop_response_headers_are_dropped_and_no_cookie_jar_is_kept(
 
     async def handler(request: Request) -> Response:
         seen_cookies.append(request.headers.get("cookie"))
-        return Response(b"{}", media_type="application/json", headers={
-            "Connection": "X-Secret-Hop", "X-Secret-Hop": "1", "Proxy-Authenticate": "Basic",
-            "Set-Cookie": "session=abc; Path=/", "X-Kept": "yes"})
+        return Response(
+            b"{}",
+            media_type="application/json",
+            headers={
+                "Connection": "X-Secret-Hop",
+                "X-Secret-Hop": "1",
+                "Proxy-Authenticate": "Basic",
+                "Set-Cookie": "session=abc; Path=/",
+                "X-Kept": "yes",
+            },
+        )
 
     with serve(_fake_upstream(handler)) as upstream:
         gw = make_gateway(upstream=upstream.url)
@@ -102,8 +116,9 @@ def test_gzip_is_decoded_for_a_client_that_did_not_ask_for_it(crm: Crm, gw: Gate
     plain = gw.http.get("/crm/v8/settings/modules", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
     assert plain.json() == direct.json()
-    raw = httpx.get(gw.url + "/crm/v8/settings/modules",
-                    headers={**AUTH, "Accept-Encoding": "gzip"})
+    raw = httpx.get(
+        gw.url + "/crm/v8/settings/modules", headers={**AUTH, "Accept-Encoding": "gzip"}
+    )
     assert raw.headers.get("content-encoding") == "gzip"
     assert orjson.loads(raw.content) == direct.json()  # httpx decoded it; it was valid gzip
 
@@ -133,7 +148,10 @@ def test_metrics_count_requests_and_withheld_values(gw: GatewayHandle) -> None:
     gw.http.get("/crm/v8/Leads", params={"per_page": 5})
     gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Email:equals:x@example.com)"})
     text = gw.http.get("/_gateway/metrics").text
-    assert 'gateway_requests_total{route="/crm/{v}/{module}",outcome="redacted",status="200"} 1' in text
+    assert (
+        'gateway_requests_total{route="/crm/{v}/{module}",outcome="redacted",status="200"} 1'
+        in text
+    )
     assert 'gateway_decision_reasons_total{reason="restricted_criteria"} 1' in text
     assert 'gateway_values_withheld_total{field="Email"} 5' in text
     assert "gateway_audit_dropped_total 0" in text
@@ -149,8 +167,11 @@ def test_both_transports_redact_and_forward(
     assert r.status_code == 200 and all(rec["Email"] is None for rec in r.json()["data"])
     crm.config(gzip=True)
     assert gw.http.get("/crm/v8/settings/modules").status_code == 200
-    envelope(gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Email:equals:a)"}),
-             400, "INVALID_QUERY")
+    envelope(
+        gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Email:equals:a)"}),
+        400,
+        "INVALID_QUERY",
+    )
 
 
 def test_gzip_request_body_from_client_is_forwarded_as_sent(crm: Crm, gw: GatewayHandle) -> None:

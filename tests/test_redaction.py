@@ -12,8 +12,17 @@ import orjson
 
 from tests.conftest import ORG2_AUTH, Crm, GatewayHandle, MakeGateway, envelope
 
-LEAD_MASKED = ("Email", "Mobile", "Date_of_Birth", "Phone", "Secondary_Email", "First_Name",
-               "City", "Description", "Referrer")
+LEAD_MASKED = (
+    "Email",
+    "Mobile",
+    "Date_of_Birth",
+    "Phone",
+    "Secondary_Email",
+    "First_Name",
+    "City",
+    "Description",
+    "Referrer",
+)
 
 
 def _lead_with(crm: Crm, **wanted: Any) -> dict[str, Any]:
@@ -52,8 +61,11 @@ def test_withheld_header_counts_values_and_names_fields(crm: Crm, gw: GatewayHan
 def test_get_one_record_redacts_subform_rows_with_the_subform_metadata(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    lead = next(crm.one("Leads", r["id"]) for r in crm.records("Leads")
-                if crm.one("Leads", r["id"]).get("Visits"))
+    lead = next(
+        crm.one("Leads", r["id"])
+        for r in crm.records("Leads")
+        if crm.one("Leads", r["id"]).get("Visits")
+    )
     r = gw.http.get(f"/crm/v2/Leads/{lead['id']}")
     rec = r.json()["data"][0]
     assert rec["Email"] is None
@@ -72,7 +84,9 @@ def test_private_lookup_is_nulled_whole(crm: Crm, gw: GatewayHandle) -> None:
 
 def test_search_results_are_redacted(crm: Crm, gw: GatewayHandle) -> None:
     lead = crm.records("Leads")[0]
-    r = gw.http.get("/crm/v8/Leads/search", params={"criteria": f"(Last_Name:equals:{lead['Last_Name']})"})
+    r = gw.http.get(
+        "/crm/v8/Leads/search", params={"criteria": f"(Last_Name:equals:{lead['Last_Name']})"}
+    )
     assert r.status_code == 200
     assert all(rec["Email"] is None for rec in r.json()["data"])
 
@@ -98,8 +112,10 @@ def test_empty_answer_passes_as_204(gw: GatewayHandle) -> None:
 def test_coql_rows_null_selected_private_columns_aliases_and_lookup_paths(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    query = ("select Last_Name, Email, Phone as tel, Referrer.Email, Referrer.Last_Name, Company "
-             "from Leads where Referrer is not null limit 20")
+    query = (
+        "select Last_Name, Email, Phone as tel, Referrer.Email, Referrer.Last_Name, Company "
+        "from Leads where Referrer is not null limit 20"
+    )
     direct = crm.http.post("/crm/v8/coql", content=orjson.dumps({"select_query": query}))
     assert direct.status_code == 200, direct.text
     assert any(row.get("Email") for row in direct.json()["data"])
@@ -133,7 +149,9 @@ def test_include_private_fields_is_not_forwarded(crm: Crm, gw: GatewayHandle) ->
     assert sent and all("private_fields" not in r["query"] for r in sent)
 
 
-def test_policy_can_show_low_sensitivity_but_never_restricted(make_gateway: MakeGateway, crm: Crm) -> None:
+def test_policy_can_show_low_sensitivity_but_never_restricted(
+    make_gateway: MakeGateway, crm: Crm
+) -> None:
     gw = make_gateway({"redaction": {"show": ["low"]}})
     direct = crm.records("Leads")[:20]
     through = gw.http.get("/crm/v8/Leads", params={"per_page": 20}).json()["data"]
@@ -148,12 +166,16 @@ def test_per_client_rule_needs_the_clients_key(make_gateway: MakeGateway) -> Non
     import hashlib
 
     digest = hashlib.sha256(b"analytics-key").hexdigest()
-    gw = make_gateway({"clients": [{"name": "analytics", "key_sha256": digest, "show": ["low", "high"]}]})
+    gw = make_gateway(
+        {"clients": [{"name": "analytics", "key_sha256": digest, "show": ["low", "high"]}]}
+    )
     anon = gw.http.get("/crm/v8/Leads", params={"per_page": 5}).json()["data"]
-    keyed = gw.http.get("/crm/v8/Leads", params={"per_page": 5},
-                        headers={"X-Gateway-Key": "analytics-key"}).json()["data"]
-    wrong = gw.http.get("/crm/v8/Leads", params={"per_page": 5},
-                        headers={"X-Gateway-Key": "guess"}).json()["data"]
+    keyed = gw.http.get(
+        "/crm/v8/Leads", params={"per_page": 5}, headers={"X-Gateway-Key": "analytics-key"}
+    ).json()["data"]
+    wrong = gw.http.get(
+        "/crm/v8/Leads", params={"per_page": 5}, headers={"X-Gateway-Key": "guess"}
+    ).json()["data"]
     assert all(r["Phone"] is None for r in anon + wrong)
     assert any(r["Phone"] for r in keyed)
     assert all(r["Email"] is None and r["Mobile"] is None for r in keyed)
@@ -191,7 +213,9 @@ def test_orgs_are_cached_apart(crm: Crm, gw: GatewayHandle) -> None:
 
 def test_gzip_upstream_is_decoded_redacted_and_sent_plain(crm: Crm, gw: GatewayHandle) -> None:
     crm.config(gzip=True)
-    r = gw.http.get("/crm/v8/Leads", params={"per_page": 50}, headers={"Accept-Encoding": "identity"})
+    r = gw.http.get(
+        "/crm/v8/Leads", params={"per_page": 50}, headers={"Accept-Encoding": "identity"}
+    )
     assert r.status_code == 200
     assert "content-encoding" not in r.headers
     assert all(rec["Email"] is None for rec in r.json()["data"])
@@ -205,25 +229,45 @@ def _fault_gw(crm: Crm, gw: GatewayHandle, **rule: Any) -> httpx.Response:
 
 
 def test_invalid_json_from_the_crm_is_never_passed_on(crm: Crm, gw: GatewayHandle) -> None:
-    r = _fault_gw(crm, gw, status=200, body='{"data":[{"Email":"leak@example.com"', content_type="application/json")
+    r = _fault_gw(
+        crm,
+        gw,
+        status=200,
+        body='{"data":[{"Email":"leak@example.com"',
+        content_type="application/json",
+    )
     envelope(r, 502, "GATEWAY_UNREADABLE_UPSTREAM")
     assert b"leak@example.com" not in r.content
 
 
 def test_non_json_content_type_is_never_passed_on(crm: Crm, gw: GatewayHandle) -> None:
-    r = _fault_gw(crm, gw, status=200, body='{"data":[{"Email":"leak@example.com"}]}', content_type="text/plain")
+    r = _fault_gw(
+        crm,
+        gw,
+        status=200,
+        body='{"data":[{"Email":"leak@example.com"}]}',
+        content_type="text/plain",
+    )
     envelope(r, 502, "GATEWAY_UNREADABLE_UPSTREAM")
     assert b"leak@example.com" not in r.content
 
 
 def test_unknown_content_encoding_is_never_passed_on(crm: Crm, gw: GatewayHandle) -> None:
-    r = _fault_gw(crm, gw, status=200, body='{"data":[{"Email":"leak@example.com"}]}',
-                  content_type="application/json", content_encoding="br")
+    r = _fault_gw(
+        crm,
+        gw,
+        status=200,
+        body='{"data":[{"Email":"leak@example.com"}]}',
+        content_type="application/json",
+        content_encoding="br",
+    )
     envelope(r, 502, "GATEWAY_UNREADABLE_UPSTREAM")
     assert b"leak@example.com" not in r.content
 
 
-def test_decompression_bomb_is_refused_not_expanded(crm_server: Any, make_gateway: MakeGateway) -> None:
+def test_decompression_bomb_is_refused_not_expanded(
+    crm_server: Any, make_gateway: MakeGateway
+) -> None:
     # A tiny upstream that answers a gzip body expanding far past the cap.
     from starlette.applications import Starlette
     from starlette.responses import Response
@@ -232,23 +276,43 @@ def test_decompression_bomb_is_refused_not_expanded(crm_server: Any, make_gatewa
     bomb = gzip.compress(b'{"data":[{"Email":"' + b"a" * (8 * 1024 * 1024) + b'"}]}')
 
     async def fields(_: Any) -> Response:
-        return Response(orjson.dumps({"fields": [{"api_name": "Email", "data_type": "email",
-                        "private": {"restricted": True, "type": "High", "export": True}}]}),
-                        media_type="application/json")
+        return Response(
+            orjson.dumps(
+                {
+                    "fields": [
+                        {
+                            "api_name": "Email",
+                            "data_type": "email",
+                            "private": {"restricted": True, "type": "High", "export": True},
+                        }
+                    ]
+                }
+            ),
+            media_type="application/json",
+        )
 
     async def org(_: Any) -> Response:
-        return Response(orjson.dumps({"org": [{"id": "1", "privacy_settings": True}]}),
-                        media_type="application/json")
+        return Response(
+            orjson.dumps({"org": [{"id": "1", "privacy_settings": True}]}),
+            media_type="application/json",
+        )
 
     async def leads(_: Any) -> Response:
         return Response(bomb, media_type="application/json", headers={"content-encoding": "gzip"})
 
-    app = Starlette(routes=[Route("/crm/v8/org", org), Route("/crm/v8/settings/fields", fields),
-                            Route("/crm/v8/Leads", leads)])
+    app = Starlette(
+        routes=[
+            Route("/crm/v8/org", org),
+            Route("/crm/v8/settings/fields", fields),
+            Route("/crm/v8/Leads", leads),
+        ]
+    )
     from tests.servers import serve
 
     with serve(app) as upstream:
-        gw = make_gateway({"limits": {"max_response_body_bytes": 1024 * 1024}}, upstream=upstream.url)
+        gw = make_gateway(
+            {"limits": {"max_response_body_bytes": 1024 * 1024}}, upstream=upstream.url
+        )
         r = gw.http.get("/crm/v8/Leads")
     envelope(r, 413, "GATEWAY_BODY_TOO_LARGE")
 
@@ -267,7 +331,9 @@ def test_deleted_records_route_is_redacted_and_passes(crm: Crm, gw: GatewayHandl
     assert any(e["id"] == lead["id"] for e in r.json()["data"])
 
 
-def test_bulk_read_result_empties_private_columns_and_keeps_headers(crm: Crm, gw: GatewayHandle) -> None:
+def test_bulk_read_result_empties_private_columns_and_keeps_headers(
+    crm: Crm, gw: GatewayHandle
+) -> None:
     job = gw.http.post("/crm/bulk/v2.1/read", json={"query": {"module": {"api_name": "Leads"}}})
     assert job.status_code in (200, 201), job.text
     job_id = job.json()["data"][0]["details"]["id"]

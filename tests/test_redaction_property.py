@@ -25,8 +25,16 @@ from gateway.settings import Settings
 from tests.conftest import AUTH
 from tests.servers import ThreadedServer
 
-PRIVATE_TOP = ["Email", "Secondary_Email", "Phone", "Mobile", "Date_of_Birth", "City",
-               "Description", "First_Name"]
+PRIVATE_TOP = [
+    "Email",
+    "Secondary_Email",
+    "Phone",
+    "Mobile",
+    "Date_of_Birth",
+    "City",
+    "Description",
+    "First_Name",
+]
 PRIVATE_ROW = ["Notes", "Visitor_IP"]
 
 
@@ -35,7 +43,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     crm = ThreadedServer(create_sandbox(seed=7)).start()
     log = tmp_path_factory.mktemp("audit") / "audit.jsonl"
     settings_ = Settings.build(
-        upstream=crm.url, audit_log=str(log), env={"GATEWAY_SECRET": "s"},
+        upstream=crm.url,
+        audit_log=str(log),
+        env={"GATEWAY_SECRET": "s"},
         policy=policy_from_mapping({"audit": {"fsync": "never"}}),
     )
     gw = ThreadedServer(create_app(settings_)).start()
@@ -52,17 +62,24 @@ def _case(name: str, variant: int) -> str:
     return [name, name.lower(), name.upper()][variant]
 
 
-records = st.fixed_dictionaries({
-    "private": st.lists(st.sampled_from(PRIVATE_TOP), min_size=1, unique=True),
-    "case": st.integers(0, 2),
-    "with_referrer": st.booleans(),
-    "rows": st.integers(0, 3),
-    "company": st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
-                       min_size=1, max_size=20),
-})
+records = st.fixed_dictionaries(
+    {
+        "private": st.lists(st.sampled_from(PRIVATE_TOP), min_size=1, unique=True),
+        "case": st.integers(0, 2),
+        "with_referrer": st.booleans(),
+        "rows": st.integers(0, 3),
+        "company": st.text(
+            alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
+            min_size=1,
+            max_size=20,
+        ),
+    }
+)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(spec=records)
 def test_no_private_marker_ever_reaches_the_client(
     servers: tuple[str, str], spec: dict[str, Any]
@@ -70,8 +87,11 @@ def test_no_private_marker_ever_reaches_the_client(
     crm_url, gw_url = servers
     markers: list[str] = []
     last_name = "LN" + uuid.uuid4().hex[:12]
-    rec: dict[str, Any] = {"Last_Name": last_name, "Company": spec["company"],
-                           "$stop_processing": False}
+    rec: dict[str, Any] = {
+        "Last_Name": last_name,
+        "Company": spec["company"],
+        "$stop_processing": False,
+    }
     for name in spec["private"]:
         markers.append(m := _marker())
         rec[_case(name, spec["case"])] = m
@@ -97,10 +117,16 @@ def test_no_private_marker_ever_reaches_the_client(
             gw.get(f"/crm/v2/Leads/{rid}", params={"include": "private_fields"}),
             gw.get("/crm/v8/Leads/search", params={"criteria": f"(Last_Name:equals:{last_name})"}),
             gw.get("/crm/v8/Leads", params={"ids": rid}),
-            gw.post("/crm/v8/coql", content=orjson.dumps({"select_query":
-                    "select Last_Name, Company, Email, Mobile, Phone, City, First_Name, "
-                    "Description, Referrer, Referrer.Last_Name as r "
-                    f"from Leads where Last_Name = '{last_name}'"})),
+            gw.post(
+                "/crm/v8/coql",
+                content=orjson.dumps(
+                    {
+                        "select_query": "select Last_Name, Company, Email, Mobile, Phone, City, "
+                        "First_Name, Description, Referrer, Referrer.Last_Name as r "
+                        f"from Leads where Last_Name = '{last_name}'"
+                    }
+                ),
+            ),
         ]
     for r in answers:
         assert r.status_code == 200, r.text

@@ -7,7 +7,7 @@ case-insensitively everywhere a decision is made (the CRM treats api names that 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -34,14 +34,9 @@ class MetadataShapeError(ValueError):
 class ModuleCatalog:
     module: str
     fields: Mapping[str, FieldInfo]  # lower-case api_name -> info
-    _exact: frozenset[str] = field(default=frozenset(), repr=False)
 
     def get(self, name: str) -> FieldInfo | None:
         return self.fields.get(name.lower())
-
-    @property
-    def exact_names(self) -> frozenset[str]:
-        return self._exact
 
     def restricted(self) -> list[FieldInfo]:
         return [f for f in self.fields.values() if f.private is not None and f.private.restricted]
@@ -103,8 +98,7 @@ def parse_fields(module: str, body: Any) -> ModuleCatalog:
         fields[name.lower()] = FieldInfo(
             name, data_type, _private(raw.get("private"), name), target
         )
-    exact = frozenset(f.api_name for f in fields.values())
-    return ModuleCatalog(module, fields, exact)
+    return ModuleCatalog(module, fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,10 @@
 """Null the values of private fields in records, keeping every key (the shape is preserved).
 
 Pure functions over parsed JSON. A ``MaskPlan`` is computed once per (module metadata,
-sensitivities shown) and reused for every record of every response, so the per-record work
-is a handful of dict look-ups: the plan's exact api names first, then a C-speed set
-difference finds the keys the metadata does not name exactly (other case, ``$`` keys),
-which are decided once and memoised.
+sensitivities shown) and reused for every record of every response. Every key of a record
+is compared case-insensitively with the metadata, but only once per *shape* of record (its
+tuple of keys, which the records of one answer share): the per-record work is then one
+tuple hash and the assignments themselves.
 
 Rules (shared/zoho-crm-api.md §2): restricted fields are always nulled; other private
 fields are nulled unless their sensitivity is shown to the client; a private lookup is
@@ -21,7 +21,7 @@ from gateway.errors import UnreadableUpstream
 from gateway.privacy.catalog import FieldInfo, ModuleCatalog
 
 Counts = dict[str, int]
-_MEMO_LIMIT = 4096
+_MEMO_LIMIT = 256
 
 
 def is_masked(info: FieldInfo | None, shown: frozenset[str]) -> bool:
@@ -34,22 +34,29 @@ def is_masked(info: FieldInfo | None, shown: frozenset[str]) -> bool:
 class MaskPlan:
     module: str
     masked: tuple[str, ...]  # exact api names whose values are nulled
-    known: frozenset[str]  # every exact api name the metadata gives
     subforms: dict[str, MaskPlan]  # exact api name -> plan of the subform's module
     by_lower: dict[str, tuple[str, MaskPlan | None] | None]  # for keys of another case
     private_fields: dict[str, dict[str, Any]]  # exact api name -> include=private_fields entry
-    _memo: dict[str, tuple[str, MaskPlan | None] | None] = field(default_factory=dict)
+    _shapes: dict[tuple[str, ...], list[Step]] = field(default_factory=dict)
 
-    def action(self, key: str) -> tuple[str, MaskPlan | None] | None:
-        """For a key the metadata does not name exactly: (api_name, subform plan) to act on
-        (plan None = null the value), or None to keep it."""
-        try:
-            return self._memo[key]
-        except KeyError:
-            found = self.by_lower.get(key.lower())
-            if len(self._memo) < _MEMO_LIMIT:
-                self._memo[key] = found
-            return found
+    def steps(self, record: dict[str, Any]) -> list[Step]:
+        """What to do to a record with these keys. Records of one answer share their keys,
+        so the decision is made once per shape of record and memoised."""
+        shape = tuple(record)
+        found = self._shapes.get(shape)
+        if found is None:
+            found = []
+            for key in shape:
+                act = self.by_lower.get(key.lower())
+                if act is not None:
+                    found.append((key, act[0], act[1]))
+            if len(self._shapes) < _MEMO_LIMIT:
+                self._shapes[shape] = found
+        return found
+
+
+#: (key as the record spells it, api name to count it under, subform plan or None to null)
+Step = tuple[str, str, "MaskPlan | None"]
 
 
 def build_plan(
@@ -84,7 +91,7 @@ def build_plan(
                 subforms[info.api_name] = plan
                 by_lower[lower] = (info.api_name, plan)
     return MaskPlan(
-        catalog.module, tuple(masked), catalog.exact_names, subforms, by_lower, private_fields
+        catalog.module, tuple(masked), subforms, by_lower, private_fields
     )
 
 
@@ -95,19 +102,11 @@ def _null(record: dict[str, Any], key: str, api_name: str, counts: Counts) -> No
 
 
 def redact_record(record: dict[str, Any], plan: MaskPlan, counts: Counts) -> None:
-    for name in plan.masked:
-        if name in record:
-            _null(record, name, name, counts)
-    for name, sub in plan.subforms.items():
-        if name in record:
-            _redact_rows(record[name], sub, counts)
-    for key in record.keys() - plan.known:
-        act = plan.action(key)
-        if act is None:
-            continue
-        api_name, rows_plan = act
+    for key, api_name, rows_plan in plan.steps(record):
         if rows_plan is None:
-            _null(record, key, api_name, counts)
+            if record[key] is not None:
+                record[key] = None
+                counts[api_name] = counts.get(api_name, 0) + 1
         else:
             _redact_rows(record[key], rows_plan, counts)
 

@@ -184,5 +184,9 @@ async def faults(request: Request) -> Response:
             raise SandboxError(
                 400, "INVALID_DATA", "invalid data", {"reason": "bad fault rule"}
             ) from None
+        if rule.times is not None and rule.times < 1:
+            raise SandboxError(
+                400, "INVALID_DATA", "invalid data", {"reason": "times must be >= 1"}
+            )
         sandbox.faults.append(rule)
     return json_response(None, {"faults": [vars(f) for f in sandbox.faults]})

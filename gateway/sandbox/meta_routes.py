@@ -50,7 +50,7 @@ def render_field(field: dict[str, Any], version: str, type_case: str) -> dict[st
     if old_lookup or lower:
         out = copy.deepcopy(field)
         if old_lookup:
-            out["lookup"]["module"] = lookup["module"].get("api_name")  # type: ignore[index]
+            out["lookup"]["module"] = out["lookup"]["module"].get("api_name")
         if lower:
             out["private"]["type"] = out["private"]["type"].lower()
     return out

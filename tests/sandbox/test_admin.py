@@ -171,6 +171,10 @@ def test_fault_status_json_and_times(client: httpx.Client) -> None:
         assert r.status_code == 500 and r.json() == {"code": "INTERNAL_ERROR"}
     assert client.get("/crm/v2/settings/fields?module=Leads").status_code == 200
     assert client.get("/_sandbox/faults").json()["faults"] == []
+    bad = post_json(
+        client, "/_sandbox/faults", {"path_contains": "/org", "status": 500, "times": 0}
+    )
+    envelope(bad, 400, "INVALID_DATA")
     assert len(client.get("/_sandbox/requests").json()["requests"]) == 3  # faulted ones logged
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -119,7 +121,7 @@ def test_modules(client: httpx.Client) -> None:
         } <= set(m)
 
 
-def _fields(client: httpx.Client, version: str, module: str) -> dict[str, dict]:  # type: ignore[type-arg]
+def _fields(client: httpx.Client, version: str, module: str) -> dict[str, dict[str, Any]]:
     r = client.get(f"/crm/{version}/settings/fields", params={"module": module})
     assert r.status_code == 200
     return {f["api_name"]: f for f in r.json()["fields"]}

@@ -342,3 +342,22 @@ def test_related_list_writes(client: httpx.Client) -> None:
         {"data": [{"id": deal["id"]}, {"id": "7"}]},
     )
     assert bulk.status_code == 207 and codes(bulk) == ["SUCCESS", "INVALID_DATA"]
+
+
+def test_list_pages_reflect_every_kind_of_write(client: httpx.Client) -> None:
+    """List pages are pre-rendered; every write path must invalidate them."""
+    first = leads(client)[0]
+    put_json(client, "/crm/v2/Leads", {"data": [{"id": first["id"], "City": "Bergen"}]})
+    assert leads(client)[0]["City"] == "Bergen"
+    post_json(client, f"/_sandbox/records/1/Leads/{first['id']}", {"City": "Narvik"})
+    assert leads(client)[0]["City"] == "Narvik"
+    post_json(
+        client,
+        "/crm/v2/Leads/actions/mass_update",
+        {"data": [{"City": "Bodo"}], "ids": [first["id"]]},
+    )
+    assert leads(client)[0]["City"] == "Bodo"
+    client.delete(f"/crm/v2/Leads/{first['id']}")
+    assert leads(client)[0]["id"] != first["id"]
+    org2_before = client.get("/crm/v2/Leads", headers={"Authorization": "Zoho-oauthtoken org2-a"})
+    assert org2_before.json()["info"]["count"] == 50  # org 2's pages are its own

@@ -1,0 +1,56 @@
+"""Policy files: every key validated, errors name the key."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from gateway.policy import PolicyError, load_policy, policy_from_mapping
+
+
+def test_the_shipped_default_policy_loads() -> None:
+    policy = load_policy(Path("policies/default.toml"))
+    assert policy.show == frozenset() and policy.audit_fsync == "always"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"colour": 1}, "colour"),
+        ({"metadata": {"ttl": 5}}, "metadata.ttl"),
+        ({"metadata": {"ttl_seconds": -1}}, "metadata.ttl_seconds"),
+        ({"metadata": {"ttl_seconds": 60, "max_stale_seconds": 10}}, "metadata.max_stale_seconds"),
+        ({"redaction": {"show": ["secret"]}}, "redaction.show"),
+        ({"search": {"allow_word_search": "yes"}}, "search.allow_word_search"),
+        ({"audit": {"fsync": "sometimes"}}, "audit.fsync"),
+        ({"audit": {"on_full": "ignore"}}, "audit.on_full"),
+        ({"clients": [{"name": "a", "key_sha256": "short"}]}, "clients[0].key_sha256"),
+        ({"clients": [{"name": "a", "key_sha256": "0" * 64, "extra": 1}]}, "clients[0].extra"),
+    ],
+)
+def test_invalid_policies_name_the_offending_key(raw: dict[str, object], key: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        policy_from_mapping(raw)
+    assert err.value.key == key
+
+
+def test_client_rules_match_by_key_hash_only() -> None:
+    digest = hashlib.sha256(b"k1").hexdigest()
+    policy = policy_from_mapping(
+        {
+            "redaction": {"show": ["low"]},
+            "clients": [{"name": "bi", "key_sha256": digest, "show": ["High"]}],
+        }
+    )
+    assert policy.shown_for("k1") == ("bi", frozenset({"high"}))
+    assert policy.shown_for("k2") == (None, frozenset({"low"}))
+    assert policy.shown_for(None) == (None, frozenset({"low"}))
+
+
+def test_not_toml_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "p.toml"
+    bad.write_text("[unclosed")
+    with pytest.raises(PolicyError, match="not valid TOML"):
+        load_policy(bad)
