@@ -167,6 +167,9 @@ class Gateway:
             rid = uuid.uuid4().hex
         decision = Decision(rid, scope["method"], policy_version=self.settings.policy.version)
         try:
+            if not self.audit.healthy and self.settings.policy.audit_on_full == "block":
+                # Refuse before anything reaches the CRM: it could not be recorded.
+                raise AuditUnavailable()
             body = await _read_body(receive, self.settings.policy.max_request_body)
             qs: bytes = scope.get("query_string", b"")
             req = Incoming(scope["method"], scope["path"], qs.decode("latin-1"), headers, body)
@@ -181,17 +184,10 @@ class Gateway:
         decision.duration_ms = (time.perf_counter() - started) * 1000
         try:
             await self.audit.record(decision.as_dict())
-        except AuditUnavailable:
+        except AuditUnavailable as exc:
+            # Nothing goes out unrecorded (the write, if any, already reached the CRM).
             await _discard(reply)
-            reply = _error_reply(
-                GatewayError(
-                    "The audit trail cannot record this request.",
-                    status_code=503,
-                    code="GATEWAY_AUDIT_UNAVAILABLE",
-                    reason="audit_unavailable",
-                ),
-                decision,
-            )
+            reply = _error_reply(exc, decision)
         reply.headers.append(("x-request-id", rid))
         try:
             await _send_reply(reply, send)

@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.audit import run_verify
 
             return run_verify(args.file, args.checkpoints, _secret_beside(args.file))
-        from gateway.audit import run_report
+        from gateway.audit.report import run_report
 
         return run_report(args.file, args.html, args.checkpoints, _secret_beside(args.file))
     if args.command == "policy":
