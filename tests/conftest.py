@@ -15,12 +15,21 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from gateway.app import Gateway, create_app
 from gateway.policy import Policy, policy_from_mapping
 from gateway.sandbox import create_app as create_sandbox
 from gateway.settings import Settings
 from tests.servers import ThreadedServer
+
+# CI machines are shared: judge properties by their examples, never by how fast they came.
+settings.register_profile(
+    "gateway",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("gateway")
 
 AUTH = {"Authorization": "Zoho-oauthtoken test-token"}
 ORG2_AUTH = {"Authorization": "Zoho-oauthtoken org2-token"}

@@ -137,3 +137,44 @@ def test_serve_logs_json_without_values_or_tokens_and_stops_cleanly_on_sigterm(
         env={"GATEWAY_SECRET_FILE": str(tmp_path / ".gateway-secret")},
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_sigterm_drains_a_request_in_flight(crm: Crm, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "GATEWAY_UPSTREAM": crm.url,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+    }
+    proc = subprocess.Popen(
+        [*CLI, "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url + "/_gateway/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        crm.fault(path_contains="/settings/modules", delay=1.0, times=1)
+        import threading
+
+        result: list[int] = []
+        slow = threading.Thread(
+            target=lambda: result.append(
+                httpx.get(url + "/crm/v8/settings/modules", headers=AUTH, timeout=10).status_code
+            )
+        )
+        slow.start()
+        time.sleep(0.3)  # the request is now waiting on the CRM
+        proc.send_signal(signal.SIGTERM)
+        slow.join(10)
+        proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result == [200]
+    entries = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert entries[-1]["route"] == "/crm/{v}/settings/{name}" and entries[-1]["status"] == 200
