@@ -106,6 +106,8 @@ class StopProcessingGuard:
             if record.get("id"):
                 rid = str(record["id"])
                 return rid, by_id.get(rid)
+            if not fields:
+                return None, None
             pairs = writes.duplicate_values(record, fields)[:10]
             if not pairs:
                 return None, False
@@ -185,12 +187,16 @@ class StopProcessingGuard:
                 isinstance(fields, list) and all(isinstance(f, str) for f in fields) and fields
             ):
                 fields = list(writes.DEFAULT_DUPLICATE_CHECK.get(module.lower(), ("Email",)))
+            if req.header("x-external"):
+                fields = []  # the external field decides the target: unknown to the gateway
             targets = await self.upsert_states(view, module, records, fields, lookup_headers)
             return await self.batch(endpoint, req, headers, decision, body, targets)
-        # UPDATE: every input names its record by id.
+        # UPDATE: every input names its record by id; one without an id names none, unless
+        # X-EXTERNAL makes another field the key, whose target the gateway cannot look up.
         ids = [str(r["id"]) if isinstance(r, dict) and r.get("id") else None for r in records]
         states = await self.states(view, module, [i for i in ids if i], lookup_headers)
-        targets = [(i, states.get(i) if i else False) for i in ids]
+        keyless: bool | None = None if req.header("x-external") else False
+        targets = [(i, states.get(i) if i else keyless) for i in ids]
         return await self.batch(endpoint, req, headers, decision, body, targets)
 
     async def batch(
