@@ -12,6 +12,7 @@ import asyncio
 import email.parser
 import email.policy
 import io
+import re
 import zipfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 STATE_LIMIT = 32 * 1024 * 1024
 _ID_BATCH = 100
 _GDPR_STANDARD = ("Leads", "Contacts", "Vendors")
+_ID_LIKE = re.compile(r"\d{15,25}")  # CRM record ids: long numeric strings
 
 
 class StopProcessingGuard:
@@ -158,6 +160,9 @@ class StopProcessingGuard:
     ) -> Reply:
         if endpoint.kind == ep_kind.UPLOAD:
             return await self.upload(endpoint, req, headers, view, decision)
+        if endpoint.kind == ep_kind.BULK_WRITE_CREATE:
+            _check_bulk_write_job(_json_object(req.body), decision)
+            return await self.p.passthrough(endpoint, req, headers, decision)
         module = endpoint.module or ""
         lookup_headers = [(n, v) for n, v in headers if n != "x-external"]
         if endpoint.kind in (ep_kind.RECORD_WRITE, ep_kind.CONVERT) and endpoint.record_id:
@@ -307,19 +312,23 @@ class StopProcessingGuard:
     async def upload(
         self, endpoint: Endpoint, req: Incoming, headers: Headers, view: View, decision: Decision
     ) -> Reply:
-        """A bulk-write file names no module: its ``id`` column is looked up in every GDPR
-        module. One stopped (or unknown) id refuses the whole file, which cannot be split."""
-        ids = _upload_ids(req.header("content-type") or "", req.body)
-        if ids:
+        """A bulk-write file names no module: its ids are looked up in every GDPR module.
+        One stopped id refuses the whole file, which cannot be split. Values of the ``id``
+        column must be found; any other id-like value is checked too, since a job's field
+        mapping may make any column the key."""
+        ids, others = _upload_ids(req.header("content-type") or "", req.body)
+        if ids or others:
             found: dict[str, bool] = {}
             lookup_headers = [(n, v) for n, v in headers if n not in ("feature", "x-external")]
+            wanted = list(dict.fromkeys([*ids, *others]))
             for module in await self.gdpr_modules(view, lookup_headers):
-                missing = [i for i in ids if i not in found]
+                missing = [i for i in wanted if i not in found]
                 if not missing:
                     break
                 found.update(await self.states(view, module, missing, lookup_headers))
-            bad = [(i, writes.verdict(found.get(i))) for i in ids]
-            bad = [(i, r) for i, r in bad if r is not None]
+            verdicts = [(i, writes.verdict(found.get(i))) for i in ids]
+            verdicts += [(i, writes.STOP_PROCESSING) for i in others if found.get(i)]
+            bad = [(i, r) for i, r in verdicts if r is not None]
             if bad:
                 for rid, reason in bad:
                     decision.record_ids.append(rid)
@@ -351,6 +360,29 @@ class StopProcessingGuard:
         return modules
 
 
+def _check_bulk_write_job(body: dict[str, Any], decision: Decision) -> None:
+    """An update or upsert job whose rows find their records by anything but ``id`` names
+    targets the upload check could not see: refused."""
+    operation = str(body.get("operation") or "").lower()
+    resources = body.get("resource")
+    if operation == "insert":
+        return
+    if not isinstance(resources, list):
+        raise InvalidData(details={"reason": "resource must be a list"})
+    for res in resources:
+        find_by = res.get("find_by") if isinstance(res, dict) else None
+        if find_by not in (None, "id"):
+            decision.refuse("unknown_targets")
+            raise GatewayError(
+                "A bulk write that finds records by another field than id cannot be checked "
+                "for records in stop processing.",
+                details={"reason": "unknown_targets"},
+                status_code=400,
+                code="NOT_ALLOWED",
+                reason="unknown_targets",
+            )
+
+
 def _has_consent(record: dict[str, Any]) -> bool:
     for key, value in record.items():
         if key.lower() == "data_processing_basis_details":
@@ -372,8 +404,8 @@ def _json(status: int, body: Any) -> Reply:
     return Reply(status, [("content-type", "application/json;charset=UTF-8")], orjson.dumps(body))
 
 
-def _upload_ids(content_type: str, body: bytes) -> list[str]:
-    """Record ids in the ``id`` column of the CSV inside an uploaded ZIP."""
+def _upload_ids(content_type: str, body: bytes) -> tuple[list[str], list[str]]:
+    """(values of ``id`` columns, other id-like values) of the CSVs inside an uploaded ZIP."""
     if "multipart/form-data" not in content_type.lower():
         raise InvalidData(details={"reason": "the upload must be multipart/form-data"})
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
@@ -389,6 +421,7 @@ def _upload_ids(content_type: str, body: bytes) -> list[str]:
     import csv
 
     ids: list[str] = []
+    others: list[str] = []
     try:
         with zipfile.ZipFile(io.BytesIO(files[0])) as archive:
             for member in archive.infolist():
@@ -397,12 +430,14 @@ def _upload_ids(content_type: str, body: bytes) -> list[str]:
                 with archive.open(member) as raw:
                     reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
                     header = [h.strip().lower() for h in next(reader, [])]
-                    if "id" not in header:
-                        continue
-                    col = header.index("id")
-                    ids += [
-                        row[col].strip() for row in reader if len(row) > col and row[col].strip()
-                    ]
+                    col = header.index("id") if "id" in header else -1
+                    for row in reader:
+                        for i, cell in enumerate(row):
+                            value = cell.strip()
+                            if i == col and value:
+                                ids.append(value)
+                            elif _ID_LIKE.fullmatch(value):
+                                others.append(value)
     except (zipfile.BadZipFile, UnicodeDecodeError, csv.Error) as exc:
         raise InvalidData(details={"reason": "the file must be a ZIP holding a CSV"}) from exc
-    return list(dict.fromkeys(ids))
+    return list(dict.fromkeys(ids)), list(dict.fromkeys(others))

@@ -30,9 +30,12 @@ MASS_UPDATE = "mass_update"
 RECORD_WRITE = "record_write"  # any other write naming one record: PUT /{id}, related writes
 DELETE = "delete"
 UPLOAD = "upload"
+BULK_WRITE_CREATE = "bulk_write_create"
 NOT_FOUND = "not_found"
 
-WRITES = frozenset({INSERT, UPDATE, UPSERT, CONVERT, MASS_UPDATE, RECORD_WRITE, UPLOAD})
+WRITES = frozenset(
+    {INSERT, UPDATE, UPSERT, CONVERT, MASS_UPDATE, RECORD_WRITE, UPLOAD, BULK_WRITE_CREATE}
+)
 RECORD_BEARING = frozenset({READ, RELATED, SEARCH, COQL, BULK_READ_RESULT})
 
 _VERSION = re.compile(r"v\d{1,2}(\.\d{1,2})?")
@@ -137,6 +140,8 @@ def _bulk(method: str, rest: list[str]) -> Endpoint:
             return Endpoint(BULK_READ_RESULT, "/crm/bulk/{v}/read/{job_id}/result", v, job_id=job)
         return Endpoint(NOT_FOUND, "/crm/bulk/{v}/read/{unknown}", v)
     if rest[:1] == ["write"]:
-        # Jobs refer to a file already checked at upload time.
+        if len(rest) == 1 and method == "POST":
+            # The file was checked at upload; the job decides how rows find their targets.
+            return Endpoint(BULK_WRITE_CREATE, "/crm/bulk/{v}/write", v)
         return Endpoint(PASS, "/crm/bulk/{v}/write" + ("/{job_id}" if len(rest) > 1 else ""), v)
     return Endpoint(NOT_FOUND, "/crm/bulk/{v}/{unknown}", v)
