@@ -117,6 +117,9 @@ def _module(method: str, v: str, module: str, rest: list[str]) -> Endpoint:
         route = f"{base}/{{id}}/actions/{{action}}"
         return Endpoint(READ if read else RECORD_WRITE, route, v, module, record_id)
     route = f"{base}/{{id}}/{{related_list}}" + ("/{related_id}" if len(rest) > 2 else "")
+    if read and (second == "photo" or (second == "Attachments" and len(rest) == 3)):
+        # Files (a record's photo, an attachment's content) hold no field values.
+        return Endpoint(PASS, route.replace("{related_list}", second.lower()), v, module, record_id)
     if read:
         return Endpoint(RELATED, route, v, module, record_id, related=second)
     if method == "DELETE":  # delink: erasure must stay possible
