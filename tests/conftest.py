@@ -120,6 +120,7 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
         policy: dict[str, Any] | Policy | None = None,
         *,
         upstream: str | None = None,
+        upload_upstream: str | None = None,
         transport: str = "aiohttp",
     ) -> GatewayHandle:
         pol = (
@@ -130,6 +131,7 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
         n = len(started)
         settings = Settings.build(
             upstream=upstream or crm.url,
+            upload_upstream=upload_upstream,
             audit_log=str(tmp_path / f"audit{n}.jsonl"),
             transport=transport,
             policy=pol,

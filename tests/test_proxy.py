@@ -181,3 +181,26 @@ def test_gzip_request_body_from_client_is_forwarded_as_sent(crm: Crm, gw: Gatewa
     r = gw.http.put("/crm/v8/Leads", content=body, headers={"Content-Encoding": "gzip"})
     envelope(r, 400, "INVALID_DATA")
     assert not [x for x in crm.received("/crm/v8/Leads") if x["method"] == "PUT"]
+
+
+def test_uploads_go_to_the_upload_host(crm: Crm, make_gateway: MakeGateway) -> None:
+    import io
+    import zipfile
+
+    from gateway.sandbox import create_app as create_sandbox
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("rows.csv", "Last_Name\nNew\n")
+    with serve(create_sandbox()) as upload_host:
+        gw = make_gateway(upload_upstream=upload_host.url)
+        crm.clear()
+        r = gw.http.post(
+            "/crm/v8/upload",
+            files={"file": ("rows.zip", buf.getvalue())},
+            headers={"feature": "bulk-write"},
+        )
+        received = httpx.get(upload_host.url + "/_sandbox/requests").json()["requests"]
+    assert r.status_code == 200 and r.json()["code"] == "FILE_UPLOAD_SUCCESS"
+    assert [x["path"] for x in received if x["path"].endswith("/upload")] == ["/crm/v8/upload"]
+    assert not crm.received("/upload")
