@@ -129,8 +129,12 @@ class StopProcessingGuard:
                     return None, None
             if answer.status == 204:
                 return None, False  # no duplicate: the upsert inserts
-            data = answer.body.get("data") if isinstance(answer.body, dict) else None
-            if answer.status != 200 or not isinstance(data, list):
+            body = answer.body if isinstance(answer.body, dict) else {}
+            data = body.get("data")
+            info = body.get("info")
+            more = isinstance(info, dict) and info.get("more_records") is not False
+            if answer.status != 200 or not isinstance(data, list) or more:
+                # An exact match could hide on a page the gateway did not read.
                 return None, None
             # Search's equals matches loosely; only an exact (case-insensitive) match is a target.
             wanted = {(n.lower(), v.lower()) for n, v in pairs}
