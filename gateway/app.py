@@ -8,6 +8,7 @@ app and is never forwarded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -143,6 +144,8 @@ class Gateway:
     async def ready(self, _request: Request) -> Response:
         problems = []
         if not self.upstream_seen:
+            self.upstream_seen = await self._probe_upstream()
+        if not self.upstream_seen:
             problems.append("upstream has not answered yet")
         if not self.audit.healthy:
             problems.append("audit sink is not keeping up")
@@ -153,6 +156,17 @@ class Gateway:
             "policy_version": self.settings.policy.version,
         }
         return JSONResponse(body, status_code=200 if not problems else 503)
+
+    async def _probe_upstream(self) -> bool:
+        """Any HTTP answer from the CRM (a 401 without a token included) means it is there."""
+        try:
+            resp = await asyncio.wait_for(
+                self.upstream.send("GET", f"{self.settings.upstream}/crm/v2/org", [], b""), 3.0
+            )
+        except (TimeoutError, GatewayError):
+            return False
+        await resp.aclose()
+        return True
 
     async def render_metrics(self, _request: Request) -> Response:
         return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")

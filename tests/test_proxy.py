@@ -137,11 +137,14 @@ def test_gateway_endpoints_are_never_forwarded(crm: Crm, gw: GatewayHandle) -> N
     assert not crm.received("/")
 
 
-def test_ready_waits_for_the_upstream(crm: Crm, gw: GatewayHandle) -> None:
-    r = gw.http.get("/_gateway/ready")
+def test_ready_once_the_upstream_answers(crm: Crm, make_gateway: MakeGateway) -> None:
+    down = make_gateway(upstream=f"http://127.0.0.1:{free_port()}")
+    r = down.http.get("/_gateway/ready")
     assert r.status_code == 503 and "upstream has not answered yet" in r.json()["problems"]
-    gw.http.get("/crm/v8/settings/modules")
-    assert gw.http.get("/_gateway/ready").status_code == 200
+    assert down.http.get("/_gateway/health").status_code == 200
+    up = make_gateway()
+    ready = up.http.get("/_gateway/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
 
 def test_metrics_count_requests_and_withheld_values(gw: GatewayHandle) -> None:
