@@ -3,7 +3,8 @@
 For each write the targets are looked up upstream right before forwarding (one batched
 ``GET /{module}?ids=...`` per module; an upsert's duplicate-check look-up by search). Only
 allowed inputs are forwarded; the CRM's entries are merged back in input order.
-Delete is never refused: erasure must stay possible.
+Delete is never refused: erasure must stay possible. Only GDPR modules (Leads, Contacts,
+Vendors, custom modules) have the state; writes to the CRM's other standard modules pass.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 STATE_LIMIT = 32 * 1024 * 1024
 _ID_BATCH = 100
 _GDPR_STANDARD = ("Leads", "Contacts", "Vendors")
+_GDPR_STANDARD_LOWER = frozenset(m.lower() for m in _GDPR_STANDARD)
 _ID_LIKE = re.compile(r"\d{15,25}")  # CRM record ids: long numeric strings
 
 
@@ -64,25 +66,29 @@ class StopProcessingGuard:
             answer = await fetch_json(self.p.upstream, "GET", url, headers, b"", STATE_LIMIT)
         except GatewayError:
             return {}  # unknown: the targets are refused with state_unknown
-        if answer.status == 204 or not isinstance(answer.body, dict):
-            return {}
+        if answer.status != 200 or not isinstance(answer.body, dict):
+            return {}  # 204 (none found) or an error: nothing is known
         return writes.states_from_records(answer.body.get("data"))
 
     async def one_state(
         self, view: View, module: str, record_id: str, req: Incoming, headers: Headers
     ) -> tuple[str, bool | None]:
         """(id, state) of the record a single-record write names; by external id when the
-        client sent ``X-EXTERNAL``."""
-        if record_id.isdigit() and req.header("x-external") is None:
+        client sent ``X-EXTERNAL`` (the look-up then carries that header too, or the CRM
+        would read the external value as a record id)."""
+        external = req.header("x-external")
+        if record_id.isdigit() and external is None:
             state = (await self.states(view, module, [record_id], headers)).get(record_id)
             return record_id, state
         path = f"{quote(module, safe='')}/{quote(record_id, safe='')}"
         url = f"{self.p.upstream_url}/crm/{view.version}/{path}"
+        by_path = [*headers, ("x-external", external)] if external is not None else headers
         try:
-            answer = await fetch_json(self.p.upstream, "GET", url, headers, b"", STATE_LIMIT)
+            answer = await fetch_json(self.p.upstream, "GET", url, by_path, b"", STATE_LIMIT)
         except GatewayError:
             return record_id, None
-        data = answer.body.get("data") if isinstance(answer.body, dict) else None
+        body = answer.body if answer.status == 200 else None
+        data = body.get("data") if isinstance(body, dict) else None
         states = writes.states_from_records(data)
         if len(states) != 1:
             return record_id, None
@@ -137,15 +143,10 @@ class StopProcessingGuard:
                 # An exact match could hide on a page the gateway did not read.
                 return None, None
             # Search's equals matches loosely; only an exact (case-insensitive) match is a target.
-            wanted = {(n.lower(), v.lower()) for n, v in pairs}
             matches = [
                 rec
                 for rec in data
-                if isinstance(rec, dict)
-                and any(
-                    isinstance(rec.get(n), str) and (n.lower(), rec[n].lower()) in wanted
-                    for n, _ in pairs
-                )
+                if isinstance(rec, dict) and writes.matches_duplicate(rec, pairs)
             ]
             if not matches:
                 return None, False
@@ -169,6 +170,11 @@ class StopProcessingGuard:
             return await self.p.passthrough(endpoint, req, headers, decision)
         module = endpoint.module or ""
         lookup_headers = [(n, v) for n, v in headers if n != "x-external"]
+        if endpoint.kind != ep_kind.INSERT and not await self.is_gdpr_module(
+            view, module, lookup_headers
+        ):
+            # Stop processing exists only in GDPR modules; a Deal has no such state.
+            return await self.p.passthrough(endpoint, req, headers, decision)
         if endpoint.kind in (ep_kind.RECORD_WRITE, ep_kind.CONVERT) and endpoint.record_id:
             rid, state = await self.one_state(view, module, endpoint.record_id, req, lookup_headers)
             return await self.batch(endpoint, req, headers, decision, None, [(rid, state)])
@@ -348,20 +354,40 @@ class StopProcessingGuard:
                 )
         return await self.p.passthrough(endpoint, req, headers, decision)
 
-    async def gdpr_modules(self, view: View, headers: Headers) -> list[str]:
+    async def module_types(self, view: View, headers: Headers) -> dict[str, tuple[str, str]]:
+        """lower-case api_name -> (api_name, generated_type) from the CRM's module list;
+        empty when the list cannot be had."""
         url = f"{self.p.upstream_url}/crm/{view.version}/settings/modules"
-        modules = list(_GDPR_STANDARD)
         try:
             answer = await fetch_json(self.p.upstream, "GET", url, headers, b"", STATE_LIMIT)
         except GatewayError:
-            return modules  # the custom modules stay unknown: their ids count as unknown
-        listed = answer.body.get("modules") if isinstance(answer.body, dict) else None
+            return {}
+        body = answer.body if answer.status == 200 else None
+        listed = body.get("modules") if isinstance(body, dict) else None
+        out: dict[str, tuple[str, str]] = {}
         for m in listed if isinstance(listed, list) else []:
-            if isinstance(m, dict) and m.get("generated_type") == "custom":
-                name = m.get("api_name")
-                if isinstance(name, str):
-                    modules.append(name)
+            name = m.get("api_name") if isinstance(m, dict) else None
+            if isinstance(name, str):
+                out[name.lower()] = (name, str(m.get("generated_type") or ""))
+        return out
+
+    async def gdpr_modules(self, view: View, headers: Headers) -> list[str]:
+        """Leads, Contacts, Vendors and the custom modules. When the module list cannot be
+        had, the custom modules stay unknown: their ids count as unknown."""
+        modules = list(_GDPR_STANDARD)
+        for name, kind in (await self.module_types(view, headers)).values():
+            if kind == "custom":
+                modules.append(name)
         return modules
+
+    async def is_gdpr_module(self, view: View, module: str, headers: Headers) -> bool:
+        """Whether records of ``module`` can be in stop processing (contract §1: Leads,
+        Contacts, Vendors and custom modules). Only a module the CRM lists as one of its
+        other standard modules is exempt; an unknown answer keeps the check (fail closed)."""
+        if module.lower() in _GDPR_STANDARD_LOWER:
+            return True
+        found = (await self.module_types(view, headers)).get(module.lower())
+        return found is None or found[1] != "default"
 
 
 def _check_bulk_write_job(body: dict[str, Any], decision: Decision) -> None:

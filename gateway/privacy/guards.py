@@ -47,12 +47,14 @@ def check_paths(
     """``catalogs`` maps lower-case module names to metadata; ``module``'s must be there."""
     for path in paths:
         catalog = catalogs[module.lower()]
+        named: list[str] = []  # the path so far, in the CRM's spelling
         for depth, name in enumerate(path):
             info = catalog.get(name)
             if info is None:
                 break  # not a field the CRM knows: it will refuse the query itself
+            named.append(info.api_name)
             if info.private is not None and info.private.restricted:
-                raise RestrictedField(".".join([*path[:depth], info.api_name]))
+                raise RestrictedField(".".join(named))
             if depth + 1 < len(path):
                 target = (info.target_module or "").lower()
                 if target not in catalogs:
@@ -79,7 +81,8 @@ def check_search_params(
 
 
 def bulk_criteria_fields(criteria: Any) -> list[tuple[str, ...]]:
-    """Field paths named in a bulk-read ``query.criteria`` object (single or grouped)."""
+    """Field paths named in a bulk-read ``query.criteria`` object (single or grouped), in
+    the order written, so a refusal names the first restricted one."""
     out: list[tuple[str, ...]] = []
     stack = [criteria]
     while stack:
@@ -92,13 +95,14 @@ def bulk_criteria_fields(criteria: Any) -> list[tuple[str, ...]]:
         if group is not None:
             if not isinstance(group, list):
                 raise InvalidQuery(details={"reason": "criteria group must be a list"})
-            stack.extend(group)
+            stack.extend(reversed(group))  # popped in the order written
             continue
-        name = node.get("api_name")
+        # v2 names the field in ``api_name``, v2.1+ in ``field.api_name``. A criterion
+        # carrying both is checked on both: which one the CRM reads is not documented.
         field = node.get("field")
-        if name is None and isinstance(field, Mapping):
-            name = field.get("api_name")
-        if not isinstance(name, str) or not name:
+        inner = field.get("api_name") if isinstance(field, Mapping) else None
+        given = [n for n in (node.get("api_name"), inner) if n is not None]
+        if not given or not all(isinstance(n, str) and n for n in given):
             raise InvalidQuery(details={"reason": "a criterion names no field"})
-        out.append(tuple(name.split(".")))
+        out.extend(tuple(n.split(".")) for n in given)
     return out

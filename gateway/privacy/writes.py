@@ -116,6 +116,27 @@ def duplicate_values(record: Mapping[str, Any], fields: Sequence[str]) -> list[t
     return out
 
 
+def _same_value(stored: Any, wanted: str) -> bool:
+    """The CRM's comparison for a duplicate check: numbers numerically, text
+    case-insensitively. Anything else (null, lookups, lists) is no match."""
+    if isinstance(stored, bool) or not isinstance(stored, str | int | float):
+        return False
+    if isinstance(stored, int | float):
+        try:
+            return float(stored) == float(wanted)
+        except ValueError:
+            return False
+    return stored.casefold() == wanted.casefold()
+
+
+def matches_duplicate(record: Mapping[str, Any], pairs: Sequence[tuple[str, str]]) -> bool:
+    """Whether ``record`` (a search hit) holds one of the (field, value) pairs an upsert
+    matches on. Field names are compared case-insensitively, as the CRM does: a client may
+    name ``email`` in ``duplicate_check_fields`` while the record says ``Email``."""
+    lowered = {str(k).lower(): v for k, v in record.items()}
+    return any(_same_value(lowered.get(name.lower()), value) for name, value in pairs)
+
+
 def escape_criteria_value(value: str) -> str:
     """Search criteria escapes: ``\\(``, ``\\)``, ``\\,`` and ``\\\\`` (shared contract §3)."""
     return value.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").replace(",", "\\,")

@@ -1,0 +1,576 @@
+"""Writes against records in stop processing, end to end (contract §4, §5).
+
+A record with ``$stop_processing: true`` may be read, deleted or exported, never processed:
+the gateway looks up each target's current state right before forwarding, answers a
+refused record with ``CANNOT_PROCESS`` in its input position, forwards only the rest, and
+merges the CRM's entries back in input order. Write bodies are sent as the official SDKs
+send them: JSON with no Content-Type header.
+
+The sandbox seeds Leads at list positions 3 and 10 in stop processing, 0, 1 and 2 not.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import Crm, GatewayHandle, MakeGateway, envelope
+
+STOPPED_MESSAGE = "The record is in stop processing"
+
+
+def _refusal(record_id: str | None, reason: str = "stop_processing") -> dict[str, Any]:
+    return {
+        "code": "CANNOT_PROCESS",
+        "details": {"id": record_id, "reason": reason},
+        "message": STOPPED_MESSAGE
+        if reason == "stop_processing"
+        else "The record's processing state could not be determined",
+        "status": "error",
+    }
+
+
+def _leads(crm: Crm) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(normal leads at positions 0-2, stopped leads at positions 3 and 10)."""
+    leads = crm.records("Leads")
+    normal, stopped = leads[:3], [leads[3], leads[10]]
+    assert not any(r["$stop_processing"] for r in normal)
+    assert all(r["$stop_processing"] for r in stopped)
+    return normal, stopped
+
+
+def _put(gw: GatewayHandle, url: str, body: Any, **headers: str) -> httpx.Response:
+    return gw.http.put(url, content=orjson.dumps(body), headers=headers)
+
+
+def _post(gw: GatewayHandle, url: str, body: Any, **headers: str) -> httpx.Response:
+    return gw.http.post(url, content=orjson.dumps(body), headers=headers)
+
+
+def _sent(crm: Crm, method: str, path: str) -> list[Any]:
+    """Bodies of the ``method`` requests the sandbox received on exactly ``path``."""
+    return [
+        orjson.loads(r["body"]) if r["body"] else None
+        for r in crm.received(path)
+        if r["method"] == method and r["path"] == path
+    ]
+
+
+def _zip(csv_text: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("Leads.csv", csv_text)
+    return buf.getvalue()
+
+
+def _upload(gw: GatewayHandle, csv_text: str) -> httpx.Response:
+    return gw.http.post(
+        "/crm/v8/upload",
+        files={"file": ("Leads.zip", _zip(csv_text), "application/zip")},
+        headers={"feature": "bulk-write"},
+    )
+
+
+# -- batch update -------------------------------------------------------------------------
+
+
+def test_a_mixed_batch_update_forwards_only_the_allowed_record_and_answers_207_in_input_order(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (allowed, *_), (stopped, *_) = _leads(crm)
+    crm.clear()
+    body = {
+        "data": [
+            {"id": stopped["id"], "City": "Stopped-Town"},
+            {"id": allowed["id"], "City": "Allowed-Town"},
+        ],
+        "trigger": ["workflow"],
+    }
+    r = _put(gw, "/crm/v8/Leads", body)
+    assert r.status_code == 207, r.text
+    first, second = r.json()["data"]
+    assert first == _refusal(stopped["id"])
+    assert second["code"] == "SUCCESS" and second["details"]["id"] == allowed["id"]
+    assert _sent(crm, "PUT", "/crm/v8/Leads") == [
+        {"data": [{"id": allowed["id"], "City": "Allowed-Town"}], "trigger": ["workflow"]}
+    ]
+    (put,) = [x for x in crm.received("/crm/v8/Leads") if x["method"] == "PUT"]
+    assert "content-type" not in put["headers"]  # sent on as it came: no type invented
+    assert crm.one("Leads", allowed["id"])["City"] == "Allowed-Town"
+    assert crm.one("Leads", stopped["id"])["City"] == stopped["City"]
+
+
+def test_a_batch_update_of_only_stopped_records_is_400_and_never_reaches_the_crm(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    _, stopped = _leads(crm)
+    crm.clear()
+    r = _put(gw, "/crm/v8/Leads", {"data": [{"id": s["id"], "City": "X"} for s in stopped]})
+    assert r.status_code == 400
+    assert r.json() == {"data": [_refusal(s["id"]) for s in stopped]}
+    assert _sent(crm, "PUT", "/crm/v8/Leads") == []
+
+
+def test_a_batch_update_without_stopped_records_gets_the_crms_own_status_and_body(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    normal, _ = _leads(crm)
+    crm.clear()
+    body = {"data": [{"id": n["id"], "City": "Same-Town"} for n in normal[:2]]}
+    r = _put(gw, "/crm/v8/Leads", body)
+    assert r.status_code == 200, r.text
+    entries = r.json()["data"]
+    assert [(e["code"], e["details"]["id"]) for e in entries] == [
+        ("SUCCESS", n["id"]) for n in normal[:2]
+    ]
+    assert _sent(crm, "PUT", "/crm/v8/Leads") == [body]
+    assert all(crm.one("Leads", n["id"])["City"] == "Same-Town" for n in normal[:2])
+
+
+# -- single-record update -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["v2", "v8"])
+def test_a_single_record_update_of_a_stopped_lead_is_refused(
+    crm: Crm, gw: GatewayHandle, version: str
+) -> None:
+    _, (stopped, *_) = _leads(crm)
+    crm.clear()
+    r = _put(gw, f"/crm/{version}/Leads/{stopped['id']}", {"data": [{"City": "X"}]})
+    assert r.status_code == 400
+    assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent(crm, "PUT", f"/crm/{version}/Leads/{stopped['id']}") == []
+
+
+def test_a_single_record_update_of_a_normal_lead_is_forwarded(crm: Crm, gw: GatewayHandle) -> None:
+    (normal, *_), _ = _leads(crm)
+    r = _put(gw, f"/crm/v8/Leads/{normal['id']}", {"data": [{"City": "Elsewhere"}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"][0]["details"]["id"] == normal["id"]
+    assert crm.one("Leads", normal["id"])["City"] == "Elsewhere"
+
+
+def test_a_single_record_update_by_external_id_checks_the_record_it_names(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (normal, *_), (stopped, *_) = _leads(crm)
+    crm.edit("Leads", normal["id"], External_Ref="ext-normal")
+    crm.edit("Leads", stopped["id"], External_Ref="ext-stopped")
+    external = {"X-EXTERNAL": "Leads.External_Ref"}
+    ok = _put(gw, "/crm/v8/Leads/ext-normal", {"data": [{"City": "Ext-Town"}]}, **external)
+    assert ok.status_code == 200, ok.text
+    assert crm.one("Leads", normal["id"])["City"] == "Ext-Town"
+    crm.clear()
+    refused = _put(gw, "/crm/v8/Leads/ext-stopped", {"data": [{"City": "X"}]}, **external)
+    assert refused.status_code == 400
+    assert refused.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent(crm, "PUT", "/crm/v8/Leads/ext-stopped") == []
+
+
+# -- upsert -------------------------------------------------------------------------------
+
+
+def test_an_upsert_naming_a_stopped_lead_by_id_is_refused(crm: Crm, gw: GatewayHandle) -> None:
+    _, (stopped, *_) = _leads(crm)
+    crm.clear()
+    r = _post(gw, "/crm/v8/Leads/upsert", {"data": [{"id": stopped["id"], "City": "X"}]})
+    assert r.status_code == 400
+    assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent(crm, "POST", "/crm/v8/Leads/upsert") == []
+
+
+@pytest.mark.parametrize(
+    ("check_fields", "key"),
+    [
+        (None, "Email"),  # the module's default duplicate check: Email
+        (["Email"], "Email"),
+        (["email"], "email"),  # field names are compared case-insensitively
+        (["email"], "Email"),
+    ],
+)
+def test_an_upsert_whose_duplicate_check_finds_a_stopped_lead_is_refused(
+    crm: Crm, gw: GatewayHandle, check_fields: list[str] | None, key: str
+) -> None:
+    _, (stopped, *_) = _leads(crm)
+    crm.clear()
+    body: dict[str, Any] = {"data": [{"Last_Name": "Again", key: stopped["Email"].upper()}]}
+    if check_fields is not None:
+        body["duplicate_check_fields"] = check_fields
+    r = _post(gw, "/crm/v8/Leads/upsert", body)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent(crm, "POST", "/crm/v8/Leads/upsert") == []
+    assert crm.one("Leads", stopped["id"])["Last_Name"] == stopped["Last_Name"]
+
+
+def test_an_upsert_found_by_another_duplicate_check_field_is_refused(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    _, (stopped, *_) = _leads(crm)
+    crm.edit("Leads", stopped["id"], Secondary_Email="second-7q@example.net")
+    body = {
+        "data": [{"Last_Name": "X", "Secondary_Email": "second-7q@example.net"}],
+        "duplicate_check_fields": ["Secondary_Email"],
+    }
+    r = _post(gw, "/crm/v8/Leads/upsert", body)
+    assert r.status_code == 400 and r.json() == {"data": [_refusal(stopped["id"])]}
+
+
+def test_an_upsert_matching_no_one_is_forwarded_and_inserts(crm: Crm, gw: GatewayHandle) -> None:
+    crm.clear()
+    body = {"data": [{"Last_Name": "Newcomer", "Email": "newcomer-5k@example.org"}]}
+    r = _post(gw, "/crm/v8/Leads/upsert", body)
+    assert r.status_code == 201, r.text
+    (entry,) = r.json()["data"]
+    assert entry["code"] == "SUCCESS" and entry["action"] == "insert"
+    assert _sent(crm, "POST", "/crm/v8/Leads/upsert") == [body]
+    assert crm.one("Leads", entry["details"]["id"])["Last_Name"] == "Newcomer"
+
+
+def test_an_upsert_batch_refuses_only_the_record_aimed_at_a_stopped_lead(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (normal, *_), (stopped, *_) = _leads(crm)
+    crm.clear()
+    body = {
+        "data": [
+            {"id": normal["id"], "City": "Upsert-Town"},
+            {"Last_Name": "Dup", "Email": stopped["Email"]},
+            {"Last_Name": "Fresh", "Email": "fresh-3m@example.org"},
+        ]
+    }
+    r = _post(gw, "/crm/v8/Leads/upsert", body)
+    assert r.status_code == 207, r.text
+    first, second, third = r.json()["data"]
+    assert (first["action"], first["details"]["id"]) == ("update", normal["id"])
+    assert second == _refusal(stopped["id"])
+    assert third["action"] == "insert"
+    assert _sent(crm, "POST", "/crm/v8/Leads/upsert") == [
+        {"data": [body["data"][0], body["data"][2]]}
+    ]
+
+
+# -- convert ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["v2", "v8"])
+def test_converting_a_stopped_lead_is_refused(crm: Crm, gw: GatewayHandle, version: str) -> None:
+    _, (stopped, *_) = _leads(crm)
+    crm.clear()
+    r = _post(gw, f"/crm/{version}/Leads/{stopped['id']}/actions/convert", {"data": [{}]})
+    assert r.status_code == 400
+    assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert crm.received("/actions/convert") == []
+
+
+def test_converting_a_normal_lead_passes_each_versions_answer_through(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (first, second, _), _ = _leads(crm)
+    v2 = _post(gw, f"/crm/v2/Leads/{first['id']}/actions/convert", {"data": [{}]})
+    assert v2.status_code == 200, v2.text
+    (row,) = v2.json()["data"]
+    assert set(row) == {"Contacts", "Accounts", "Deals"} and row["Contacts"].isdigit()
+    v8 = _post(gw, f"/crm/v8/Leads/{second['id']}/actions/convert", {"data": [{}]})
+    assert v8.status_code == 200, v8.text
+    (entry,) = v8.json()["data"]
+    assert entry["code"] == "SUCCESS" and entry["status"] == "success"
+    assert entry["details"]["Contacts"]["id"].isdigit()
+
+
+# -- mass update --------------------------------------------------------------------------
+
+
+def test_a_mass_update_by_ids_forwards_only_the_allowed_ids_and_merges_in_order(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (a, b, _), (stopped, *_) = _leads(crm)
+    crm.clear()
+    ids = [a["id"], stopped["id"], b["id"]]
+    r = _post(
+        gw, "/crm/v8/Leads/actions/mass_update", {"data": [{"City": "Mass-Town"}], "ids": ids}
+    )
+    assert r.status_code == 207, r.text
+    entries = r.json()["data"]
+    assert entries[1] == _refusal(stopped["id"])
+    assert [(e["code"], e["details"]["id"]) for e in (entries[0], entries[2])] == [
+        ("SUCCESS", a["id"]),
+        ("SUCCESS", b["id"]),
+    ]
+    assert _sent(crm, "POST", "/crm/v8/Leads/actions/mass_update") == [
+        {"data": [{"City": "Mass-Town"}], "ids": [a["id"], b["id"]]}
+    ]
+    assert [crm.one("Leads", i)["City"] for i in ids] == ["Mass-Town", stopped["City"], "Mass-Town"]
+
+
+def test_a_mass_update_by_custom_view_is_refused_with_a_clear_error(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    crm.clear()
+    r = _post(
+        gw,
+        "/crm/v8/Leads/actions/mass_update",
+        {"data": [{"City": "X"}], "cvid": "5725767000000087501"},
+    )
+    assert envelope(r, 400, "NOT_ALLOWED") == {"reason": "unknown_targets"}
+    assert "send the record ids" in r.json()["message"]
+    assert crm.received("/mass_update") == []
+    (entry,) = gw.requests()
+    assert entry["outcome"] == "refused" and entry["reasons"] == ["unknown_targets"]
+
+
+def test_a_mass_update_by_custom_view_is_forwarded_when_the_policy_allows_it(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway({"writes": {"allow_mass_update_by_cvid": True}})
+    crm.clear()
+    body = {"data": [{"City": "X"}], "cvid": "5725767000000087501"}
+    r = _post(gw, "/crm/v8/Leads/actions/mass_update", body)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"][0]["code"] == "SUCCESS"
+    assert _sent(crm, "POST", "/crm/v8/Leads/actions/mass_update") == [body]
+    (entry,) = gw.requests()
+    assert entry["outcome"] == "forwarded" and "mass_update_unchecked" in entry["reasons"]
+
+
+# -- related lists, delete ----------------------------------------------------------------
+
+
+def test_a_related_list_write_under_a_stopped_lead_is_refused(crm: Crm, gw: GatewayHandle) -> None:
+    _, (stopped, *_) = _leads(crm)
+    patient = crm.records("Patients")[0]
+    crm.clear()
+    path = f"/crm/v8/Leads/{stopped['id']}/Patients/{patient['id']}"
+    r = _put(gw, path, {"data": [{"id": patient["id"]}]})
+    assert r.status_code == 400
+    assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent(crm, "PUT", path) == []
+
+
+def test_a_related_list_write_under_a_normal_lead_is_forwarded(crm: Crm, gw: GatewayHandle) -> None:
+    (normal, *_), _ = _leads(crm)
+    patient = crm.records("Patients")[0]
+    path = f"/crm/v8/Leads/{normal['id']}/Patients/{patient['id']}"
+    r = _put(gw, path, {"data": [{"id": patient["id"]}]})
+    assert r.status_code == 200, r.text
+    assert crm.one("Patients", patient["id"])["Referring_Lead"]["id"] == normal["id"]
+
+
+def test_deleting_stopped_leads_is_forwarded_and_succeeds(crm: Crm, gw: GatewayHandle) -> None:
+    (normal, *_), (one, other) = _leads(crm)
+    single = gw.http.delete(f"/crm/v8/Leads/{one['id']}")
+    assert single.status_code == 200, single.text
+    assert single.json()["data"][0] == {
+        "code": "SUCCESS",
+        "details": {"id": one["id"]},
+        "message": "record deleted",
+        "status": "success",
+    }
+    batch = gw.http.delete("/crm/v8/Leads", params={"ids": f"{other['id']},{normal['id']}"})
+    assert batch.status_code == 200, batch.text
+    assert [e["code"] for e in batch.json()["data"]] == ["SUCCESS", "SUCCESS"]
+    remaining = {r["id"] for r in crm.records("Leads")}
+    assert not remaining & {one["id"], other["id"], normal["id"]}
+    assert [e["outcome"] for e in gw.requests()] == ["forwarded", "forwarded"]
+
+
+# -- how the state is known ---------------------------------------------------------------
+
+
+def test_a_target_whose_state_cannot_be_looked_up_is_refused_as_state_unknown(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (normal, *_), _ = _leads(crm)
+    crm.fault(
+        path_contains="/crm/v8/Leads",
+        method="GET",
+        status=500,
+        json={"code": "INTERNAL_ERROR", "details": {}, "message": "down", "status": "error"},
+    )
+    crm.clear()
+    batch = _put(gw, "/crm/v8/Leads", {"data": [{"id": normal["id"], "City": "X"}]})
+    single = _put(gw, f"/crm/v8/Leads/{normal['id']}", {"data": [{"City": "X"}]})
+    for r in (batch, single):
+        assert r.status_code == 400, r.text
+        assert r.json() == {"data": [_refusal(normal["id"], "state_unknown")]}
+    assert [x["method"] for x in crm.received("/crm/v8/Leads")] == ["GET", "GET"]
+    assert [e["reasons"] for e in gw.requests()] == [[f"state_unknown:{normal['id']}"]] * 2
+
+
+def test_a_state_answer_with_an_error_status_is_not_trusted(crm: Crm, gw: GatewayHandle) -> None:
+    (normal, *_), _ = _leads(crm)
+    # An error answer that happens to carry a record saying "not stopped".
+    crm.fault(
+        path_contains="/crm/v8/Leads",
+        method="GET",
+        status=503,
+        json={"data": [{"id": normal["id"], "$stop_processing": False}]},
+    )
+    crm.clear()
+    r = _put(gw, "/crm/v8/Leads", {"data": [{"id": normal["id"], "City": "X"}]})
+    assert r.status_code == 400
+    assert r.json() == {"data": [_refusal(normal["id"], "state_unknown")]}
+    assert _sent(crm, "PUT", "/crm/v8/Leads") == []
+
+
+def test_a_cached_not_stopped_is_not_trusted_for_a_write(crm: Crm, gw: GatewayHandle) -> None:
+    (normal, *_), _ = _leads(crm)
+    read = gw.http.get(f"/crm/v8/Leads/{normal['id']}")
+    assert read.status_code == 200 and read.json()["data"][0]["$stop_processing"] is False
+    crm.edit("Leads", normal["id"], **{"$stop_processing": True})
+    crm.clear()
+    r = _put(gw, f"/crm/v8/Leads/{normal['id']}", {"data": [{"City": "X"}]})
+    assert r.status_code == 400
+    assert r.json() == {"data": [_refusal(normal["id"])]}
+    assert _sent(crm, "PUT", f"/crm/v8/Leads/{normal['id']}") == []
+
+
+# -- modules -------------------------------------------------------------------------------
+
+
+def test_stop_processing_is_enforced_in_custom_modules(crm: Crm, gw: GatewayHandle) -> None:
+    patient = crm.records("Patients")[0]
+    crm.edit("Patients", patient["id"], **{"$stop_processing": True})
+    crm.clear()
+    r = _put(gw, "/crm/v8/Patients", {"data": [{"id": patient["id"], "Name": "X"}]})
+    assert r.status_code == 400
+    assert r.json() == {"data": [_refusal(patient["id"])]}
+    assert _sent(crm, "PUT", "/crm/v8/Patients") == []
+
+
+def test_writes_to_a_module_without_stop_processing_are_forwarded(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    # Deals is no GDPR module: its records carry no $stop_processing at all.
+    deal, other, third = crm.records("Deals")[:3]
+    assert "$stop_processing" not in deal
+    batch = _put(gw, "/crm/v8/Deals", {"data": [{"id": deal["id"], "Stage": "Closed Won"}]})
+    single = _put(gw, f"/crm/v8/Deals/{other['id']}", {"data": [{"Stage": "Closed Won"}]})
+    upsert = _post(
+        gw, "/crm/v8/Deals/upsert", {"data": [{"Deal_Name": third["Deal_Name"], "Amount": 5.0}]}
+    )
+    mass = _post(
+        gw,
+        "/crm/v8/Deals/actions/mass_update",
+        {"data": [{"Stage": "Closed Lost"}], "ids": [deal["id"]]},
+    )
+    assert [r.status_code for r in (batch, single, upsert, mass)] == [200, 200, 200, 200], [
+        r.text for r in (batch, single, upsert, mass)
+    ]
+    assert crm.one("Deals", deal["id"])["Stage"] == "Closed Lost"
+    assert crm.one("Deals", other["id"])["Stage"] == "Closed Won"
+    assert crm.one("Deals", third["id"])["Amount"] == 5.0
+
+
+def test_an_org_with_gdpr_off_may_update_a_stopped_lead(crm: Crm, gw: GatewayHandle) -> None:
+    _, (stopped, *_) = _leads(crm)
+    crm.privacy(False)
+    crm.clear()
+    r = _put(gw, "/crm/v8/Leads", {"data": [{"id": stopped["id"], "City": "Off-Town"}]})
+    assert r.status_code == 200, r.text
+    assert crm.one("Leads", stopped["id"])["City"] == "Off-Town"
+    (entry,) = gw.requests()
+    assert entry["outcome"] == "forwarded" and entry["reasons"] == ["privacy_settings_off"]
+
+
+# -- bulk write ---------------------------------------------------------------------------
+
+
+def test_a_bulk_write_upload_naming_a_stopped_lead_is_refused_and_not_forwarded(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (normal, *_), (stopped, *_) = _leads(crm)
+    crm.clear()
+    r = _upload(gw, f"id,City\n{normal['id']},A\n{stopped['id']},B\n")
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "code": "CANNOT_PROCESS",
+        "details": {"ids": [stopped["id"]], "reason": "stop_processing"},
+        "message": "The file names records in stop processing",
+        "status": "error",
+    }
+    assert crm.received("/crm/v8/upload") == []
+    (entry,) = gw.requests()
+    assert entry["outcome"] == "refused"
+    assert entry["reasons"] == [f"stop_processing:{stopped['id']}"]
+
+
+def test_a_bulk_write_upload_naming_a_stopped_custom_module_record_is_refused(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    patient = crm.records("Patients")[0]
+    crm.edit("Patients", patient["id"], **{"$stop_processing": True})
+    crm.clear()
+    r = _upload(gw, f"id,Name\n{patient['id']},X\n")
+    assert r.status_code == 400 and r.json()["details"]["ids"] == [patient["id"]]
+    assert crm.received("/crm/v8/upload") == []
+
+
+def test_a_bulk_write_upload_of_normal_records_is_forwarded(crm: Crm, gw: GatewayHandle) -> None:
+    normal, _ = _leads(crm)
+    crm.clear()
+    r = _upload(gw, "id,City\n" + "".join(f"{n['id']},C\n" for n in normal))
+    assert r.status_code == 200, r.text
+    assert r.json()["code"] == "FILE_UPLOAD_SUCCESS"
+    assert [x["method"] for x in crm.received("/crm/v8/upload")] == ["POST"]
+
+
+# -- consent on insert --------------------------------------------------------------------
+
+
+def test_required_consent_refuses_only_the_insert_without_it(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway({"writes": {"require_consent": True}})
+    crm.clear()
+    consent = {"Data_Processing_Basis": "Obtained", "Contact_Through_Email": True}
+    with_consent = {"Last_Name": "Consenting", "Data_Processing_Basis_Details": consent}
+    r = _post(gw, "/crm/v8/Leads", {"data": [with_consent, {"Last_Name": "Silent"}]})
+    assert r.status_code == 207, r.text
+    first, second = r.json()["data"]
+    assert first["code"] == "SUCCESS"
+    assert second["code"] == "MANDATORY_NOT_FOUND" and second["status"] == "error"
+    assert second["details"]["api_name"] == "Data_Processing_Basis_Details"
+    assert _sent(crm, "POST", "/crm/v8/Leads") == [{"data": [with_consent]}]
+    assert crm.one("Leads", first["details"]["id"])["Last_Name"] == "Consenting"
+    (entry,) = gw.requests()
+    assert entry["outcome"] == "refused" and entry["reasons"] == ["missing_consent"]
+
+
+def test_required_consent_does_not_apply_to_a_module_outside_gdpr(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway({"writes": {"require_consent": True}})
+    crm.clear()
+    body = {"data": [{"Deal_Name": "No consent needed"}]}
+    r = _post(gw, "/crm/v8/Deals", body)
+    assert r.status_code == 201, r.text
+    assert _sent(crm, "POST", "/crm/v8/Deals") == [body]
+
+
+# -- the audit trail ----------------------------------------------------------------------
+
+
+def test_refused_writes_are_audited_by_id_and_never_with_the_values_sent(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (normal, *_), (one, other) = _leads(crm)
+    value = "value-that-must-not-be-logged"
+    _put(
+        gw,
+        "/crm/v8/Leads",
+        {"data": [{"id": i, "Description": value} for i in (one["id"], normal["id"])]},
+    )
+    _put(gw, f"/crm/v8/Leads/{other['id']}", {"data": [{"Description": value}]})
+    first, second = gw.requests()
+    assert (first["outcome"], first["status"]) == ("refused", 207)
+    assert first["reasons"] == [f"stop_processing:{one['id']}"]
+    assert first["record_ids"] == [one["id"], normal["id"]]
+    assert (second["outcome"], second["status"]) == ("refused", 400)
+    assert second["reasons"] == [f"stop_processing:{other['id']}"]
+    assert value not in gw.audit_log.read_text()
