@@ -27,6 +27,7 @@ from gateway.privacy.catalog import (
     ModuleCatalog,
     OrgInfo,
     parse_fields,
+    parse_modules,
     parse_org,
     parse_related_lists,
 )
@@ -96,6 +97,14 @@ class MetadataCache:
         return await self._get(
             ("fields", org_id, version, module.lower()),
             lambda: self._fetch(url, headers, lambda body: parse_fields(module, body)),
+        )
+
+    async def modules(
+        self, org_id: str, version: str, headers: Headers
+    ) -> tuple[dict[str, tuple[str, str]], float]:
+        url = f"{self._base}/crm/{version}/settings/modules"
+        return await self._get(
+            ("modules", org_id, version), lambda: self._fetch(url, headers, parse_modules)
         )
 
     async def related_lists(

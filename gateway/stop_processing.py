@@ -142,11 +142,13 @@ class StopProcessingGuard:
             if answer.status != 200 or not isinstance(data, list) or more:
                 # An exact match could hide on a page the gateway did not read.
                 return None, None
-            # Search's equals matches loosely; only an exact (case-insensitive) match is a target.
+            # Search's equals matches loosely: a hit is a target when its value matches exactly,
+            # or when the CRM withheld the value (a restricted field), so it cannot be ruled out.
             matches = [
                 rec
                 for rec in data
-                if isinstance(rec, dict) and writes.matches_duplicate(rec, pairs)
+                if isinstance(rec, dict)
+                and (writes.matches_duplicate(rec, pairs) or writes.hides_duplicate(rec, pairs))
             ]
             if not matches:
                 return None, False
@@ -205,7 +207,13 @@ class StopProcessingGuard:
             if req.header("x-external"):
                 fields = []  # the external field decides the target: unknown to the gateway
             targets = await self.upsert_states(view, module, records, fields, lookup_headers)
-            return await self.batch(endpoint, req, headers, decision, body, targets)
+            inserts = [
+                i for i, (rid, state) in enumerate(targets) if rid is None and state is False
+            ]
+            missing = await self.missing_consent(view, module, records, inserts, decision)
+            return await self.batch(
+                endpoint, req, headers, decision, body, targets, refused=missing
+            )
         # UPDATE: every input names its record by id; one without an id names none, unless
         # X-EXTERNAL makes another field the key, whose target the gateway cannot look up.
         ids = [str(r["id"]) if isinstance(r, dict) and r.get("id") else None for r in records]
@@ -224,9 +232,13 @@ class StopProcessingGuard:
         targets: Sequence[tuple[str | None, bool | None]],
         *,
         list_key: str = "data",
+        refused: dict[int, dict[str, Any]] | None = None,
     ) -> Reply:
-        refused: dict[int, dict[str, Any]] = {}
+        """``refused``: inputs already refused for another reason (missing consent)."""
+        refused = dict(refused or {})
         for pos, (rid, state) in enumerate(targets):
+            if pos in refused:
+                continue
             if rid and rid.isdigit():
                 decision.record_ids.append(rid)
             reason = writes.verdict(state)
@@ -272,21 +284,37 @@ class StopProcessingGuard:
         body: dict[str, Any],
         records: list[Any],
     ) -> Reply:
-        module = endpoint.module or ""
-        if not self.p.policy.require_consent:
+        refused = await self.missing_consent(
+            view, endpoint.module or "", records, range(len(records)), decision
+        )
+        if not refused:
             return await self.p.passthrough(endpoint, req, headers, decision)
+        split = Split([i for i in range(len(records)) if i not in refused], refused)
+        return await self.forward_split(endpoint, req, headers, decision, body, split)
+
+    async def missing_consent(
+        self,
+        view: View,
+        module: str,
+        records: list[Any],
+        inserts: Sequence[int],
+        decision: Decision,
+    ) -> dict[int, dict[str, Any]]:
+        """Refusals for the inserted records without Data_Processing_Basis_Details, when the
+        policy requires consent and the module is a GDPR module (it has that field)."""
+        if not self.p.policy.require_consent or not inserts:
+            return {}
         catalog = await self.p.catalog(view, module, decision)
-        if catalog.get("Data_Processing_Basis_Details") is None:  # not a GDPR module
-            return await self.p.passthrough(endpoint, req, headers, decision)
+        if catalog.get("Data_Processing_Basis_Details") is None:
+            return {}
         refused = {
             i: writes.missing_consent(i)
-            for i, rec in enumerate(records)
-            if not (isinstance(rec, dict) and _has_consent(rec))
+            for i in inserts
+            if not (isinstance(records[i], dict) and _has_consent(records[i]))
         }
         for _ in refused:
             decision.refuse("missing_consent")
-        split = Split([i for i in range(len(records)) if i not in refused], refused)
-        return await self.forward_split(endpoint, req, headers, decision, body, split)
+        return refused
 
     async def mass_update(
         self,
@@ -355,21 +383,13 @@ class StopProcessingGuard:
         return await self.p.passthrough(endpoint, req, headers, decision)
 
     async def module_types(self, view: View, headers: Headers) -> dict[str, tuple[str, str]]:
-        """lower-case api_name -> (api_name, generated_type) from the CRM's module list;
-        empty when the list cannot be had."""
-        url = f"{self.p.upstream_url}/crm/{view.version}/settings/modules"
+        """lower-case api_name -> (api_name, generated_type) from the CRM's module list
+        (cached with the other metadata); empty when the list cannot be had."""
         try:
-            answer = await fetch_json(self.p.upstream, "GET", url, headers, b"", STATE_LIMIT)
+            found, _age = await self.p.metadata.modules(view.org.org_id, view.version, view.headers)
         except GatewayError:
             return {}
-        body = answer.body if answer.status == 200 else None
-        listed = body.get("modules") if isinstance(body, dict) else None
-        out: dict[str, tuple[str, str]] = {}
-        for m in listed if isinstance(listed, list) else []:
-            name = m.get("api_name") if isinstance(m, dict) else None
-            if isinstance(name, str):
-                out[name.lower()] = (name, str(m.get("generated_type") or ""))
-        return out
+        return found
 
     async def gdpr_modules(self, view: View, headers: Headers) -> list[str]:
         """Leads, Contacts, Vendors and the custom modules. When the module list cannot be

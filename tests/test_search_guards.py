@@ -230,3 +230,12 @@ def test_refusals_are_audited_with_the_field_name(gw: GatewayHandle) -> None:
     (entry,) = gw.requests()
     assert entry["outcome"] == "refused" and entry["reasons"] == ["restricted_criteria:Mobile"]
     assert entry["upstream_status"] is None
+
+
+def test_owner_paths_are_allowed_and_answered(crm: Crm, gw: GatewayHandle) -> None:
+    owner = crm.records("Leads")[0]["Owner"]["name"]
+    r = gw.http.get("/crm/v8/Leads/search", params={"criteria": f"(Owner.name:equals:{owner})"})
+    assert r.status_code in (200, 204), r.text
+    coql = _coql(gw, "select Last_Name, Owner.name from Leads where Owner.name is not null limit 3")
+    assert coql.status_code == 200, coql.text
+    assert all(row["Owner.name"] for row in coql.json()["data"])

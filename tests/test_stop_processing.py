@@ -302,3 +302,43 @@ def test_upload_naming_a_stopped_record_is_refused(crm: Crm, gw: GatewayHandle) 
     assert not crm.received("/upload")
     ok = upload([normal[0]["id"], normal[1]["id"]])
     assert ok.status_code == 200 and ok.json()["code"] == "FILE_UPLOAD_SUCCESS"
+
+
+def test_upsert_target_hidden_by_the_crm_counts_as_a_match(crm: Crm, gw: GatewayHandle) -> None:
+    # A CRM that hides restricted values answers the duplicate search with Email null.
+    _, (stopped, *_) = _leads(crm)
+    hit = {"id": stopped["id"], "Email": None, "$stop_processing": True}
+    crm.fault(
+        path_contains="/Leads/search",
+        method="GET",
+        status=200,
+        json={"data": [hit], "info": {"more_records": False}},
+        times=1,
+    )
+    crm.clear()
+    r = _post(
+        gw.http, "/crm/v8/Leads/upsert", {"data": [{"Last_Name": "X", "Email": "a@b.example"}]}
+    )
+    assert r.status_code == 400 and r.json()["data"][0] == _refusal(stopped["id"])
+    assert not _sent(crm, "POST", "/upsert")
+
+
+def test_upserts_that_insert_need_consent_when_required(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    normal, _ = _leads(crm)
+    gw = make_gateway({"writes": {"require_consent": True}})
+    r = _post(
+        gw.http,
+        "/crm/v8/Leads/upsert",
+        {
+            "data": [
+                {"id": normal[0]["id"], "City": "X"},  # an update: consent is not asked for
+                {"Last_Name": "New", "Email": "new-insert-1@example.org"},
+            ]
+        },
+    )
+    assert r.status_code == 207, r.text
+    first, second = r.json()["data"]
+    assert first["status"] == "success"
+    assert second["code"] == "MANDATORY_NOT_FOUND"

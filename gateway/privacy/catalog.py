@@ -120,6 +120,18 @@ def parse_org(body: Any) -> OrgInfo:
     return OrgInfo(str(org_id), privacy is not False)
 
 
+def parse_modules(body: Any) -> dict[str, tuple[str, str]]:
+    """lower-case api_name -> (api_name, generated_type) from ``/settings/modules``."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("modules"), list):
+        raise MetadataShapeError("module metadata has no 'modules' list")
+    out: dict[str, tuple[str, str]] = {}
+    for raw in body["modules"]:
+        name = raw.get("api_name") if isinstance(raw, Mapping) else None
+        if isinstance(name, str) and name:
+            out[name.lower()] = (name, str(raw.get("generated_type") or ""))
+    return out
+
+
 def parse_related_lists(body: Any) -> dict[str, str]:
     """related list api_name (lower-case) -> module api_name."""
     if body is None:

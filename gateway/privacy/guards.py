@@ -55,6 +55,8 @@ def check_paths(
             named.append(info.api_name)
             if info.private is not None and info.private.restricted:
                 raise RestrictedField(".".join(named))
+            if info.data_type == "ownerlookup":
+                break  # Owner.name, Owner.email: CRM users, not records of a GDPR module
             if depth + 1 < len(path):
                 target = (info.target_module or "").lower()
                 if target not in catalogs:

@@ -191,6 +191,8 @@ def _path_mask(
             return None if name.lower() == "id" else label
         if is_masked(info, shown):
             return info.api_name if depth == 0 else label
+        if info.data_type == "ownerlookup":
+            return None  # the owning CRM user's name or e-mail: not a GDPR module's field
         if depth + 1 < len(path):
             catalog = catalogs.get((info.target_module or "").lower())
     return None

@@ -137,6 +137,13 @@ def matches_duplicate(record: Mapping[str, Any], pairs: Sequence[tuple[str, str]
     return any(_same_value(lowered.get(name.lower()), value) for name, value in pairs)
 
 
+def hides_duplicate(record: Mapping[str, Any], pairs: Sequence[tuple[str, str]]) -> bool:
+    """Whether a search hit withholds a duplicate-check field (null or absent, as a CRM that
+    hides restricted values answers): it may be the upsert's target, and cannot be ruled out."""
+    lowered = {str(k).lower(): v for k, v in record.items()}
+    return any(lowered.get(name.lower()) is None for name, _ in pairs)
+
+
 def escape_criteria_value(value: str) -> str:
     """Search criteria escapes: ``\\(``, ``\\)``, ``\\,`` and ``\\\\`` (shared contract §3)."""
     return value.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").replace(",", "\\,")
