@@ -90,9 +90,7 @@ def build_plan(
                 plan = build_plan(sub, shown, {})
                 subforms[info.api_name] = plan
                 by_lower[lower] = (info.api_name, plan)
-    return MaskPlan(
-        catalog.module, tuple(masked), subforms, by_lower, private_fields
-    )
+    return MaskPlan(catalog.module, tuple(masked), subforms, by_lower, private_fields)
 
 
 def _null(record: dict[str, Any], key: str, api_name: str, counts: Counts) -> None:
