@@ -96,7 +96,9 @@ def tour(crm: str, gateway: str, audit_log: Path) -> None:
             )
         )
     _say("   privacy-gateway audit verify says:")
-    run_verify(str(audit_log), None, None)
+    secret_file = audit_log.with_name(".gateway-secret")
+    secret = secret_file.read_bytes().strip() if secret_file.exists() else None
+    run_verify(str(audit_log), None, secret)
 
 
 def run_demo(*, once: bool) -> int:

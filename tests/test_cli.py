@@ -81,6 +81,7 @@ def test_demo_once_runs_the_tour() -> None:
     assert '"code": "INVALID_QUERY"' in out
     assert '"reason": "stop_processing"' in out
     assert "audit log intact" in out
+    assert "checkpoints verified" in out and "unchecked" not in out  # signatures too
 
 
 def test_serve_logs_json_without_values_or_tokens_and_stops_cleanly_on_sigterm(
