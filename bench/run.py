@@ -121,8 +121,9 @@ def measure(name: str, base: str, pid: int, connections: int, seconds: float) ->
     return Result(name, connections, n, elapsed, cpu_seconds(pid) - before)
 
 
-def redaction_floor(sandbox: str, rounds: int = 200) -> tuple[float, float, int]:
-    """(floor ms, gateway rewrite ms, page bytes) for one 200-record page, in process:
+def redaction_floor(sandbox: str, rounds: int = 200) -> tuple[float, float, int, tuple[str, ...]]:
+    """(floor ms, gateway rewrite ms, page bytes, masked names) for one 200-record page, in
+    process:
     the floor is orjson parse + null the private fields by name + dump."""
     from gateway.privacy.catalog import parse_fields
     from gateway.privacy.redact import build_plan, redact_body
@@ -163,7 +164,7 @@ def redaction_floor(sandbox: str, rounds: int = 200) -> tuple[float, float, int]
             for _ in range(per_round):
                 fn()
             best[fn] = min(best[fn], (time.process_time() - t) / per_round)
-    return 1000 * best[floor], 1000 * best[gateway], len(page)
+    return 1000 * best[floor], 1000 * best[gateway], len(page), tuple(names)
 
 
 def main() -> None:
@@ -173,7 +174,7 @@ def main() -> None:
     p.add_argument(
         "--targets",
         nargs="+",
-        default=["direct", "passthrough", "gateway-aiohttp", "gateway-httpx"],
+        default=["direct", "passthrough", "floor-proxy", "gateway-aiohttp", "gateway-httpx"],
     )
     a = p.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
@@ -184,7 +185,7 @@ def main() -> None:
     results: list[Result] = []
     sandbox_cmd = ["-m", "gateway", "sandbox", "--port", str(sport)]
     with process(sandbox_cmd, sandbox, 1) as sb:
-        floor_ms, rewrite_ms, size = redaction_floor(sandbox)
+        floor_ms, rewrite_ms, size, masked = redaction_floor(sandbox)
         for target in a.targets:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
@@ -192,6 +193,9 @@ def main() -> None:
                 cmd = None
             elif target == "passthrough":
                 cmd = ["-m", "bench.passthrough", "--upstream", sandbox, "--port", str(port)]
+            elif target == "floor-proxy":
+                cmd = ["-m", "bench.passthrough", "--upstream", sandbox, "--port", str(port)]
+                cmd += ["--mask", ",".join(masked)]
             else:
                 cmd = [
                     "-m",
@@ -230,13 +234,23 @@ def report(results: list[Result], floor_ms: float, rewrite_ms: float, size: int)
         f"gateway rewrite {rewrite_ms:.2f} ms vs floor (orjson parse + null + dump) "
         f"{floor_ms:.2f} ms = **{rewrite_ms / floor_ms:.2f}x** the floor.",
         "",
-        "| target | conns | req/s | CPU ms/req (process under test) | req/s vs direct |",
-        "|---|---|---|---|---|",
+        "`floor-proxy` is the pass-through proxy plus that floor on every answer (parse, null"
+        " the same names, dump): the least any redacting proxy on this stack can cost. The"
+        " last column is each target's CPU per request against it.",
+        "",
+        "| target | conns | req/s | CPU ms/req (process under test) | req/s vs direct "
+        "| CPU vs floor-proxy |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         direct = by.get(("direct", r.connections))
         ratio = f"{r.rps / direct.rps:.2f}" if direct else "-"
-        lines.append(f"| {r.target} | {r.connections} | {r.rps:.0f} | {r.cpu_ms:.2f} | {ratio} |")
+        floor_proxy = by.get(("floor-proxy", r.connections))
+        cpu_ratio = f"{r.cpu_ms / floor_proxy.cpu_ms:.2f}x" if floor_proxy else "-"
+        lines.append(
+            f"| {r.target} | {r.connections} | {r.rps:.0f} | {r.cpu_ms:.2f} | {ratio} "
+            f"| {cpu_ratio} |"
+        )
     text = "\n".join(lines) + "\n"
     print()
     print(text)
