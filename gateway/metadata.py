@@ -93,10 +93,12 @@ class MetadataCache:
     async def fields(
         self, org_id: str, version: str, module: str, headers: Headers
     ) -> tuple[ModuleCatalog, float]:
-        url = f"{self._base}/crm/{version}/settings/fields?module={quote(module, safe='')}"
+        url = f"{self._base}/crm/{version}/settings/fields?module="
         return await self._get(
             ("fields", org_id, version, module.lower()),
-            lambda: self._fetch(url, headers, lambda body: parse_fields(module, body)),
+            lambda: self._fetch(
+                url + quote(module, safe=""), headers, lambda body: parse_fields(module, body)
+            ),
         )
 
     async def modules(

@@ -234,11 +234,7 @@ class Pipeline:
 
     async def plan(self, view: View, module: str, decision: Decision) -> MaskPlan:
         catalog = await self.catalog(view, module, decision)
-        subs = {
-            info.target_module: await self.catalog(view, info.target_module, decision)
-            for info in catalog.fields.values()
-            if info.data_type == "subform" and info.target_module
-        }
+        subs = {sub: await self.catalog(view, sub, decision) for sub in catalog.subform_modules}
         # Plans are cached by the identity of the metadata objects they were built from.
         refs = (catalog, *sorted(subs.values(), key=id))
         key = (tuple(id(r) for r in refs), view.shown)

@@ -7,7 +7,7 @@ case-insensitively everywhere a decision is made (the CRM treats api names that 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -34,6 +34,16 @@ class MetadataShapeError(ValueError):
 class ModuleCatalog:
     module: str
     fields: Mapping[str, FieldInfo]  # lower-case api_name -> info
+    #: the modules of this module's subform fields (their rows are redacted with them)
+    subform_modules: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        subforms = tuple(
+            f.target_module
+            for f in self.fields.values()
+            if f.data_type == "subform" and f.target_module
+        )
+        object.__setattr__(self, "subform_modules", subforms)
 
     def get(self, name: str) -> FieldInfo | None:
         return self.fields.get(name.lower())
