@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import socket
 from typing import Any
 
 import httpx
@@ -128,6 +129,43 @@ def test_unknown_paths_are_not_forwarded(crm: Crm, gw: GatewayHandle) -> None:
     envelope(gw.http.get("/somewhere/else"), 404, "INVALID_URL_PATTERN")
     envelope(gw.http.get("/crm/v8/Leads/../../admin"), 404, "INVALID_URL_PATTERN")
     assert not crm.received("/")
+
+
+def _raw_get(url: str, target: str) -> tuple[int, bytes]:
+    """A request line sent as written (httpx would normalise dot segments itself)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: crm\r\n"
+            f"Authorization: {AUTH['Authorization']}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/crm/v8/settings/../Leads",
+        "/crm/v8/org/..%2FLeads",
+        "/crm/v8/settings/%2E%2E/Leads",
+        "/crm/v8/upload/../Leads",
+        "/crm/v8//Leads",
+        "/crm/v8/settings/..;/Leads",
+    ],
+)
+def test_paths_that_could_be_normalised_into_a_record_route_are_refused(
+    crm: Crm, gw: GatewayHandle, target: str
+) -> None:
+    crm.clear()
+    status, body = _raw_get(gw.url, target + "?per_page=5")
+    assert status == 404
+    assert orjson.loads(body)["code"] == "INVALID_URL_PATTERN"
+    assert b"@example.com" not in body
+    assert not crm.received("/")  # refused before the CRM could normalise it
 
 
 def test_gateway_endpoints_are_never_forwarded(crm: Crm, gw: GatewayHandle) -> None:

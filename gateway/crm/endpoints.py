@@ -56,7 +56,15 @@ class Endpoint:
 
 
 def classify(method: str, path: str) -> Endpoint:
-    parts = path.strip("/").split("/")
+    parts = path.split("/")[1:] if path.startswith("/") else []
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()  # one trailing slash
+    # Every segment of the (percent-decoded) path must be a plain name: no empty segment,
+    # no dot segment, no ';' parameters. The CRM or a proxy in front of it could otherwise
+    # normalise a path the gateway passed as harmless ("/crm/v8/settings/../Leads",
+    # "/crm/v8//Leads", "..;") into a record route that was never redacted.
+    if not all(_SAFE_SEGMENT.fullmatch(p) and p.strip(".") for p in parts):
+        return Endpoint(NOT_FOUND, "/{unknown}")
     if len(parts) < 2 or parts[0] != "crm":
         return Endpoint(NOT_FOUND, "/{unknown}")
     if parts[1] == "bulk":
@@ -76,8 +84,6 @@ def classify(method: str, path: str) -> Endpoint:
         return Endpoint(COQL if method == "POST" else NOT_FOUND, "/crm/{v}/coql", version)
     if head == "upload":
         return Endpoint(UPLOAD if method == "POST" else PASS, "/crm/{v}/upload", version)
-    if not all(_SAFE_SEGMENT.fullmatch(p) and p not in (".", "..") for p in rest):
-        return Endpoint(NOT_FOUND, "/crm/{v}/{unknown}", version)
     return _module(method, version, head, rest[1:])
 
 

@@ -74,13 +74,38 @@ from gateway.crm.endpoints import classify
         ("GET", "/crm/v8/settings/fields", k.PASS, "/crm/{v}/settings/{name}"),
         ("GET", "/crm/v8/__composite_requests", k.READ, "/crm/{v}/{module}"),
         ("GET", "/crm/v99x/Leads", k.NOT_FOUND, "/crm/{unknown}"),
-        ("GET", "/crm/v8/Leads/../org", k.NOT_FOUND, "/crm/{v}/{unknown}"),
+        ("GET", "/crm/v8/Leads/../org", k.NOT_FOUND, "/{unknown}"),
+        ("GET", "/crm/v8/Leads/", k.READ, "/crm/{v}/{module}"),  # one trailing slash
         ("GET", "/other", k.NOT_FOUND, "/{unknown}"),
     ],
 )
 def test_classify(method: str, path: str, kind: str, route: str) -> None:
     ep = classify(method, path)
     assert (ep.kind, ep.route) == (kind, route)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/crm/v8/settings/../Leads",  # the CRM could normalise it to /crm/v8/Leads
+        "/crm/v8/org/../Leads",
+        "/crm/v8/users/./../Leads",
+        "/crm/v8/upload/../Leads",
+        "/crm/v8/settings/.../Leads",
+        "/crm/v8//Leads",  # merged slashes
+        "//crm/v8/Leads",
+        "/crm/v8/Leads//",
+        "/crm/v8/settings/..;/Leads",  # a path parameter that Java servers strip
+        "/crm/v8/Leads;x=1",
+        "/crm/bulk/v8/read/../../v8/Leads",
+        "/crm/v8/settings/fields\\..\\..\\Leads",
+        "crm/v8/Leads",
+        "",
+    ],
+)
+def test_paths_another_server_could_normalise_are_refused(path: str) -> None:
+    ep = classify("GET", path)
+    assert (ep.kind, ep.route) == (k.NOT_FOUND, "/{unknown}")
 
 
 def test_unknown_namespaces_are_treated_as_modules_so_they_are_checked() -> None:
