@@ -194,7 +194,12 @@ class Pipeline:
     ) -> View | None:
         version = endpoint.version or "v2"
         meta_headers = [(n, v) for n, v in headers if n in _METADATA_HEADERS]
+        # The org is cached per token fingerprint and per X-CRM-ORG (a multi-org user's
+        # choice of org, which the CRM may honour on more calls than it documents).
         client_key = decision.client or "anonymous"
+        chosen_org = req.header("x-crm-org")
+        if chosen_org:
+            client_key += "|" + chosen_org
         org, age = await self.metadata.org(client_key, version, meta_headers)
         if not org.privacy_settings:
             decision.metadata_age_s = age

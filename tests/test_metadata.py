@@ -121,6 +121,17 @@ def test_the_org_is_resolved_once_per_client_token(crm: Crm, gw: GatewayHandle) 
     assert _field_fetches(crm) == 1
 
 
+def test_the_org_is_resolved_per_x_crm_org_choice(crm: Crm, gw: GatewayHandle) -> None:
+    """One token may reach several orgs; the org answer for one choice never serves another."""
+    crm.clear()
+    for org in ("", "111", "222", "111"):
+        headers = {"X-CRM-ORG": org} if org else {}
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1}, headers=headers)
+    orgs = crm.received("/crm/v8/org")
+    assert len(orgs) == 3
+    assert sorted(r["headers"].get("x-crm-org", "") for r in orgs) == ["", "111", "222"]
+
+
 def test_metadata_is_cached_per_api_version(crm: Crm, gw: GatewayHandle) -> None:
     crm.clear()
     gw.http.get("/crm/v2/Leads", params={"per_page": 1})
