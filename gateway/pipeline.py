@@ -60,7 +60,18 @@ from gateway.upstream import (
 
 JSON_TYPE = "application/json;charset=UTF-8"
 # Request headers that stop at the gateway: its own, and those it sets itself.
-_GATEWAY_ONLY = frozenset({"x-gateway-key", "accept-encoding", "x-request-id"})
+_GATEWAY_ONLY = frozenset(
+    {
+        "x-gateway-key",
+        "accept-encoding",
+        "x-request-id",
+        # The gateway classifies a request by its method; a server or proxy upstream that
+        # honoured an override would run another one than was checked.
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    }
+)
 # Response headers that no longer describe a rewritten body.
 _STALE_AFTER_REWRITE = frozenset(
     {"content-encoding", "content-type", "etag", "content-md5", "digest"}

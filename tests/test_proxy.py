@@ -47,6 +47,20 @@ def test_hop_by_hop_request_headers_are_dropped(crm: Crm, gw: GatewayHandle) -> 
     assert h["authorization"] == AUTH["Authorization"]
 
 
+def test_method_override_headers_never_reach_the_crm(crm: Crm, gw: GatewayHandle) -> None:
+    """A GET is checked as a read; nothing upstream may turn it into a write."""
+    crm.clear()
+    overrides = {
+        "X-HTTP-Method-Override": "PUT",
+        "X-HTTP-Method": "PUT",
+        "X-Method-Override": "PUT",
+    }
+    assert gw.http.get("/crm/v8/Leads", params={"per_page": 1}, headers=overrides).is_success
+    (sent,) = crm.received("/crm/v8/Leads")
+    assert sent["method"] == "GET"
+    assert not {n.lower() for n in overrides} & set(sent["headers"])
+
+
 def _fake_upstream(handler: Any) -> Starlette:
     return Starlette(routes=[Route("/{path:path}", handler, methods=["GET", "POST", "PUT"])])
 
