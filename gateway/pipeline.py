@@ -272,6 +272,9 @@ class Pipeline:
             await self.guard_search(view, module, params, decision)
         if endpoint.kind == ep_kind.RELATED:
             module = await self.related_module(view, module, endpoint.related or "", decision)
+        if any(key.lower() == "sort_by" for key, _ in params):
+            catalog = await self.catalog(view, module, decision)
+            self._refuse_restricted(decision, lambda: guards.check_sort_params(catalog, params))
         plan = await self.plan(view, module, decision)
         include_private, query = _take_include_private(req.query, params)
         resp = await self.send(endpoint, req, headers, decision, query=query)

@@ -239,3 +239,29 @@ def test_owner_paths_are_allowed_and_answered(crm: Crm, gw: GatewayHandle) -> No
     coql = _coql(gw, "select Last_Name, Owner.name from Leads where Owner.name is not null limit 3")
     assert coql.status_code == 200, coql.text
     assert all(row["Owner.name"] for row in coql.json()["data"])
+
+
+def test_sorting_by_a_restricted_field_is_refused_on_every_read(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """The order of records sorted by a withheld value would disclose it."""
+    contact_id = crm.http.get("/crm/v8/Contacts", params={"per_page": 1}).json()["data"][0]["id"]
+    crm.clear()
+    _refused(gw.http.get("/crm/v8/Leads", params={"sort_by": "Email"}), "Email")
+    _refused(gw.http.get("/crm/v8/leads", params={"SORT_BY": "mobile"}), "Mobile")
+    _refused(
+        gw.http.get(
+            "/crm/v8/Leads/search",
+            params={"criteria": "(Last_Name:starts_with:S)", "sort_by": "Email"},
+        ),
+        "Email",
+    )
+    # a related list is sorted by the related module's fields
+    _refused(
+        gw.http.get(f"/crm/v8/Contacts/{contact_id}/Leads", params={"sort_by": "Email"}),
+        "Email",
+    )
+    _nothing_reached(crm, "/crm/v8/Leads")
+    _nothing_reached(crm, "/crm/v8/Contacts")
+    ok = gw.http.get("/crm/v8/Leads", params={"sort_by": "Modified_Time", "per_page": 2})
+    assert ok.status_code == 200 and len(ok.json()["data"]) == 2

@@ -82,6 +82,17 @@ def check_search_params(
                 raise RestrictedField(info.api_name)
 
 
+def check_sort_params(catalog: ModuleCatalog, params: Iterable[tuple[str, str]]) -> None:
+    """``sort_by`` on a restricted field orders records by its withheld values: refused
+    like a criterion on it (the CRM itself only sorts lists by id and times)."""
+    for key, value in params:
+        if key.lower() == "sort_by":
+            for name in value.split(","):
+                info = catalog.get(name.strip())
+                if info is not None and info.private is not None and info.private.restricted:
+                    raise RestrictedField(info.api_name)
+
+
 def bulk_criteria_fields(criteria: Any) -> list[tuple[str, ...]]:
     """Field paths named in a bulk-read ``query.criteria`` object (single or grouped), in
     the order written, so a refusal names the first restricted one."""
