@@ -32,6 +32,7 @@ from gateway.errors import (
     RestrictedField,
     UnreadableUpstream,
 )
+from gateway.jsonbody import loads_request
 from gateway.keys import fingerprint
 from gateway.metadata import MetadataCache
 from gateway.policy import Policy
@@ -482,10 +483,7 @@ def _take_include_private(query: str, params: list[tuple[str, str]]) -> tuple[bo
 
 def _json_body(raw: bytes) -> Any:
     # The SDKs send writes and COQL with no Content-Type: parse whatever it says.
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidData(details={"reason": "the body is not valid JSON"}) from None
+    return loads_request(raw)
 
 
 def _module_name(value: Any) -> str | None:

@@ -25,6 +25,7 @@ from gateway.crm import endpoints as ep_kind
 from gateway.crm.endpoints import Endpoint
 from gateway.decision import REFUSED, Decision
 from gateway.errors import GatewayError, InvalidData
+from gateway.jsonbody import loads_request, record_id
 from gateway.privacy import writes
 from gateway.privacy.writes import Split
 from gateway.types import Incoming, Reply
@@ -103,7 +104,7 @@ class StopProcessingGuard:
         by_id = await self.states(
             view,
             module,
-            [str(r["id"]) for r in records if isinstance(r, dict) and r.get("id")],
+            [rid for r in records if isinstance(r, dict) and (rid := record_id(r))],
             headers,
         )
         sem = asyncio.Semaphore(8)
@@ -111,8 +112,8 @@ class StopProcessingGuard:
         async def one(record: Any) -> tuple[str | None, bool | None]:
             if not isinstance(record, dict):
                 return None, None
-            if record.get("id"):
-                rid = str(record["id"])
+            rid = record_id(record)
+            if rid:
                 return rid, by_id.get(rid)
             if not fields:
                 return None, None
@@ -179,6 +180,8 @@ class StopProcessingGuard:
             return await self.p.passthrough(endpoint, req, headers, decision)
         if endpoint.kind in (ep_kind.RECORD_WRITE, ep_kind.CONVERT) and endpoint.record_id:
             rid, state = await self.one_state(view, module, endpoint.record_id, req, lookup_headers)
+            if endpoint.route == "/crm/{v}/{module}/{id}":
+                _body_names_only(req.body, {endpoint.record_id, rid})
             return await self.batch(endpoint, req, headers, decision, None, [(rid, state)])
         if endpoint.kind == ep_kind.RECORD_WRITE:
             # A module-level action other than mass update: its targets cannot be known.
@@ -216,7 +219,7 @@ class StopProcessingGuard:
             )
         # UPDATE: every input names its record by id; one without an id names none, unless
         # X-EXTERNAL makes another field the key, whose target the gateway cannot look up.
-        ids = [str(r["id"]) if isinstance(r, dict) and r.get("id") else None for r in records]
+        ids = [record_id(r) if isinstance(r, dict) else None for r in records]
         states = await self.states(view, module, [i for i in ids if i], lookup_headers)
         keyless: bool | None = None if req.header("x-external") else False
         targets = [(i, states.get(i) if i else keyless) for i in ids]
@@ -440,11 +443,20 @@ def _has_consent(record: dict[str, Any]) -> bool:
     return False
 
 
+def _body_names_only(raw: bytes, allowed: set[str]) -> None:
+    """A single-record write whose body names another record by id is refused: which of
+    the two the CRM would update is not documented, and only the path's was checked."""
+    if not raw.strip():
+        return
+    data = _json_object(raw).get("data")
+    for record in data if isinstance(data, list) else ():
+        other = record_id(record) if isinstance(record, dict) else None
+        if other is not None and other not in allowed:
+            raise InvalidData(details={"reason": "the body names another record than the path"})
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidData(details={"reason": "the body is not valid JSON"}) from None
+    body = loads_request(raw)
     if not isinstance(body, dict):
         raise InvalidData(details={"reason": "the body must be a JSON object"})
     return body

@@ -342,3 +342,47 @@ def test_upserts_that_insert_need_consent_when_required(
     first, second = r.json()["data"]
     assert first["status"] == "success"
     assert second["code"] == "MANDATORY_NOT_FOUND"
+
+
+def test_a_body_the_crm_could_read_differently_is_refused_and_not_forwarded(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """Two parsers may disagree on which repeated member wins; the gateway refuses to
+    guess which record the CRM will update."""
+    (normal, *_), (stopped, *_) = _leads(crm)
+    crm.clear()
+    s, n = stopped["id"], normal["id"]
+    for raw in (
+        f'{{"data": [{{"id": "{s}", "City": "X", "id": "{n}"}}]}}',
+        f'{{"data": [{{"id": "{s}", "ID": "{n}"}}]}}',
+        f'{{"data": [], "data": [{{"id": "{s}"}}]}}',
+    ):
+        envelope(gw.http.put("/crm/v8/Leads", content=raw), 400, "INVALID_DATA")
+    coql = b'{"select_query": "select Last_Name from Leads where Email is not null",'
+    coql += b' "select_query": "select Last_Name from Leads where Last_Name is not null"}'
+    envelope(gw.http.post("/crm/v8/coql", content=coql), 400, "INVALID_DATA")
+    assert not crm.received("/crm/v8/Leads") and not crm.received("/coql")
+
+
+def test_an_id_in_another_letter_case_is_checked_as_the_id(crm: Crm, gw: GatewayHandle) -> None:
+    _, (stopped, *_) = _leads(crm)
+    crm.clear()
+    r = _put(gw.http, "/crm/v8/Leads", {"data": [{"ID": stopped["id"], "City": "X"}]})
+    assert r.status_code == 400 and r.json() == {"data": [_refusal(stopped["id"])]}
+    assert not _sent(crm, "PUT", "/crm/v8/Leads")
+
+
+def test_a_single_record_update_whose_body_names_another_record_is_refused(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (normal, *_), (stopped, *_) = _leads(crm)
+    crm.clear()
+    body = {"data": [{"id": stopped["id"], "City": "X"}]}
+    envelope(_put(gw.http, f"/crm/v8/Leads/{normal['id']}", body), 400, "INVALID_DATA")
+    assert not _sent(crm, "PUT", f"/crm/v8/Leads/{normal['id']}")
+    # naming the same record in the body, or none, is an ordinary single update
+    same = {"data": [{"id": normal["id"], "City": "Y"}]}
+    assert _put(gw.http, f"/crm/v8/Leads/{normal['id']}", same).is_success
+    assert _put(gw.http, f"/crm/v8/Leads/{normal['id']}", {"data": [{"City": "Z"}]}).is_success
+    assert crm.one("Leads", normal["id"])["City"] == "Z"
+    assert crm.one("Leads", stopped["id"])["City"] != "X"
