@@ -182,6 +182,14 @@ class StopProcessingGuard:
             rid, state = await self.one_state(view, module, endpoint.record_id, req, lookup_headers)
             if endpoint.route == "/crm/{v}/{module}/{id}":
                 _body_names_only(req.body, {endpoint.record_id, rid})
+            if endpoint.kind == ep_kind.CONVERT and state is False:
+                # Converting into an existing Contact writes the lead's data onto it.
+                contacts = _convert_contacts(req.body)
+                found = await self.states(view, "Contacts", contacts, lookup_headers)
+                for cid in contacts:
+                    if found.get(cid) is not False:
+                        rid, state = cid, found.get(cid)
+                        break
             return await self.batch(endpoint, req, headers, decision, None, [(rid, state)])
         if endpoint.kind == ep_kind.RECORD_WRITE:
             # A module-level action other than mass update: its targets cannot be known.
@@ -453,6 +461,22 @@ def _body_names_only(raw: bytes, allowed: set[str]) -> None:
         other = record_id(record) if isinstance(record, dict) else None
         if other is not None and other not in allowed:
             raise InvalidData(details={"reason": "the body names another record than the path"})
+
+
+def _convert_contacts(raw: bytes) -> list[str]:
+    """Ids of the existing Contacts a lead conversion merges into."""
+    if not raw.strip():
+        return []
+    data = _json_object(raw).get("data")
+    out: list[str] = []
+    for item in data if isinstance(data, list) else ():
+        for key, value in item.items() if isinstance(item, dict) else ():
+            if key.lower() != "contacts" or not value:
+                continue
+            cid = record_id(value) if isinstance(value, dict) else str(value)
+            if cid:
+                out.append(cid)
+    return out
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -386,3 +386,24 @@ def test_a_single_record_update_whose_body_names_another_record_is_refused(
     assert _put(gw.http, f"/crm/v8/Leads/{normal['id']}", {"data": [{"City": "Z"}]}).is_success
     assert crm.one("Leads", normal["id"])["City"] == "Z"
     assert crm.one("Leads", stopped["id"])["City"] != "X"
+
+
+def test_converting_into_an_existing_contact_in_stop_processing_is_refused(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (lead, other, *_), _ = _leads(crm)
+    contacts = crm.records("Contacts")
+    stopped = next(c for c in contacts if c["$stop_processing"])
+    normal = next(c for c in contacts if not c["$stop_processing"])
+    crm.clear()
+    into_stopped = {"data": [{"overwrite": True, "Contacts": {"id": stopped["id"]}}]}
+    r = _post(gw.http, f"/crm/v8/Leads/{lead['id']}/actions/convert", into_stopped)
+    assert r.status_code == 400 and r.json()["data"][0] == _refusal(stopped["id"])
+    assert not _sent(crm, "POST", "/actions/convert")
+    unknown = {"data": [{"Contacts": "12345"}]}
+    r = _post(gw.http, f"/crm/v8/Leads/{lead['id']}/actions/convert", unknown)
+    assert r.status_code == 400 and r.json()["data"][0] == _refusal("12345", "state_unknown")
+    into_normal = {"data": [{"overwrite": True, "Contacts": {"id": normal["id"]}}]}
+    r = _post(gw.http, f"/crm/v8/Leads/{other['id']}/actions/convert", into_normal)
+    assert r.status_code == 200 and r.json()["data"][0]["code"] == "SUCCESS"
+    assert r.json()["data"][0]["details"]["Contacts"]["id"] == normal["id"]
