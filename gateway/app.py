@@ -26,15 +26,17 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.audit import AuditTrail, AuditUnavailable
+from gateway.audit import AuditTrail
+from gateway.crm.request import METHODS, canonicalize
 from gateway.decision import ERROR, REFUSED, Decision
-from gateway.errors import BodyTooLarge, GatewayError
+from gateway.errors import AuditUnavailable, BodyTooLarge, GatewayError
+from gateway.forward import JSON_TYPE
 from gateway.keys import load_or_create_secret
 from gateway.metadata import MetadataCache
 from gateway.metrics import Metrics
-from gateway.pipeline import JSON_TYPE, Pipeline
+from gateway.pipeline import Pipeline
 from gateway.settings import Settings
-from gateway.types import Incoming, Reply
+from gateway.types import Reply
 from gateway.upstream import GzipStreamDecoder, Upstream, make_upstream
 
 log = structlog.get_logger("gateway")
@@ -175,18 +177,28 @@ class Gateway:
 
     async def proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in scope["headers"]]
-        rid = next((v for n, v in headers if n == "x-request-id"), "")
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        rid = next(
+            (v.decode("latin-1") for n, v in raw_headers if n.lower() == b"x-request-id"), ""
+        )
         if not _REQUEST_ID.fullmatch(rid):
             rid = uuid.uuid4().hex
-        decision = Decision(rid, scope["method"], policy_version=self.settings.policy.version)
+        decision = Decision(
+            rid, _method_name(scope["method"]), policy_version=self.settings.policy.version
+        )
         try:
             if not self.audit.healthy and self.settings.policy.audit_on_full == "block":
                 # Refuse before anything reaches the CRM: it could not be recorded.
                 raise AuditUnavailable()
             body = await _read_body(receive, self.settings.policy.max_request_body)
-            qs: bytes = scope.get("query_string", b"")
-            req = Incoming(scope["method"], scope["path"], qs.decode("latin-1"), headers, body)
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+            req = canonicalize(
+                scope["method"],
+                raw_path.split(b"?", 1)[0],
+                scope.get("query_string", b""),
+                raw_headers,
+                body,
+            )
             reply = await self.pipeline.handle(req, decision)
             self.upstream_seen = self.upstream_seen or decision.upstream_status is not None
         except GatewayError as exc:
@@ -218,10 +230,14 @@ class Gateway:
             )
 
 
+def _method_name(method: str) -> str:
+    """The method for the audit trail and logs: a known one, or a placeholder."""
+    return method if method in METHODS else "OTHER"
+
+
 def _error_reply(exc: GatewayError, decision: Decision) -> Reply:
-    decision.outcome = REFUSED if exc.status_code in (400, 403, 404, 413) else ERROR
-    if not any(r.split(":", 1)[0] == exc.reason for r in decision.reasons):
-        decision.reasons.append(exc.reason)
+    decision.outcome = REFUSED if 400 <= exc.status_code < 500 else ERROR
+    decision.note(exc.reason)
     return Reply(exc.status_code, [("content-type", JSON_TYPE)], exc.body())
 
 

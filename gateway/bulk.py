@@ -67,14 +67,16 @@ def _rewrite_csv(
         return
     writer.writerow(header)
     targets = [(i, name) for i, h in enumerate(header) if (name := blank(h)) is not None]
+    for _, name in targets:  # a withheld column is named even when it held nothing
+        counts.setdefault(name, 0)
     width = len(header)
     for row in reader:
         if len(row) > width:  # a value under no header cannot be checked
             raise UnreadableUpstream()
         for i, name in targets:
-            if i < len(row) and row[i] != "":
+            if i < len(row):
                 row[i] = ""
-                counts[name] = counts.get(name, 0) + 1
+                counts[name] += 1
         writer.writerow(row)
     text_out.flush()
     text_out.detach()

@@ -2,18 +2,26 @@
 
 The pipeline fills it in as the request walks the corridor; the audit trail writes it and
 the metrics count it. Nothing else re-derives these facts. It holds names, ids, counts and
-reasons only: never a token, a query value, a body or a private value.
+reason codes only: never a token, a query value, a body or a private value. ``reasons`` come
+from the closed ``Reason`` vocabulary; ``record_ids`` only ever hold numeric ids the client
+sent as record ids or the CRM returned (never a path value under ``X-EXTERNAL``, never a
+cell of an upload).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+from gateway.errors import Reason
 
 #: outcome values, in the order of precedence the pipeline applies
 FORWARDED = "forwarded"
 REDACTED = "redacted"
 REFUSED = "refused"
 ERROR = "error"
+
+_RECORD_ID = re.compile(r"\d{1,25}")
 
 
 @dataclass(slots=True)
@@ -27,6 +35,8 @@ class Decision:
     record_ids: list[str] = field(default_factory=list)
     outcome: str = FORWARDED
     reasons: list[str] = field(default_factory=list)
+    fields_refused: list[str] = field(default_factory=list)  # api names (metadata spelling)
+    client_rule: str | None = None  # the policy's name for the client, never its key
     fields_withheld: dict[str, int] = field(default_factory=dict)  # api_name -> values nulled
     upstream_status: int | None = None
     status: int = 0
@@ -38,14 +48,27 @@ class Decision:
         for name, n in counts.items():
             self.fields_withheld[name] = self.fields_withheld.get(name, 0) + n
 
-    def refuse(self, reason: str) -> None:
+    def note(self, reason: Reason) -> None:
+        if reason.value not in self.reasons:
+            self.reasons.append(reason.value)
+
+    def refuse(self, reason: Reason, field_name: str | None = None) -> None:
         self.outcome = REFUSED
-        self.reasons.append(reason)
+        self.note(reason)
+        if field_name is not None and field_name not in self.fields_refused:
+            self.fields_refused.append(field_name)
+
+    def add_record_id(self, rid: str | None) -> None:
+        """A record id the client named as one, or the CRM returned; anything else is no
+        audit fact."""
+        if rid and _RECORD_ID.fullmatch(rid) and rid not in self.record_ids:
+            self.record_ids.append(rid)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "request_id": self.request_id,
             "client": self.client,
+            "client_rule": self.client_rule,
             "method": self.method,
             "route": self.route,
             "api_version": self.api_version,
@@ -53,6 +76,7 @@ class Decision:
             "record_ids": list(self.record_ids),
             "outcome": self.outcome,
             "reasons": list(self.reasons),
+            "fields_refused": list(self.fields_refused),
             "fields_withheld": {
                 "names": sorted(self.fields_withheld),
                 "count": sum(self.fields_withheld.values()),

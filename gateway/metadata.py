@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from cachetools import TTLCache
 
-from gateway.errors import GatewayError, MetadataUnavailable, UnreadableUpstream
+from gateway.errors import GatewayError, MetadataUnavailable, UnreadableUpstream, UpstreamRefused
 from gateway.privacy.catalog import (
     MetadataShapeError,
     ModuleCatalog,
@@ -35,20 +35,6 @@ from gateway.upstream import Headers, Upstream, fetch_json
 
 T = TypeVar("T")
 METADATA_LIMIT = 16 * 1024 * 1024
-
-
-class UpstreamRefused(GatewayError):
-    """The CRM refused the gateway's metadata call with a client error (401 invalid token,
-    403, 400 invalid module): the client gets the CRM's own answer, which holds no records."""
-
-    reason = "upstream_refused"
-
-    def __init__(self, status: int, raw: bytes) -> None:
-        super().__init__(status_code=status)
-        self.raw = raw
-
-    def body(self) -> bytes:
-        return self.raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +97,7 @@ class MetadataCache:
 
     async def related_lists(
         self, org_id: str, version: str, module: str, headers: Headers
-    ) -> tuple[dict[str, str], float]:
+    ) -> tuple[dict[str, tuple[str, str]], float]:
         url = f"{self._base}/crm/{version}/settings/related_lists?module={quote(module, safe='')}"
         return await self._get(
             ("related", org_id, version, module.lower()),

@@ -8,21 +8,6 @@ from typing import IO
 from gateway.upstream import Headers, UpstreamResponse
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    method: str
-    path: str  # percent-decoded, as classified
-    query: str  # raw query string
-    headers: Headers  # lower-case names, as the client sent them
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return None
-
-
 @dataclass(slots=True)
 class Reply:
     """What goes back to the client: a finished body, a spooled file, or an upstream stream."""

@@ -32,7 +32,8 @@ def test_one_entry_per_request_with_its_outcome(crm: Crm, gw: GatewayHandle) -> 
     assert listed["module"] == "Leads" and listed["api_version"] == "v8"
     assert "Email" in listed["fields_withheld"]["names"] and listed["fields_withheld"]["count"] > 0
     assert listed["upstream_status"] == 200 and listed["metadata_age_s"] is not None
-    assert entries[2]["reasons"] == ["restricted_criteria:Email"]
+    assert entries[2]["reasons"] == ["restricted_criteria"]
+    assert entries[2]["fields_refused"] == ["Email"]
     assert entries[2]["upstream_status"] is None
     assert entries[3]["reasons"] == ["metadata_unavailable"]
     assert [e["seq"] for e in gw.audit()] == list(range(1, len(gw.audit()) + 1))

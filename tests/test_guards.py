@@ -1,6 +1,6 @@
-"""Search and query guards, end to end (contract §3).
+"""Search, query and sort guards, end to end (contract §3).
 
-A search, COQL query or bulk-read job that uses a restricted field is answered by the
+A search, COQL query, bulk-read job or sort order that uses a restricted field is answered by the
 gateway exactly as the CRM answers it (HTTP 400 ``INVALID_QUERY``, the field's api name in
 ``details``) and never reaches the CRM. What the gateway cannot parse is refused with a
 reason and never forwarded. Allowed queries are forwarded and their results redacted.
@@ -209,12 +209,17 @@ def test_a_field_name_encoded_twice_is_judged_by_what_it_decodes_to(
     [
         "criteria=(Last_Name:equals:Lee)&criteria=(Email:equals:x)",
         "criteria=(Last_Name:equals:Lee)&crit%65ria=(Email:equals:x)",
+        "criteria=(Last_Name:equals:Lee)&CRITERIA=(Email:equals:x)",
     ],
 )
-def test_every_criteria_parameter_is_checked_not_only_the_first(
+def test_a_parameter_given_twice_in_any_spelling_is_refused(
     crm: Crm, gw: ScopedGateway, query: str
 ) -> None:
-    _refused(gw.http.get(f"/crm/v8/Leads/search?{query}"), "Email")
+    """Which of the two the CRM reads is not documented: the request is ambiguous."""
+    r = gw.http.get(f"/crm/v8/Leads/search?{query}")
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "INVALID_DATA"
+    assert r.json()["details"] == {"reason": "a query parameter is given twice"}
     _none_reached(crm, "/search")
 
 
@@ -420,6 +425,7 @@ def test_bulk_read_criteria_that_cannot_be_read_are_refused_with_a_reason(
         "(Last_Name:contains:Lee)",
         "()",
         "(Last_Name:equals:Lee)and",
+        "(Last_Name:equals:A) (Last_Name:equals:A)",  # two conditions and no operator
         "((Last_Name:equals:A)and(City:equals:B)or(Company:equals:C))",
         "and".join(f"(Last_Name:equals:{i})" for i in range(11)),
         "(Last_Name:equals:x%29or%28Email%3Aequals%3Ay)",
@@ -447,6 +453,14 @@ def test_unparsable_coql_is_refused_with_a_reason_and_not_forwarded(
     crm: Crm, gw: ScopedGateway, query: Any
 ) -> None:
     _invalid_query(_coql(gw, query))
+    _none_reached(crm, "/coql")
+
+
+def test_a_coql_body_without_select_query_is_refused_and_not_forwarded(
+    crm: Crm, gw: ScopedGateway
+) -> None:
+    r = gw.http.post("/crm/v8/coql", content=orjson.dumps({"query": "select Last_Name from Leads"}))
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_QUERY"
     _none_reached(crm, "/coql")
 
 
@@ -482,6 +496,15 @@ def test_a_module_without_restricted_fields_is_searched_freely(crm: Crm, gw: Sco
     assert len(crm.received("/crm/v8/Deals/search")) == 2
 
 
+def test_owner_paths_are_allowed_and_answered(crm: Crm, gw: ScopedGateway) -> None:
+    owner = crm.records("Leads")[0]["Owner"]["name"]
+    r = gw.http.get("/crm/v8/Leads/search", params={"criteria": f"(Owner.name:equals:{owner})"})
+    assert r.status_code in (200, 204), r.text
+    coql = _coql(gw, "select Last_Name, Owner.name from Leads where Owner.name is not null limit 3")
+    assert coql.status_code == 200, coql.text
+    assert all(row["Owner.name"] for row in coql.json()["data"])
+
+
 def test_what_is_restricted_follows_each_orgs_own_metadata(crm: Crm, gw: ScopedGateway) -> None:
     # Org 2: Leads.Email is not private at all, Company is restricted.
     lead = crm.http.get("/crm/v8/Leads", headers=ORG2_AUTH).json()["data"][0]
@@ -514,6 +537,35 @@ def test_an_org_with_gdpr_off_is_not_guarded(crm: Crm, make_gateway: MakeGateway
     assert len(crm.received("/crm/v8/Leads/search")) == 1
     (entry,) = gw.requests()
     assert entry["outcome"] == "forwarded" and entry["reasons"] == ["privacy_settings_off"]
+
+
+# -- sorting ------------------------------------------------------------------------------
+
+
+def test_sorting_by_a_restricted_field_is_refused_on_every_read(
+    crm: Crm, gw: ScopedGateway
+) -> None:
+    """The order of records sorted by a withheld value would disclose it."""
+    contact_id = crm.http.get("/crm/v8/Contacts", params={"per_page": 1}).json()["data"][0]["id"]
+    crm.clear()
+    _refused(gw.http.get("/crm/v8/Leads", params={"sort_by": "Email"}), "Email")
+    _refused(gw.http.get("/crm/v8/leads", params={"SORT_BY": "mobile"}), "Mobile")
+    _refused(
+        gw.http.get(
+            "/crm/v8/Leads/search",
+            params={"criteria": "(Last_Name:starts_with:S)", "sort_by": "Email"},
+        ),
+        "Email",
+    )
+    # a related list is sorted by the related module's fields
+    _refused(
+        gw.http.get(f"/crm/v8/Contacts/{contact_id}/Leads", params={"sort_by": "Email"}),
+        "Email",
+    )
+    _none_reached(crm, "/crm/v8/Leads")
+    _none_reached(crm, "/crm/v8/Contacts")
+    ok = gw.http.get("/crm/v8/Leads", params={"sort_by": "Modified_Time", "per_page": 2})
+    assert ok.status_code == 200 and len(ok.json()["data"]) == 2
 
 
 # -- what the refusal tells, and what it never tells --------------------------------------
@@ -553,7 +605,7 @@ def test_a_refusal_is_audited_with_the_field_name_and_no_upstream_call(
     _search(gw, criteria="((Last_Name:equals:Lee)and(Mobile:equals:5550100))")
     (entry,) = gw.requests()
     assert entry["outcome"] == "refused"
-    assert entry["reasons"] == ["restricted_criteria:Mobile"]
+    assert entry["reasons"] == ["restricted_criteria"] and entry["fields_refused"] == ["Mobile"]
     assert entry["status"] == 400 and entry["upstream_status"] is None
     assert entry["route"] == "/crm/{v}/{module}/search" and entry["module"] == "Leads"
     assert crm.received("/search") == []

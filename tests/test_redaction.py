@@ -47,9 +47,13 @@ def test_list_nulls_every_private_field_and_keeps_every_key(crm: Crm, gw: Gatewa
         assert red["$stop_processing"] == raw["$stop_processing"]
 
 
-def test_withheld_header_counts_values_and_names_fields(crm: Crm, gw: GatewayHandle) -> None:
+def test_withheld_header_counts_every_private_value_present_even_empty_ones(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """Whether a withheld value was empty is a fact about it too: the header must not tell."""
     direct = crm.http.get("/crm/v8/Leads", params={"per_page": 20}).json()["data"]
-    expected = sum(1 for r in direct for n in LEAD_MASKED if r.get(n) is not None)
+    assert any(r.get(n) is None for r in direct for n in LEAD_MASKED if n in r)  # empty ones
+    expected = sum(1 for r in direct for n in LEAD_MASKED if n in r)
     r = gw.http.get("/crm/v8/Leads", params={"per_page": 20})
     count, _, names = r.headers["x-privacy-withheld"].partition("; fields=")
     assert int(count) == expected
@@ -297,6 +301,10 @@ def test_decompression_bomb_is_refused_not_expanded(
             media_type="application/json",
         )
 
+    async def modules(_: Any) -> Response:
+        body = {"modules": [{"api_name": "Leads", "generated_type": "default"}]}
+        return Response(orjson.dumps(body), media_type="application/json")
+
     async def leads(_: Any) -> Response:
         return Response(bomb, media_type="application/json", headers={"content-encoding": "gzip"})
 
@@ -304,6 +312,7 @@ def test_decompression_bomb_is_refused_not_expanded(
         routes=[
             Route("/crm/v8/org", org),
             Route("/crm/v8/settings/fields", fields),
+            Route("/crm/v8/settings/modules", modules),
             Route("/crm/v8/Leads", leads),
         ]
     )

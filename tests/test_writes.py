@@ -3,8 +3,10 @@
 A record with ``$stop_processing: true`` may be read, deleted or exported, never processed:
 the gateway looks up each target's current state right before forwarding, answers a
 refused record with ``CANNOT_PROCESS`` in its input position, forwards only the rest, and
-merges the CRM's entries back in input order. Write bodies are sent as the official SDKs
-send them: JSON with no Content-Type header.
+merges the CRM's entries back in input order. A target the gateway cannot look up (a
+batch or upsert row keyed by an external id) is refused as ``state_unknown``, and a body the
+CRM could read differently from the gateway is refused whole. Delete is never refused.
+Write bodies are sent as the official SDKs send them: JSON with no Content-Type header.
 
 The sandbox seeds Leads at list positions 3 and 10 in stop processing, 0, 1 and 2 not.
 """
@@ -58,6 +60,16 @@ def _sent(crm: Crm, method: str, path: str) -> list[Any]:
         orjson.loads(r["body"]) if r["body"] else None
         for r in crm.received(path)
         if r["method"] == method and r["path"] == path
+    ]
+
+
+def _sent_under(crm: Crm, method: str, path_part: str) -> list[Any]:
+    """Bodies of the ``method`` requests the sandbox received on any path containing
+    ``path_part``."""
+    return [
+        orjson.loads(r["body"]) if r["body"] else None
+        for r in crm.received(path_part)
+        if r["method"] == method
     ]
 
 
@@ -132,6 +144,14 @@ def test_a_batch_update_without_stopped_records_gets_the_crms_own_status_and_bod
     assert all(crm.one("Leads", n["id"])["City"] == "Same-Town" for n in normal[:2])
 
 
+def test_an_id_in_another_letter_case_is_checked_as_the_id(crm: Crm, gw: GatewayHandle) -> None:
+    _, (stopped, *_) = _leads(crm)
+    crm.clear()
+    r = _put(gw, "/crm/v8/Leads", {"data": [{"ID": stopped["id"], "City": "X"}]})
+    assert r.status_code == 400 and r.json() == {"data": [_refusal(stopped["id"])]}
+    assert not _sent_under(crm, "PUT", "/crm/v8/Leads")
+
+
 # -- single-record update -----------------------------------------------------------------
 
 
@@ -155,6 +175,23 @@ def test_a_single_record_update_of_a_normal_lead_is_forwarded(crm: Crm, gw: Gate
     assert crm.one("Leads", normal["id"])["City"] == "Elsewhere"
 
 
+def test_a_single_record_update_whose_body_names_another_record_is_refused(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (normal, *_), (stopped, *_) = _leads(crm)
+    crm.clear()
+    body = {"data": [{"id": stopped["id"], "City": "X"}]}
+    envelope(_put(gw, f"/crm/v8/Leads/{normal['id']}", body), 400, "INVALID_DATA")
+    assert not _sent_under(crm, "PUT", f"/crm/v8/Leads/{normal['id']}")
+    # naming the same record in the body, or none, is an ordinary single update
+    same = {"data": [{"id": normal["id"], "City": "Y"}]}
+    assert _put(gw, f"/crm/v8/Leads/{normal['id']}", same).is_success
+    assert _put(gw, f"/crm/v8/Leads/{normal['id']}", {"data": [{"City": "Z"}]}).is_success
+    assert crm.one("Leads", normal["id"])["City"] == "Z"
+    assert crm.one("Leads", stopped["id"])["City"] != "X"
+
+
+# -- writes keyed by an external id -------------------------------------------------------
 def test_a_single_record_update_by_external_id_checks_the_record_it_names(
     crm: Crm, gw: GatewayHandle
 ) -> None:
@@ -170,6 +207,46 @@ def test_a_single_record_update_by_external_id_checks_the_record_it_names(
     assert refused.status_code == 400
     assert refused.json() == {"data": [_refusal(stopped["id"])]}
     assert _sent(crm, "PUT", "/crm/v8/Leads/ext-stopped") == []
+
+
+def test_a_batch_update_by_external_id_is_refused_as_state_unknown(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    crm.clear()
+    r = _put(
+        gw,
+        "/crm/v8/Leads",
+        {"data": [{"External_Ref": "ext-1", "Lead_Status": "Lost"}]},
+        **{"X-EXTERNAL": "Leads.External_Ref"},
+    )
+    assert r.status_code == 400
+    (entry,) = r.json()["data"]
+    assert entry["code"] == "CANNOT_PROCESS" and entry["details"]["reason"] == "state_unknown"
+    assert not [x for x in crm.received("/crm/v8/Leads") if x["method"] == "PUT"]
+
+
+def test_an_upsert_by_external_id_is_refused_but_rows_with_ids_are_checked(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (normal, *_), _ = _leads(crm)
+    crm.clear()
+    r = _post(
+        gw,
+        "/crm/v8/Leads/upsert",
+        {
+            "data": [
+                {"id": normal["id"], "Lead_Status": "Contacted"},
+                {"External_Ref": "ext-2", "Last_Name": "New"},
+            ]
+        },
+        **{"X-EXTERNAL": "Leads.External_Ref"},
+    )
+    assert r.status_code == 207, r.text
+    first, second = r.json()["data"]
+    assert first["status"] == "success"
+    assert second["details"]["reason"] == "state_unknown"
+    (sent,) = [x for x in crm.received("/upsert") if x["method"] == "POST"]
+    assert [rec.get("id") for rec in orjson.loads(sent["body"])["data"]] == [normal["id"]]
 
 
 # -- upsert -------------------------------------------------------------------------------
@@ -219,6 +296,23 @@ def test_an_upsert_found_by_another_duplicate_check_field_is_refused(
     }
     r = _post(gw, "/crm/v8/Leads/upsert", body)
     assert r.status_code == 400 and r.json() == {"data": [_refusal(stopped["id"])]}
+
+
+def test_an_upsert_target_hidden_by_the_crm_counts_as_a_match(crm: Crm, gw: GatewayHandle) -> None:
+    # A CRM that hides restricted values answers the duplicate search with Email null.
+    _, (stopped, *_) = _leads(crm)
+    hit = {"id": stopped["id"], "Email": None, "$stop_processing": True}
+    crm.fault(
+        path_contains="/Leads/search",
+        method="GET",
+        status=200,
+        json={"data": [hit], "info": {"more_records": False}},
+        times=1,
+    )
+    crm.clear()
+    r = _post(gw, "/crm/v8/Leads/upsert", {"data": [{"Last_Name": "X", "Email": "a@b.example"}]})
+    assert r.status_code == 400 and r.json()["data"][0] == _refusal(stopped["id"])
+    assert not _sent_under(crm, "POST", "/upsert")
 
 
 def test_an_upsert_matching_no_one_is_forwarded_and_inserts(crm: Crm, gw: GatewayHandle) -> None:
@@ -281,6 +375,27 @@ def test_converting_a_normal_lead_passes_each_versions_answer_through(
     (entry,) = v8.json()["data"]
     assert entry["code"] == "SUCCESS" and entry["status"] == "success"
     assert entry["details"]["Contacts"]["id"].isdigit()
+
+
+def test_converting_into_an_existing_contact_in_stop_processing_is_refused(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (lead, other, *_), _ = _leads(crm)
+    contacts = crm.records("Contacts")
+    stopped = next(c for c in contacts if c["$stop_processing"])
+    normal = next(c for c in contacts if not c["$stop_processing"])
+    crm.clear()
+    into_stopped = {"data": [{"overwrite": True, "Contacts": {"id": stopped["id"]}}]}
+    r = _post(gw, f"/crm/v8/Leads/{lead['id']}/actions/convert", into_stopped)
+    assert r.status_code == 400 and r.json()["data"][0] == _refusal(stopped["id"])
+    assert not _sent_under(crm, "POST", "/actions/convert")
+    unknown = {"data": [{"Contacts": "12345"}]}
+    r = _post(gw, f"/crm/v8/Leads/{lead['id']}/actions/convert", unknown)
+    assert r.status_code == 400 and r.json()["data"][0] == _refusal("12345", "state_unknown")
+    into_normal = {"data": [{"overwrite": True, "Contacts": {"id": normal["id"]}}]}
+    r = _post(gw, f"/crm/v8/Leads/{other['id']}/actions/convert", into_normal)
+    assert r.status_code == 200 and r.json()["data"][0]["code"] == "SUCCESS"
+    assert r.json()["data"][0]["details"]["Contacts"]["id"] == normal["id"]
 
 
 # -- mass update --------------------------------------------------------------------------
@@ -399,7 +514,8 @@ def test_a_target_whose_state_cannot_be_looked_up_is_refused_as_state_unknown(
         assert r.status_code == 400, r.text
         assert r.json() == {"data": [_refusal(normal["id"], "state_unknown")]}
     assert [x["method"] for x in crm.received("/crm/v8/Leads")] == ["GET", "GET"]
-    assert [e["reasons"] for e in gw.requests()] == [[f"state_unknown:{normal['id']}"]] * 2
+    assert [e["reasons"] for e in gw.requests()] == [["state_unknown"]] * 2
+    assert [e["record_ids"] for e in gw.requests()] == [[normal["id"]]] * 2
 
 
 def test_a_state_answer_with_an_error_status_is_not_trusted(crm: Crm, gw: GatewayHandle) -> None:
@@ -497,7 +613,8 @@ def test_a_bulk_write_upload_naming_a_stopped_lead_is_refused_and_not_forwarded(
     assert crm.received("/crm/v8/upload") == []
     (entry,) = gw.requests()
     assert entry["outcome"] == "refused"
-    assert entry["reasons"] == [f"stop_processing:{stopped['id']}"]
+    # Values read from an upload never enter the audit trail, ids included.
+    assert entry["reasons"] == ["stop_processing"] and entry["record_ids"] == []
 
 
 def test_a_bulk_write_upload_naming_a_stopped_custom_module_record_is_refused(
@@ -553,6 +670,57 @@ def test_required_consent_does_not_apply_to_a_module_outside_gdpr(
     assert _sent(crm, "POST", "/crm/v8/Deals") == [body]
 
 
+def test_required_consent_refuses_an_upsert_row_that_inserts_without_it(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    (normal, *_), _ = _leads(crm)
+    gw = make_gateway({"writes": {"require_consent": True}})
+    r = _post(
+        gw,
+        "/crm/v8/Leads/upsert",
+        {
+            "data": [
+                {"id": normal["id"], "City": "X"},  # an update: consent is not asked for
+                {"Last_Name": "New", "Email": "new-insert-1@example.org"},
+            ]
+        },
+    )
+    assert r.status_code == 207, r.text
+    first, second = r.json()["data"]
+    assert first["status"] == "success"
+    assert second["code"] == "MANDATORY_NOT_FOUND"
+
+
+def test_an_insert_without_consent_is_forwarded_when_the_policy_does_not_require_it(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    r = _post(gw, "/crm/v8/Leads", {"data": [{"Last_Name": "Plain"}]})
+    assert r.status_code == 201
+
+
+# -- bodies the CRM could read differently ------------------------------------------------
+
+
+def test_a_body_the_crm_could_read_differently_is_refused_and_not_forwarded(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """Two parsers may disagree on which repeated member wins; the gateway refuses to
+    guess which record the CRM will update."""
+    (normal, *_), (stopped, *_) = _leads(crm)
+    crm.clear()
+    s, n = stopped["id"], normal["id"]
+    for raw in (
+        f'{{"data": [{{"id": "{s}", "City": "X", "id": "{n}"}}]}}',
+        f'{{"data": [{{"id": "{s}", "ID": "{n}"}}]}}',
+        f'{{"data": [], "data": [{{"id": "{s}"}}]}}',
+    ):
+        envelope(gw.http.put("/crm/v8/Leads", content=raw), 400, "INVALID_DATA")
+    coql = b'{"select_query": "select Last_Name from Leads where Email is not null",'
+    coql += b' "select_query": "select Last_Name from Leads where Last_Name is not null"}'
+    envelope(gw.http.post("/crm/v8/coql", content=coql), 400, "INVALID_DATA")
+    assert not crm.received("/crm/v8/Leads") and not crm.received("/coql")
+
+
 # -- the audit trail ----------------------------------------------------------------------
 
 
@@ -569,8 +737,8 @@ def test_refused_writes_are_audited_by_id_and_never_with_the_values_sent(
     _put(gw, f"/crm/v8/Leads/{other['id']}", {"data": [{"Description": value}]})
     first, second = gw.requests()
     assert (first["outcome"], first["status"]) == ("refused", 207)
-    assert first["reasons"] == [f"stop_processing:{one['id']}"]
+    assert first["reasons"] == ["stop_processing"]
     assert first["record_ids"] == [one["id"], normal["id"]]
     assert (second["outcome"], second["status"]) == ("refused", 400)
-    assert second["reasons"] == [f"stop_processing:{other['id']}"]
+    assert second["reasons"] == ["stop_processing"] and second["record_ids"] == [other["id"]]
     assert value not in gw.audit_log.read_text()

@@ -16,7 +16,8 @@ Entries hold names, ids, counts and reasons only, never a token, a query value, 
 a private value: the scrub step is an allow-list.
 """
 
-from gateway.audit.trail import AuditTrail, AuditUnavailable
+from gateway.audit.trail import AuditTrail
 from gateway.audit.verify import VerifyResult, run_verify, verify_log
+from gateway.errors import AuditUnavailable
 
 __all__ = ["AuditTrail", "AuditUnavailable", "VerifyResult", "run_verify", "verify_log"]

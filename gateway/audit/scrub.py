@@ -18,6 +18,8 @@ from typing import Any
 
 from structlog.typing import EventDict, WrappedLogger
 
+from gateway.errors import Reason
+
 MAX_STRING = 200  # any string longer than this is cut before it is checked
 MAX_LIST = 1000  # more ids or names than this is not an audit fact but a data dump
 
@@ -25,7 +27,10 @@ OUTCOMES = frozenset({"forwarded", "redacted", "refused", "error"})
 EVENTS = frozenset({"request", "segment_start"})
 
 _RECORD_ID = re.compile(r"\d{1,25}")
-_REASON = re.compile(r"[a-z_]+(:[A-Za-z0-9_.\-]{1,64})?")
+# Reasons are codes from a closed vocabulary (gateway.errors.Reason, and the trail's own),
+# never a value; ``scrubbed:<key>`` is added here.
+_TRAIL_REASONS = frozenset({"previous_tail_unreadable", "sink_recovered"})
+REASONS = frozenset(r.value for r in Reason) | _TRAIL_REASONS
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_.$]+")
 _CLIENT = re.compile(r"[0-9a-f]{32}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]+")
@@ -38,7 +43,7 @@ _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 # A route is a template the gateway chose: literal segments are lower-case API words
 # (``search``, ``settings``, ``coql``) and everything that varies is a ``{placeholder}``.
 # That rejects record ids, module names, emails and query strings in the path.
-_ROUTE_SEGMENT = re.compile(r"[a-z][a-z0-9_]{0,39}|\{[a-z_]{1,32}\}")
+_ROUTE_SEGMENT = re.compile(r"_{0,2}[a-z][a-z0-9_]{0,39}|\{[a-z_]{1,32}\}")
 _ROUTE_ROOTS = ("crm", "_gateway")
 # What a credential looks like where a name was expected: Zoho's ``1000.<hex>.<hex>``
 # tokens, JWTs, the words that label secrets, and any long unbroken alphanumeric run.
@@ -116,6 +121,13 @@ def _route(value: object) -> str | None:
     return value[:MAX_STRING]
 
 
+def _reason(value: object) -> str | None:
+    return value if isinstance(value, str) and value in REASONS else None
+
+
+_field_name = _name(_FIELD_NAME)
+
+
 def _outcome(value: object) -> str | None:
     return value if isinstance(value, str) and value in OUTCOMES else None
 
@@ -143,12 +155,13 @@ _SCALARS: dict[str, Check] = {
     "duration_ms": _amount,
     "policy_version": _policy_version,
     "metadata_age_s": _amount,
+    "client_rule": _name(_MODULE),
 }
 _LISTS: dict[str, Check] = {
     "record_ids": _name(_RECORD_ID),
-    "reasons": _name(_REASON),
+    "reasons": _reason,
+    "fields_refused": _name(_FIELD_NAME),
 }
-_field_name = _name(_FIELD_NAME)
 _count = _int_in(0, 2**53)
 
 #: every key an entry may have once it is written (the chain step adds the last two)

@@ -46,19 +46,12 @@ from gateway.audit.checkpoints import CheckpointFile, default_checkpoint_path, m
 from gateway.audit.files import Tail
 from gateway.audit.logfile import LogFile
 from gateway.audit.processors import ChainHasher, LineCollector, audit_logger
-from gateway.errors import GatewayError
+from gateway.errors import AuditUnavailable
 
 log = logging.getLogger("gateway.audit")
 
 SEGMENT_ROUTE = "/_gateway/segment"
 _RECOVERY_BACKOFF_S = (0.05, 1.0)  # first and longest pause between reopen attempts
-
-
-class AuditUnavailable(GatewayError):
-    status_code = 503
-    code = "GATEWAY_AUDIT_UNAVAILABLE"
-    message = "The audit trail cannot record this request, so it was not served."
-    reason = "audit_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

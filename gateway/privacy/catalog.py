@@ -6,7 +6,7 @@ case-insensitively everywhere a decision is made (the CRM treats api names that 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +111,53 @@ def parse_fields(module: str, body: Any) -> ModuleCatalog:
     return ModuleCatalog(module, fields)
 
 
+#: why a ``Lookup.Field`` walk stopped before its last name
+COMPLETE = ""
+UNKNOWN_FIELD = "unknown_field"  # the module has no field of that name
+NO_CATALOG = "no_catalog"  # the metadata of a module on the way is not at hand
+NOT_LOOKUP = "not_lookup"  # a name before the last is not a lookup
+OWNER = "owner"  # an ownerlookup: what follows is a CRM user's, not a GDPR module's
+
+
+@dataclass(frozen=True, slots=True)
+class PathWalk:
+    """The fields a path names, resolved from its module through each lookup."""
+
+    path: tuple[str, ...]
+    infos: tuple[FieldInfo, ...]  # resolved fields, in the CRM's spelling
+    stop: str  # COMPLETE or why the walk stopped
+
+    def label(self, depth: int) -> str:
+        """The path up to ``depth``, in the CRM's spelling where it is known."""
+        names = [info.api_name for info in self.infos[: depth + 1]]
+        return ".".join([*names, *self.path[len(names) : depth + 1]])
+
+
+def walk_path(
+    module: str, path: Sequence[str], catalogs: Mapping[str, ModuleCatalog]
+) -> PathWalk:
+    """The one resolution of a ``Lookup.Field`` path that every caller uses (search and COQL
+    guards, COQL and bulk redaction, metadata prefetch). ``catalogs``: lower-case module
+    name -> metadata."""
+    catalog = catalogs.get(module.lower())
+    infos: list[FieldInfo] = []
+    for depth, name in enumerate(path):
+        if catalog is None:
+            return PathWalk(tuple(path), tuple(infos), NO_CATALOG)
+        info = catalog.get(name)
+        if info is None:
+            return PathWalk(tuple(path), tuple(infos), UNKNOWN_FIELD)
+        infos.append(info)
+        if depth + 1 == len(path):
+            break
+        if info.data_type == "ownerlookup":
+            return PathWalk(tuple(path), tuple(infos), OWNER)
+        if not info.target_module:
+            return PathWalk(tuple(path), tuple(infos), NOT_LOOKUP)
+        catalog = catalogs.get(info.target_module.lower())
+    return PathWalk(tuple(path), tuple(infos), COMPLETE)
+
+
 @dataclass(frozen=True, slots=True)
 class OrgInfo:
     org_id: str
@@ -142,17 +189,17 @@ def parse_modules(body: Any) -> dict[str, tuple[str, str]]:
     return out
 
 
-def parse_related_lists(body: Any) -> dict[str, str]:
-    """related list api_name (lower-case) -> module api_name."""
+def parse_related_lists(body: Any) -> dict[str, tuple[str, str]]:
+    """related list api_name (lower-case) -> (its api_name, its module's api_name)."""
     if body is None:
         return {}
     if not isinstance(body, Mapping) or not isinstance(body.get("related_lists"), list):
         raise MetadataShapeError("related list metadata has no 'related_lists' list")
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, str]] = {}
     for raw in body["related_lists"]:
         if not isinstance(raw, Mapping) or not isinstance(raw.get("api_name"), str):
             continue
         target = _module_name(raw.get("module"))
         if target:
-            out[raw["api_name"].lower()] = target
+            out[raw["api_name"].lower()] = (raw["api_name"], target)
     return out

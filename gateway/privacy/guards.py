@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway.errors import InvalidQuery, RestrictedField
-from gateway.privacy.catalog import ModuleCatalog
+from gateway.privacy.catalog import NO_CATALOG, NOT_LOOKUP, ModuleCatalog, walk_path
 
 # Field types a word= search looks into.
 WORD_SEARCHABLE = frozenset(
@@ -29,40 +29,20 @@ WORD_SEARCHABLE = frozenset(
 )
 
 
-def lookup_targets(catalog: ModuleCatalog, paths: Iterable[Sequence[str]]) -> set[str]:
-    """Modules whose metadata is needed to check ``Lookup.Field`` paths (first hop only;
-    deeper hops are resolved by calling this again with the next catalog)."""
-    out: set[str] = set()
-    for path in paths:
-        if len(path) > 1:
-            info = catalog.get(path[0])
-            if info is not None and info.target_module:
-                out.add(info.target_module)
-    return out
-
-
 def check_paths(
     module: str, paths: Iterable[Sequence[str]], catalogs: Mapping[str, ModuleCatalog]
 ) -> None:
     """``catalogs`` maps lower-case module names to metadata; ``module``'s must be there."""
     for path in paths:
-        catalog = catalogs[module.lower()]
-        named: list[str] = []  # the path so far, in the CRM's spelling
-        for depth, name in enumerate(path):
-            info = catalog.get(name)
-            if info is None:
-                break  # not a field the CRM knows: it will refuse the query itself
-            named.append(info.api_name)
+        walk = walk_path(module, path, catalogs)
+        for depth, info in enumerate(walk.infos):
             if info.private is not None and info.private.restricted:
-                raise RestrictedField(".".join(named))
-            if info.data_type == "ownerlookup":
-                break  # Owner.name, Owner.email: CRM users, not records of a GDPR module
-            if depth + 1 < len(path):
-                target = (info.target_module or "").lower()
-                if target not in catalogs:
-                    # A path through something that is not a known lookup cannot be checked.
-                    raise InvalidQuery(details={"reason": "Cannot resolve the field path."})
-                catalog = catalogs[target]
+                raise RestrictedField(walk.label(depth))
+        if walk.stop in (NO_CATALOG, NOT_LOOKUP):
+            # A path through something that is not a known lookup cannot be checked.
+            raise InvalidQuery(details={"reason": "Cannot resolve the field path."})
+        # UNKNOWN_FIELD: not a field the CRM knows, it refuses the query itself;
+        # OWNER: Owner.name, Owner.email are CRM users, not records of a GDPR module.
 
 
 def check_search_params(

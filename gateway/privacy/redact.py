@@ -9,16 +9,26 @@ tuple hash and the assignments themselves.
 Rules (shared/zoho-crm-api.md §2): restricted fields are always nulled; other private
 fields are nulled unless their sensitivity is shown to the client; a private lookup is
 nulled whole; subform rows are redacted with the subform module's own metadata.
+
+Counts name every private field *present* in an answer, whatever its value: whether a
+withheld value was empty is a fact about it too, so ``X-Privacy-Withheld`` must not tell.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import UnreadableUpstream
-from gateway.privacy.catalog import FieldInfo, ModuleCatalog
+from gateway.privacy.catalog import (
+    COMPLETE,
+    OWNER,
+    UNKNOWN_FIELD,
+    FieldInfo,
+    ModuleCatalog,
+    walk_path,
+)
 
 Counts = dict[str, int]
 _MEMO_LIMIT = 256
@@ -94,22 +104,20 @@ def build_plan(
 
 
 def _null(record: dict[str, Any], key: str, api_name: str, counts: Counts) -> None:
-    if record[key] is not None:
-        record[key] = None
-        counts[api_name] = counts.get(api_name, 0) + 1
+    record[key] = None
+    counts[api_name] = counts.get(api_name, 0) + 1
 
 
 def redact_record(record: dict[str, Any], plan: MaskPlan, counts: Counts) -> None:
     for key, api_name, rows_plan in plan.steps(record):
         if rows_plan is None:
-            if record[key] is not None:
-                record[key] = None
-                counts[api_name] = counts.get(api_name, 0) + 1
+            record[key] = None
+            counts[api_name] = counts.get(api_name, 0) + 1
         else:
-            _redact_rows(record[key], rows_plan, counts)
+            redact_rows(record[key], rows_plan, counts)
 
 
-def _redact_rows(rows: Any, plan: MaskPlan, counts: Counts) -> None:
+def redact_rows(rows: Any, plan: MaskPlan, counts: Counts) -> None:
     if rows is None:
         return
     if isinstance(rows, dict):
@@ -153,13 +161,18 @@ def redact_body(
         redact_record(body, plan, counts)
 
 
+#: what a COQL column gets: kept (None), nulled (the name to count it under), or its
+#: value (a whole lookup or subform) redacted with its own module's plan
+ColumnAction = str | MaskPlan | None
+
+
 @dataclass(frozen=True, slots=True)
 class CoqlPlan:
-    """Row key (lower-case) -> the field name to count when nulling it, or None to keep it.
-    A row key the plan does not know is nulled: COQL rows are keyed by the query's own
-    columns, so an unexpected key is a value the gateway could not check."""
+    """Row key (lower-case) -> its ``ColumnAction``. A row key the plan does not know is
+    nulled: COQL rows are keyed by the query's own columns, so an unexpected key is a value
+    the gateway could not check."""
 
-    actions: Mapping[str, str | None]
+    actions: Mapping[str, ColumnAction]
 
 
 def build_coql_plan(
@@ -170,30 +183,55 @@ def build_coql_plan(
 ) -> CoqlPlan:
     """``columns``: (row key, field path, is an aggregate) for each selected column;
     ``catalogs``: lower-case module name -> metadata for the module and lookup targets."""
-    actions: dict[str, str | None] = {"id": None}
+    actions: dict[str, ColumnAction] = {"id": None}
     for key, path, _aggregate in columns:
-        actions[key.lower()] = _path_mask(module, path, catalogs, shown)
+        actions[key.lower()] = column_action(module, path, catalogs, shown)
     return CoqlPlan(actions)
 
 
-def _path_mask(
-    module: str, path: Sequence[str], catalogs: Mapping[str, ModuleCatalog], shown: frozenset[str]
+def path_mask(
+    module: str,
+    path: Sequence[str],
+    catalogs: Mapping[str, ModuleCatalog],
+    masked: Callable[[FieldInfo], bool],
 ) -> str | None:
-    catalog = catalogs.get(module.lower())
-    for depth, name in enumerate(path):
-        label = ".".join(path[: depth + 1])
-        if catalog is None:
-            return label  # a module the gateway has no metadata for: withhold
-        info = catalog.get(name)
-        if info is None:
-            return None if name.lower() == "id" else label
-        if is_masked(info, shown):
-            return info.api_name if depth == 0 else label
-        if info.data_type == "ownerlookup":
-            return None  # the owning CRM user's name or e-mail: not a GDPR module's field
-        if depth + 1 < len(path):
-            catalog = catalogs.get((info.target_module or "").lower())
-    return None
+    """The label to withhold a column under, or None to keep it: a column is withheld when
+    any field on its path is ``masked``, or when the path cannot be resolved (a module
+    without metadata, a name that is no field: a value the gateway cannot check). ``id``
+    and the CRM user behind an ownerlookup (``Owner.email``) are kept."""
+    walk = walk_path(module, path, catalogs)
+    for depth, info in enumerate(walk.infos):
+        if masked(info):
+            return info.api_name if depth == 0 else walk.label(depth)
+    if walk.stop in (COMPLETE, OWNER):
+        return None
+    if (
+        walk.stop == UNKNOWN_FIELD
+        and len(walk.infos) == len(path) - 1
+        and path[-1].lower() == "id"
+    ):
+        return None
+    return walk.label(len(path) - 1)
+
+
+def column_action(
+    module: str, path: Sequence[str], catalogs: Mapping[str, ModuleCatalog], shown: frozenset[str]
+) -> ColumnAction:
+    label = path_mask(module, path, catalogs, lambda info: is_masked(info, shown))
+    if label is not None:
+        return label
+    walk = walk_path(module, path, catalogs)
+    last = walk.infos[-1] if walk.stop == COMPLETE and walk.infos else None
+    if last is None or last.data_type not in _NESTED:
+        return None
+    # A whole lookup or subform: its value carries fields of another module.
+    target = catalogs.get((last.target_module or "").lower())
+    if target is None:
+        return walk.label(len(path) - 1)
+    return build_plan(target, shown, {})
+
+
+_NESTED = frozenset({"lookup", "multiselectlookup", "subform"})
 
 
 def redact_coql_rows(rows: Any, plan: CoqlPlan, counts: Counts) -> None:
@@ -204,11 +242,13 @@ def redact_coql_rows(rows: Any, plan: CoqlPlan, counts: Counts) -> None:
             raise UnreadableUpstream()
         for key in row:
             try:
-                label = plan.actions[key.lower()]
+                action = plan.actions[key.lower()]
             except KeyError:
-                label = key if _safe_label(key) else "unknown"
-            if label is not None:
-                _null(row, key, label, counts)
+                action = key if _safe_label(key) else "unknown"
+            if isinstance(action, MaskPlan):
+                redact_rows(row[key], action, counts)
+            elif action is not None:
+                _null(row, key, action, counts)
 
 
 def _safe_label(key: str) -> bool:

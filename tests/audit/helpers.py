@@ -11,6 +11,7 @@ import orjson
 
 from gateway.audit import AuditTrail
 from gateway.decision import Decision
+from gateway.errors import Reason
 
 SECRET = b"test-secret-for-the-audit-trail"
 CLIENTS = ("0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210")
@@ -42,12 +43,12 @@ def decision(i: int, **overrides: Any) -> dict[str, object]:
         d.outcome = "redacted"
         d.withheld({"Email": 1, "Phone": 1})
     elif kind == 2:
-        d.refuse("restricted_criteria:Email")
+        d.refuse(Reason.RESTRICTED_CRITERIA, "Email")
         d.status = 400
         d.upstream_status = None
     elif kind == 3:
         d.outcome = "error"
-        d.reasons.append("metadata_unavailable")
+        d.note(Reason.METADATA_UNAVAILABLE)
         d.status = 503
     fields = d.as_dict()
     fields.update(overrides)

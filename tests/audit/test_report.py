@@ -61,7 +61,7 @@ def test_report_has_the_sections_a_privacy_officer_reads(report: Path) -> None:
     html = report.read_text()
     for ident in ("by-client", "by-module", "by-day", "refusal-reasons", "withheld-fields"):
         assert f'id="{ident}"' in html
-    assert CLIENTS[0] in html and "restricted_criteria:Email" in html
+    assert CLIENTS[0] in html and "restricted_criteria" in html
     assert "<svg" in html and html.count("<table") == 5
 
 

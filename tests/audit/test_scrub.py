@@ -63,23 +63,25 @@ class TestValues:
         assert out["record_ids"] == ["5725767000000524157", "12"]
         assert "scrubbed:record_ids" in out["reasons"]
 
-    def test_reasons_keep_only_short_codes(self) -> None:
-        """A reason that carries a value or a sentence is dropped."""
+    def test_reasons_keep_only_codes_of_the_vocabulary(self) -> None:
+        """A reason that carries a value, an id or a sentence, or is no known code, is dropped."""
         out = scrubbed(
             reasons=[
+                "restricted_criteria",
                 "restricted_criteria:Email",
                 "stop_processing:5725767000000524157",
                 "criteria:Email=jane@example.com",
                 "Bad Reason",
+                "made_up_code",
                 "metadata_unavailable",
             ]
         )
-        assert out["reasons"] == [
-            "restricted_criteria:Email",
-            "stop_processing:5725767000000524157",
-            "metadata_unavailable",
-            "scrubbed:reasons",
-        ]
+        assert out["reasons"] == ["restricted_criteria", "metadata_unavailable", "scrubbed:reasons"]
+
+    def test_fields_refused_keep_only_field_names(self) -> None:
+        out = scrubbed(fields_refused=["Email", "Lookup.Mobile", "jane@example.com"])
+        assert out["fields_refused"] == ["Email", "Lookup.Mobile"]
+        assert "scrubbed:fields_refused" in out["reasons"]
 
     def test_route_must_be_a_template(self) -> None:
         """A raw path with an id, a module name or a query string is not a route."""

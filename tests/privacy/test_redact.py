@@ -91,11 +91,14 @@ def test_shown_sensitivities_never_reveal_restricted_fields() -> None:
     assert rec == {"Email": None, "City": "Rome", "Phone": "1"}
 
 
-def test_nulls_are_not_counted_as_withheld() -> None:
+def test_empty_private_values_are_counted_like_any_other() -> None:
+    """Counts name every private field present: an empty value must look like a full one."""
     plan = build_plan(LEADS, frozenset(), {"Lead_Visits": VISITS})
-    counts: dict[str, int] = {}
-    redact_body({"data": [{"Email": None, "City": "x"}]}, plan, counts)
-    assert counts == {"City": 1}
+    empty: dict[str, int] = {}
+    full: dict[str, int] = {}
+    redact_body({"data": [{"Email": None, "City": "x"}]}, plan, empty)
+    redact_body({"data": [{"Email": "a@x", "City": "x"}]}, plan, full)
+    assert empty == full == {"Email": 1, "City": 1}
 
 
 def test_keys_in_another_case_are_found() -> None:
@@ -215,4 +218,4 @@ def test_related_list_module_in_both_version_shapes() -> None:
                 {"api_name": "Leads_Ref", "module": {"api_name": "Leads", "id": "1"}},
             ]
         }
-    ) == {"deals": "Deals", "leads_ref": "Leads"}
+    ) == {"deals": ("Deals", "Deals"), "leads_ref": ("Leads_Ref", "Leads")}

@@ -1,0 +1,216 @@
+"""The route table: every CRM route the gateway forwards, one row each. Default deny.
+
+Pure. A row is a canonical template (literal API words in lower case, ``{placeholders}``
+for what varies), the methods it takes, and its handling (``Kind``). ``match`` finds the
+row of a decoded path. Literal words are matched case-insensitively (the CRM may read
+``/Leads/Search`` as ``/Leads/search``) and forwarded in the row's spelling; a path that
+fits no row, or a placeholder value of the wrong shape, is refused: the gateway never
+guesses an unknown segment into "a module" or an unknown method into "a write".
+
+Rows are tried in order, so the literal ``/{module}/search`` wins over ``/{module}/{id}``;
+record ids are numeric, so a keyword can never be read as one.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class Kind(enum.Enum):
+    """How the gateway handles a route. Each kind names one handler (pipeline.py)."""
+
+    METADATA = "metadata"  # org, users, settings: configuration, no module records
+    JOB_STATUS = "job_status"  # a bulk or mass-update job's status: no field values
+    BLOB = "blob"  # a record's photo or an attachment's bytes: no field values
+    READ = "read"  # records of {module}: list, one, deleted
+    SEARCH = "search"  # records of {module} found by criteria / email / phone / word
+    COUNT = "count"  # how many records match: guarded like a search
+    RELATED = "related"  # records of a related list's module
+    COQL = "coql"
+    BULK_READ_CREATE = "bulk_read_create"
+    BULK_READ_RESULT = "bulk_read_result"
+    INSERT = "insert"
+    UPDATE = "update"  # PUT /{module}: every record names itself by id
+    RECORD_UPDATE = "record_update"  # PUT /{module}/{id}
+    UPSERT = "upsert"
+    CONVERT = "convert"
+    MASS_UPDATE = "mass_update"
+    RELATED_WRITE = "related_write"  # link records, or write under a record
+    UPLOAD = "upload"  # bulk-write file, to the upload host
+    BULK_WRITE_CREATE = "bulk_write_create"
+    DELETE = "delete"  # never refused: erasure must stay possible
+    COMPOSITE = "composite"  # refused until each sub-request goes through the corridor
+
+
+#: kinds whose answers hold records of a GDPR module (rewritten, fail closed)
+RECORD_BEARING = frozenset(
+    {Kind.READ, Kind.SEARCH, Kind.COUNT, Kind.RELATED, Kind.COQL, Kind.BULK_READ_RESULT}
+)
+#: kinds that change or attach to records
+WRITES = frozenset(
+    {
+        Kind.INSERT,
+        Kind.UPDATE,
+        Kind.RECORD_UPDATE,
+        Kind.UPSERT,
+        Kind.CONVERT,
+        Kind.MASS_UPDATE,
+        Kind.RELATED_WRITE,
+        Kind.UPLOAD,
+        Kind.BULK_WRITE_CREATE,
+    }
+)
+
+#: placeholder -> the shape its value must have
+_VERSION = re.compile(r"v\d{1,2}(\.\d{1,2})?", re.IGNORECASE)
+_NUMERIC = re.compile(r"\d{1,25}")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
+_LOWER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: an X-EXTERNAL value in the path: any plain segment (classify refused the rest)
+_EXTERNAL = re.compile(r"[A-Za-z0-9_.@+\-]{1,255}")
+PLACEHOLDERS: Mapping[str, re.Pattern[str]] = {
+    "v": _VERSION,
+    "module": _NAME,
+    "id": _NUMERIC,
+    "related_list": _NAME,
+    "related_id": _NUMERIC,
+    "job_id": _NUMERIC,
+    "name": _LOWER_NAME,
+    "setting_id": _NUMERIC,
+    "user_id": _NUMERIC,
+}
+
+GET = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    #: "/crm/{v}/{module}/search": the canonical spelling of its literal words, and (lower
+    #: case) the audit trail's route name
+    template: str
+    methods: Mapping[str, Kind]  # method -> handling
+    #: a placeholder whose value may be an external id when X-EXTERNAL is sent
+    external: str | None = None
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.template.strip("/").split("/"))
+
+
+def _r(template: str, external: str | None = None, **methods: Kind) -> Route:
+    table: dict[str, Kind] = {}
+    for method, kind in methods.items():
+        table[method] = kind
+        if method == "GET":
+            table["HEAD"] = kind
+    return Route(template, table, external)
+
+
+K = Kind
+M = "/crm/{v}/{module}"
+#: the table. Order matters only where a literal and a placeholder could both fit.
+TABLE: tuple[Route, ...] = (
+    _r("/crm/{v}/org", GET=K.METADATA),
+    _r("/crm/{v}/users", GET=K.METADATA),
+    _r("/crm/{v}/users/{user_id}", GET=K.METADATA),
+    _r("/crm/{v}/settings/{name}", GET=K.METADATA),
+    _r("/crm/{v}/settings/{name}/{setting_id}", GET=K.METADATA),
+    _r("/crm/{v}/coql", POST=K.COQL),
+    _r("/crm/{v}/upload", POST=K.UPLOAD),
+    _r("/crm/{v}/__composite_requests", POST=K.COMPOSITE),
+    _r("/crm/bulk/{v}/read", POST=K.BULK_READ_CREATE),
+    _r("/crm/bulk/{v}/read/{job_id}", GET=K.JOB_STATUS),
+    _r("/crm/bulk/{v}/read/{job_id}/result", GET=K.BULK_READ_RESULT),
+    _r("/crm/bulk/{v}/write", POST=K.BULK_WRITE_CREATE),
+    _r("/crm/bulk/{v}/write/{job_id}", GET=K.JOB_STATUS),
+    _r(M, GET=K.READ, POST=K.INSERT, PUT=K.UPDATE, DELETE=K.DELETE),
+    _r(M + "/search", GET=K.SEARCH),
+    _r(M + "/deleted", GET=K.READ),
+    _r(M + "/upsert", POST=K.UPSERT),
+    _r(M + "/actions/count", GET=K.COUNT),
+    _r(M + "/actions/mass_update", POST=K.MASS_UPDATE, GET=K.JOB_STATUS),
+    _r(M + "/{id}", "id", GET=K.READ, PUT=K.RECORD_UPDATE, DELETE=K.DELETE),
+    _r(M + "/{id}/actions/convert", POST=K.CONVERT),
+    _r(M + "/{id}/photo", GET=K.BLOB, POST=K.RELATED_WRITE, DELETE=K.DELETE),
+    _r(M + "/{id}/Attachments/{related_id}", GET=K.BLOB, DELETE=K.DELETE),
+    _r(
+        M + "/{id}/{related_list}",
+        GET=K.RELATED,
+        POST=K.RELATED_WRITE,
+        PUT=K.RELATED_WRITE,
+        DELETE=K.DELETE,
+    ),
+    _r(M + "/{id}/{related_list}/{related_id}", PUT=K.RELATED_WRITE, DELETE=K.DELETE),
+)
+
+#: the literal words of the table (lower case): a {module} may not be one of them
+KEYWORDS = frozenset(
+    seg.lower() for route in TABLE for seg in route.segments if not seg.startswith("{")
+)
+_NOT_A_RELATED_LIST = frozenset({"actions", "photo"})
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    route: Route
+    kind: Kind
+    segments: tuple[str, ...]  # the path in canonical spelling, for the upstream
+    params: Mapping[str, str]  # placeholder -> value (module and lists as sent)
+
+
+class NoRoute(Exception):
+    """No row fits the path (404) or the row does not take the method (405)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def match(method: str, segments: tuple[str, ...], *, external: bool = False) -> Match:
+    """The row for decoded path ``segments`` (without the leading empty one). ``external``:
+    the client sent X-EXTERNAL, so a route's ``external`` placeholder may hold a value
+    that is not numeric."""
+    path_fits = False
+    for route in TABLE:
+        bound = _bind(route, segments, external)
+        if bound is None:
+            continue
+        path_fits = True
+        kind = route.methods.get(method)
+        if kind is None:
+            continue
+        canonical, params = bound
+        return Match(route, kind, canonical, params)
+    raise NoRoute(405 if path_fits else 404)
+
+
+def _bind(
+    route: Route, segments: tuple[str, ...], external: bool
+) -> tuple[tuple[str, ...], dict[str, str]] | None:
+    template = route.segments
+    if len(template) != len(segments):
+        return None
+    canonical: list[str] = []
+    params: dict[str, str] = {}
+    for want, got in zip(template, segments, strict=True):
+        if not want.startswith("{"):
+            if got.lower() != want.lower():
+                return None
+            canonical.append(want)
+            continue
+        name = want[1:-1]
+        shape = _EXTERNAL if external and name == route.external else PLACEHOLDERS[name]
+        if not shape.fullmatch(got):
+            return None
+        if name == "module" and got.lower() in KEYWORDS:
+            return None
+        if name == "related_list" and got.lower() in _NOT_A_RELATED_LIST:
+            return None
+        if name == "v":
+            got = got.lower()
+        params[name] = got
+        canonical.append(got)
+    return tuple(canonical), params

@@ -1,0 +1,142 @@
+"""Bulk read: a job's criteria are guarded like a search; its result (a ZIP holding a CSV)
+is rewritten with the private columns emptied, headers kept."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+from gateway import bulk
+from gateway.crm.request import CanonicalRequest
+from gateway.decision import REDACTED, Decision
+from gateway.errors import BodyTooLarge, InvalidData, MetadataUnavailable, UnreadableUpstream
+from gateway.forward import STALE_AFTER_REWRITE, withheld_header
+from gateway.handlers import Context
+from gateway.handlers.reads import refuse_restricted
+from gateway.jsonbody import loads_request
+from gateway.privacy import guards
+from gateway.privacy.catalog import ModuleCatalog
+from gateway.privacy.redact import Counts, is_masked, path_mask
+from gateway.types import Reply
+from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
+from gateway.view import View
+
+
+async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
+    body = loads_request(req.body)
+    query = body.get("query") if isinstance(body, dict) else None
+    if not isinstance(query, dict):
+        raise InvalidData(details={"reason": "query is missing"})
+    name = module_name(query.get("module"))
+    if name is None:
+        raise InvalidData(details={"reason": "query.module is missing"})
+    module = await ctx.views.resolve_module(view, name)
+    decision.module = module
+    paths = guards.bulk_criteria_fields(query.get("criteria"))
+    catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
+    refuse_restricted(decision, lambda: guards.check_paths(module, paths, catalogs))
+    return await ctx.forward.passthrough(req, decision)
+
+
+async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
+    fwd = ctx.forward
+    status_url = f"{fwd.upstream_url}/crm/bulk/{req.version}/read/{req.job_id}"
+    try:
+        job = await fetch_json(fwd.upstream, "GET", status_url, view.headers, b"", 1 << 20)
+    except UnreadableUpstream as exc:
+        raise MetadataUnavailable(details={"reason": "bulk job unreadable"}) from exc
+    name, fields = _job_module(job.body)
+    if job.status != 200 or name is None:
+        # Without the job's module, the export cannot be checked.
+        raise MetadataUnavailable(details={"reason": "bulk job module unknown"})
+    module = await ctx.views.resolve_module(view, name)
+    decision.module = module
+    paths = [tuple(f.split(".")) for f in fields if "." in f]
+    catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
+    resp = await fwd.send(req, decision)
+    if resp.status != 200:
+        return await fwd.json_reply(resp, lambda body, counts: None, decision)
+    source = await _spool(resp, ctx.policy.max_bulk_result)
+    counts: Counts = {}
+    blank = _blanker(module, catalogs, view.shown)
+    try:
+        out = await asyncio.to_thread(bulk.rewrite_zip, source, blank, counts)
+    finally:
+        source.close()
+    decision.withheld(counts)
+    decision.outcome = REDACTED
+    size = out.seek(0, os.SEEK_END)
+    out.seek(0)
+    hdrs = [(n, v) for n, v in resp.headers if n not in STALE_AFTER_REWRITE]
+    hdrs += [
+        ("content-type", "application/zip"),
+        ("content-length", str(size)),
+        ("x-privacy-withheld", withheld_header(counts)),
+    ]
+    return Reply(resp.status, hdrs, file=out)
+
+
+def module_name(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and isinstance(value.get("api_name"), str):
+        name: str = value["api_name"]
+        return name
+    return None
+
+
+def _job_module(body: Any) -> tuple[str | None, list[str]]:
+    try:
+        query = body["data"][0]["query"]
+    except (KeyError, IndexError, TypeError):
+        return None, []
+    if not isinstance(query, dict):
+        return None, []
+    fields = query.get("fields")
+    names = [f for f in fields if isinstance(f, str)] if isinstance(fields, list) else []
+    return module_name(query.get("module")), names
+
+
+def _blanker(
+    module: str, catalogs: dict[str, ModuleCatalog], shown: frozenset[str]
+) -> Callable[[str], str | None]:
+    """A CSV column is emptied when a field on its path is exported blank by the CRM
+    (``private.export``), restricted or not shown to this client, or when its header names
+    no field the gateway can check."""
+
+    def masked(info: Any) -> bool:
+        return info.private is not None and (info.private.export or is_masked(info, shown))
+
+    def blank(header: str) -> str | None:
+        return path_mask(module, header.strip().split("."), catalogs, masked)
+
+    return blank
+
+
+async def _spool(resp: UpstreamResponse, limit: int) -> Any:
+    """The upstream body, identity-decoded, in a spooled temporary file (bounded)."""
+    out = bulk.spooled()
+    coding = (resp.header("content-encoding") or "identity").lower()
+    if coding not in ("identity", "gzip"):
+        await resp.aclose()
+        raise UnreadableUpstream()
+    decoder = GzipStreamDecoder() if coding == "gzip" else None
+    size = 0
+    try:
+        async for chunk in resp.chunks:
+            data = decoder.feed(chunk) if decoder else chunk
+            size += len(data)
+            if size > limit:
+                raise BodyTooLarge("The bulk result is larger than the gateway inspects.")
+            out.write(data)
+        if decoder:
+            out.write(decoder.flush())
+    except BaseException:
+        out.close()
+        raise
+    finally:
+        await resp.aclose()
+    out.seek(0)
+    return out

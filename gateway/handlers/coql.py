@@ -1,0 +1,49 @@
+"""COQL: restricted fields may not be used in where / order by / group by or aggregates;
+selected columns are redacted, a whole lookup or subform column with its own module's
+metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.crm.coql import CoqlError, parse_coql
+from gateway.crm.request import CanonicalRequest
+from gateway.decision import Decision
+from gateway.errors import InvalidQuery, UnreadableUpstream
+from gateway.handlers import Context
+from gateway.handlers.reads import refuse_restricted
+from gateway.jsonbody import loads_request
+from gateway.privacy import guards
+from gateway.privacy.redact import Counts, build_coql_plan, redact_coql_rows
+from gateway.types import Reply
+from gateway.view import View
+
+
+async def coql(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
+    # The SDKs send COQL with no Content-Type: parse whatever it says.
+    body = loads_request(req.body)
+    text = body.get("select_query") if isinstance(body, dict) else None
+    if not isinstance(text, str):
+        raise InvalidQuery(details={"reason": "select_query is missing"})
+    try:
+        query = parse_coql(text)
+    except CoqlError as exc:
+        raise InvalidQuery(details={"reason": exc.reason}) from None
+    module = await ctx.views.resolve_module(view, query.module)
+    decision.module = module
+    paths = [c.path for c in query.columns] + list(query.condition_fields)
+    catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision, whole_values=True)
+    # An aggregate over a field uses it too: COUNT(Email) tells which records have one.
+    used = [*query.condition_fields, *(c.path for c in query.columns if c.function)]
+    refuse_restricted(decision, lambda: guards.check_paths(module, used, catalogs))
+    columns = [(c.key, c.path, c.function is not None) for c in query.columns]
+    plan = build_coql_plan(module, columns, catalogs, view.shown)
+    resp = await ctx.forward.send(req, decision)
+
+    def rewrite(parsed: Any, counts: Counts) -> None:
+        if not isinstance(parsed, dict):
+            raise UnreadableUpstream()
+        if "data" in parsed:
+            redact_coql_rows(parsed["data"], plan, counts)
+
+    return await ctx.forward.json_reply(resp, rewrite, decision)

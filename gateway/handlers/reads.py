@@ -1,0 +1,94 @@
+"""Record-bearing reads: list, one record, deleted, search, count and related lists.
+
+Every parameter that names a field is checked against the records' module before the
+request leaves (``criteria``, ``email``, ``phone``, ``word`` on any read, since a CRM could
+honour them on more routes than it documents; ``sort_by``), and every answer is redacted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway.crm.criteria import CriteriaError, criteria_fields, parse_criteria
+from gateway.crm.request import CanonicalRequest
+from gateway.crm.routes import Kind
+from gateway.decision import Decision
+from gateway.errors import InvalidQuery, Reason, RestrictedField
+from gateway.handlers import Context
+from gateway.privacy import guards
+from gateway.privacy.redact import Counts, redact_body
+from gateway.types import Reply
+from gateway.view import View
+
+_SEARCH_PARAMS = frozenset({"criteria", "email", "phone", "word"})
+
+
+async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
+    module = req.module or ""
+    if req.kind is Kind.RELATED:
+        module = await ctx.views.related_module(view, module, req.related_list or "")
+    params = req.params
+    if any(name in _SEARCH_PARAMS for name, _ in params):
+        await guard_search(ctx, view, module, params, decision)
+    if req.param("sort_by") is not None:
+        catalog = await ctx.views.catalog(view, module, decision)
+        refuse_restricted(decision, lambda: guards.check_sort_params(catalog, params))
+    plan = await ctx.views.plan(view, module, decision)
+    include_private, kept = take_include_private(params)
+    resp = await ctx.forward.send(req.with_params(kept), decision)
+
+    def rewrite(body: Any, counts: Counts) -> None:
+        redact_body(body, plan, counts, include_private=include_private)
+
+    return await ctx.forward.json_reply(resp, rewrite, decision)
+
+
+async def guard_search(
+    ctx: Context, view: View, module: str, params: Sequence[tuple[str, str]], decision: Decision
+) -> None:
+    catalog = await ctx.views.catalog(view, module, decision)
+    paths: list[tuple[str, ...]] = []
+    criteria = dict(params).get("criteria")
+    if criteria is not None:
+        try:
+            node = parse_criteria(criteria)
+        except CriteriaError as exc:
+            raise InvalidQuery(details={"reason": exc.reason}) from None
+        paths = [tuple(name.split(".")) for name in criteria_fields(node)]
+    refuse_restricted(
+        decision,
+        lambda: guards.check_search_params(
+            catalog, params, allow_word=ctx.policy.allow_word_search
+        ),
+    )
+    catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
+    refuse_restricted(decision, lambda: guards.check_paths(module, paths, catalogs))
+
+
+def refuse_restricted(
+    decision: Decision, check: Callable[[], None], reason: Reason = Reason.RESTRICTED_CRITERIA
+) -> None:
+    try:
+        check()
+    except RestrictedField as exc:
+        decision.refuse(reason, exc.api_name)
+        raise
+
+
+def take_include_private(
+    params: Sequence[tuple[str, str]],
+) -> tuple[bool, list[tuple[str, str]]]:
+    """``include=private_fields`` is the gateway's; the rest of ``include`` goes on."""
+    wanted = False
+    kept: list[tuple[str, str]] = []
+    for name, value in params:
+        if name == "include":
+            items = [i for i in value.split(",") if i]
+            others = [i for i in items if i.strip().lower() != "private_fields"]
+            wanted = len(others) != len(items)
+            if others:
+                kept.append((name, ",".join(others)))
+            continue
+        kept.append((name, value))
+    return wanted, kept

@@ -1,0 +1,194 @@
+"""The privacy view of one request: its org, the metadata of the modules it reaches, and the
+mask plans built from them. Read through the metadata cache; fails closed.
+
+Names the client chose are resolved here against the CRM's own metadata, case-insensitively
+(the CRM compares api names that way): a module must be in the org's module list and a
+related list in the module's related lists, or the request is refused. The request then
+goes on in the CRM's spelling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachetools import LRUCache
+
+from gateway.crm.request import CanonicalRequest
+from gateway.decision import Decision
+from gateway.errors import GatewayError, InvalidModule, MetadataUnavailable, Reason
+from gateway.keys import fingerprint
+from gateway.metadata import MetadataCache
+from gateway.policy import Policy
+from gateway.privacy.catalog import ModuleCatalog, OrgInfo
+from gateway.privacy.redact import MaskPlan, build_plan
+from gateway.upstream import Headers
+
+#: the headers the gateway's own metadata and state look-ups carry
+LOOKUP_HEADERS = frozenset({"authorization", "x-crm-org"})
+GDPR_STANDARD = ("Leads", "Contacts", "Vendors")
+_GDPR_STANDARD_LOWER = frozenset(m.lower() for m in GDPR_STANDARD)
+
+
+@dataclass(slots=True)
+class View:
+    """What the gateway knows about one request's org: its privacy switch and metadata."""
+
+    org: OrgInfo
+    version: str
+    headers: Headers  # for the gateway's own look-ups
+    shown: frozenset[str]
+    catalogs: dict[str, ModuleCatalog] = field(default_factory=dict)
+    age: float = 0.0
+
+
+def lookup_headers(req: CanonicalRequest, request_id: str) -> Headers:
+    return [(n, v) for n, v in req.headers if n in LOOKUP_HEADERS] + [
+        ("accept-encoding", "gzip, identity"),
+        ("x-request-id", request_id),
+    ]
+
+
+class Views:
+    def __init__(self, metadata: MetadataCache, policy: Policy, secret: bytes) -> None:
+        self.metadata = metadata
+        self.policy = policy
+        self.secret = secret
+        self._plans: LRUCache[tuple[Any, ...], tuple[tuple[Any, ...], MaskPlan]] = LRUCache(1024)
+
+    async def load(self, req: CanonicalRequest, decision: Decision) -> View | None:
+        """The view, or None when the org has privacy settings off."""
+        version = req.version or "v2"
+        headers = lookup_headers(req, decision.request_id)
+        # The org is cached per token fingerprint and per X-CRM-ORG (a multi-org user's
+        # choice of org). Both are read from the canonical headers: what the CRM receives.
+        client_key = decision.client or "anonymous"
+        chosen_org = req.header("x-crm-org")
+        if chosen_org:
+            client_key += "|" + fingerprint(self.secret, chosen_org)
+        org, age = await self.metadata.org(client_key, version, headers)
+        decision.metadata_age_s = age
+        if not org.privacy_settings:
+            return None
+        rule, shown = self.policy.shown_for(req.gateway_key)
+        if rule is not None:
+            decision.client_rule = rule
+            decision.note(Reason.CLIENT_RULE)
+        return View(org, version, headers, shown, age=age)
+
+    async def modules(self, view: View) -> dict[str, tuple[str, str]]:
+        """lower-case api_name -> (api_name, generated_type), from the CRM's module list."""
+        found, age = await self.metadata.modules(view.org.org_id, view.version, view.headers)
+        view.age = max(view.age, age)
+        return found
+
+    async def resolve_module(self, view: View, name: str) -> str:
+        """The module's api_name in the CRM's spelling; an unknown module is refused."""
+        found = (await self.modules(view)).get(name.lower())
+        if found is None:
+            raise InvalidModule()
+        return found[0]
+
+    async def resolve(
+        self, view: View, req: CanonicalRequest, decision: Decision
+    ) -> CanonicalRequest:
+        """The request with its module (and related list) named as the CRM names them."""
+        if req.module is None:
+            return req
+        module = await self.resolve_module(view, req.module)
+        decision.module = module
+        related = None
+        if req.related_list is not None:
+            lists, age = await self.metadata.related_lists(
+                view.org.org_id, view.version, module, view.headers
+            )
+            view.age = max(view.age, age)
+            found = lists.get(req.related_list.lower())
+            if found is None:
+                # Records of an unknown related list cannot be checked.
+                raise MetadataUnavailable(details={"reason": "unknown related list"})
+            related = found[0]
+        return req.with_names(module=module, related_list=related)
+
+    async def related_module(self, view: View, module: str, related_list: str) -> str:
+        lists, age = await self.metadata.related_lists(
+            view.org.org_id, view.version, module, view.headers
+        )
+        view.age = max(view.age, age)
+        found = lists.get(related_list.lower())
+        if found is None:
+            raise MetadataUnavailable(details={"reason": "unknown related list"})
+        return found[1]
+
+    async def catalog(self, view: View, module: str, decision: Decision) -> ModuleCatalog:
+        key = module.lower()
+        found = view.catalogs.get(key)
+        if found is None:
+            found, age = await self.metadata.fields(
+                view.org.org_id, view.version, module, view.headers
+            )
+            view.catalogs[key] = found
+            view.age = max(view.age, age)
+            decision.metadata_age_s = view.age
+        return found
+
+    async def catalogs_for_paths(
+        self,
+        view: View,
+        module: str,
+        paths: Sequence[Sequence[str]],
+        decision: Decision,
+        *,
+        whole_values: bool = False,
+    ) -> dict[str, ModuleCatalog]:
+        """Metadata of ``module`` and of every module a ``Lookup.Field`` path passes through;
+        with ``whole_values``, also of the module a path's last lookup or subform points to
+        (its value is redacted with that module's plan)."""
+        root = await self.catalog(view, module, decision)
+        for path in paths:
+            current = root
+            for depth, name in enumerate(path):
+                info = current.get(name)
+                if info is None or info.data_type == "ownerlookup" or not info.target_module:
+                    break
+                if depth + 1 == len(path) and not whole_values:
+                    break
+                current = await self.catalog(view, info.target_module, decision)
+        return view.catalogs
+
+    async def plan(self, view: View, module: str, decision: Decision) -> MaskPlan:
+        catalog = await self.catalog(view, module, decision)
+        subs = {sub: await self.catalog(view, sub, decision) for sub in catalog.subform_modules}
+        # Plans are cached by the identity of the metadata objects they were built from.
+        refs = (catalog, *sorted(subs.values(), key=id))
+        key = (tuple(id(r) for r in refs), view.shown)
+        hit = self._plans.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], refs, strict=True)):
+            return hit[1]
+        built = build_plan(catalog, view.shown, subs)
+        self._plans[key] = (refs, built)
+        return built
+
+    async def gdpr_modules(self, view: View) -> list[str]:
+        """Leads, Contacts, Vendors and the custom modules. When the module list cannot be
+        had, the custom modules stay unknown: their ids count as unknown."""
+        modules = list(GDPR_STANDARD)
+        try:
+            found = await self.modules(view)
+        except GatewayError:
+            return modules
+        modules += [name for name, kind in found.values() if kind == "custom"]
+        return modules
+
+    async def is_gdpr_module(self, view: View, module: str) -> bool:
+        """Whether records of ``module`` can be in stop processing (contract §1: Leads,
+        Contacts, Vendors and custom modules). Only a module the CRM lists as one of its
+        other standard modules is exempt; an unknown answer keeps the check (fail closed)."""
+        if module.lower() in _GDPR_STANDARD_LOWER:
+            return True
+        try:
+            found = (await self.modules(view)).get(module.lower())
+        except GatewayError:
+            return True
+        return found is None or found[1] != "default"
