@@ -50,7 +50,12 @@ def _show(label: str, resp: httpx.Response) -> None:
 
 def tour(crm: str, gateway: str, audit_log: Path) -> None:
     with httpx.Client(headers=AUTH, timeout=30) as http:
-        leads = http.get(f"{crm}/crm/v8/Leads", params={"per_page": 20}).json()["data"]
+        # The CRM returns only the fields a list names (from v3 on it requires them), and a
+        # $-key only when it is named.
+        leads = http.get(
+            f"{crm}/crm/v8/Leads",
+            params={"per_page": 20, "fields": "Last_Name,Email,$stop_processing"},
+        ).json()["data"]
         plain = next(r for r in leads if not r.get("$stop_processing"))
         stopped = next(r for r in leads if r.get("$stop_processing"))
 
@@ -58,7 +63,11 @@ def tour(crm: str, gateway: str, audit_log: Path) -> None:
         _say("   Phone private (High). Straight from the CRM the values are there; through the")
         _say("   gateway they are null, and X-Privacy-Withheld says how many were withheld.")
         for label, base in (("direct ", crm), ("gateway", gateway)):
-            _show(label, http.get(f"{base}/crm/v8/Leads", params={"per_page": 2}))
+            page: dict[str, str | int] = {
+                "per_page": 2,
+                "fields": "Last_Name,Email,Mobile,Phone,City",
+            }
+            _show(label, http.get(f"{base}/crm/v8/Leads", params=page))
         _say()
 
         _say("2. A search on a restricted field. The raw CRM answers it (and so tells whoever")
@@ -128,7 +137,7 @@ def run_demo(*, once: bool) -> int:
         _say()
         _say("Both keep serving. Try, for example:")
         auth = "Authorization: Zoho-oauthtoken demo"
-        _say(f"  curl -H '{auth}' '{gateway.url}/crm/v8/Leads?per_page=1'")
+        _say(f"  curl -H '{auth}' '{gateway.url}/crm/v8/Leads?per_page=1&fields=Last_Name,Email'")
         _say(f"  curl '{gateway.url}/_gateway/metrics'")
         _say("Ctrl-C stops them.")
         while True:

@@ -33,6 +33,8 @@ settings.load_profile("gateway")
 
 AUTH = {"Authorization": "Zoho-oauthtoken test-token"}
 ORG2_AUTH = {"Authorization": "Zoho-oauthtoken org2-token"}
+#: the CRM lists only the fields a request names (required from v3 on), $-keys included
+LEAD_FIELDS = "Last_Name,Company,Email,Mobile,Phone,$stop_processing"
 
 
 @dataclass

@@ -17,7 +17,7 @@ from tests.conftest import AUTH, Crm, GatewayHandle, MakeGateway, envelope
 
 def test_one_entry_per_request_with_its_outcome(crm: Crm, gw: GatewayHandle) -> None:
     gw.http.get("/crm/v8/settings/modules")
-    gw.http.get("/crm/v8/Leads", params={"per_page": 3})
+    gw.http.get("/crm/v8/Leads", params={"per_page": 3, "fields": "Last_Name,Email"})
     gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Email:equals:x@example.com)"})
     crm.fault(path_contains="/settings/fields", status=500, json={"code": "INTERNAL_ERROR"})
     gw.http.get("/crm/v8/Contacts", params={"per_page": 3})

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from gateway.audit.verify import TORN_TAIL, verify_log
-from tests.conftest import AUTH, Crm
+from tests.conftest import AUTH, LEAD_FIELDS, Crm
 from tests.servers import free_port
 
 SECRET = "kill-test-secret"
@@ -121,7 +121,9 @@ def test_kill_9_under_load_loses_no_answered_request(crm: Crm, tmp_path: Path) -
     # A restart links a new segment to what is on disk; the whole log verifies again.
     proc, url = start_gateway(crm, audit)
     try:
-        assert httpx.get(url + "/crm/v8/Leads", params={"per_page": 1}, headers=AUTH).is_success
+        assert httpx.get(
+            url + "/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}, headers=AUTH
+        ).is_success
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import AUTH, Crm
+from tests.conftest import AUTH, LEAD_FIELDS, Crm
 from tests.servers import free_port
 
 CLI = [sys.executable, "-m", "gateway"]
@@ -113,7 +113,9 @@ def test_serve_logs_json_without_values_or_tokens_and_stops_cleanly_on_sigterm(
             headers=AUTH,
         )
         assert r.status_code == 204
-        r = httpx.get(url + "/crm/v8/Leads", params={"per_page": 3}, headers=AUTH)
+        r = httpx.get(
+            url + "/crm/v8/Leads", params={"per_page": 3, "fields": LEAD_FIELDS}, headers=AUTH
+        )
         assert r.status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.conftest import AUTH, Crm, GatewayHandle, MakeGateway, envelope
+from tests.conftest import AUTH, LEAD_FIELDS, Crm, GatewayHandle, MakeGateway, envelope
 
 
 def _field_fetches(crm: Crm, module: str = "Leads") -> int:
@@ -24,7 +24,10 @@ def test_hundred_concurrent_cold_requests_cause_one_metadata_fetch(
     async def burst() -> list[int]:
         async with httpx.AsyncClient(base_url=gw.url, headers=AUTH, timeout=30) as c:
             rs = await asyncio.gather(
-                *(c.get("/crm/v8/Leads", params={"per_page": 2}) for _ in range(100))
+                *(
+                    c.get("/crm/v8/Leads", params={"per_page": 2, "fields": LEAD_FIELDS})
+                    for _ in range(100)
+                )
             )
         return [r.status_code for r in rs]
 
@@ -36,40 +39,52 @@ def test_hundred_concurrent_cold_requests_cause_one_metadata_fetch(
 def test_metadata_is_refetched_after_the_ttl(crm: Crm, make_gateway: MakeGateway) -> None:
     gw = make_gateway({"metadata": {"ttl_seconds": 0.3, "max_stale_seconds": 5}})
     crm.clear()
-    gw.http.get("/crm/v8/Leads", params={"per_page": 1})
-    gw.http.get("/crm/v8/Leads", params={"per_page": 1})
+    gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS})
+    gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS})
     assert _field_fetches(crm) == 1
     time.sleep(0.4)
-    gw.http.get("/crm/v8/Leads", params={"per_page": 1})
+    gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS})
     assert _field_fetches(crm) == 2
 
 
 def test_metadata_change_takes_effect_after_the_ttl(crm: Crm, make_gateway: MakeGateway) -> None:
     gw = make_gateway({"metadata": {"ttl_seconds": 0.3, "max_stale_seconds": 5}})
-    assert gw.http.get("/crm/v8/Leads", params={"per_page": 1}).json()["data"][0]["Company"]
+    assert gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}).json()[
+        "data"
+    ][0]["Company"]
     fields = crm.http.get("/crm/v8/settings/fields", params={"module": "Leads"}).json()["fields"]
     for f in fields:
         if f["api_name"] == "Company":
             f["private"] = {"restricted": True, "type": "High", "export": True}
     crm.admin.post("/_sandbox/metadata/1/Leads", json={"fields": fields})
     time.sleep(0.4)
-    assert gw.http.get("/crm/v8/Leads", params={"per_page": 1}).json()["data"][0]["Company"] is None
+    assert (
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}).json()["data"][
+            0
+        ]["Company"]
+        is None
+    )
 
 
 def test_stale_entry_serves_within_the_bound_while_the_crm_fails(
     crm: Crm, make_gateway: MakeGateway
 ) -> None:
     gw = make_gateway({"metadata": {"ttl_seconds": 0.2, "max_stale_seconds": 1.5}})
-    assert gw.http.get("/crm/v8/Leads", params={"per_page": 1}).status_code == 200
+    assert (
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}).status_code
+        == 200
+    )
     crm.fault(path_contains="/settings/fields", status=500, json={"code": "INTERNAL_ERROR"})
     crm.fault(path_contains="/crm/v8/org", status=500, json={"code": "INTERNAL_ERROR"})
     time.sleep(0.3)  # past the TTL, within the staleness bound
-    r = gw.http.get("/crm/v8/Leads", params={"per_page": 1})
+    r = gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS})
     assert r.status_code == 200 and r.json()["data"][0]["Email"] is None
     assert r.headers["x-privacy-withheld"] != "0"
     time.sleep(1.4)  # past the bound: fail closed
     envelope(
-        gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503, "GATEWAY_METADATA_UNAVAILABLE"
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}),
+        503,
+        "GATEWAY_METADATA_UNAVAILABLE",
     )
 
 
@@ -77,7 +92,9 @@ def test_metadata_timeout_fails_closed(crm: Crm, make_gateway: MakeGateway) -> N
     gw = make_gateway({"limits": {"read_timeout_seconds": 0.3}})
     crm.fault(path_contains="/settings/fields", delay=1.0, times=1)
     envelope(
-        gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503, "GATEWAY_METADATA_UNAVAILABLE"
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}),
+        503,
+        "GATEWAY_METADATA_UNAVAILABLE",
     )
 
 
@@ -89,14 +106,18 @@ def test_unreadable_metadata_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
         content_type="application/json",
     )
     envelope(
-        gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503, "GATEWAY_METADATA_UNAVAILABLE"
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}),
+        503,
+        "GATEWAY_METADATA_UNAVAILABLE",
     )
 
 
 def test_metadata_without_a_fields_list_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
     crm.fault(path_contains="/settings/fields", status=200, json={"unexpected": []})
     envelope(
-        gw.http.get("/crm/v8/Leads", params={"per_page": 1}), 503, "GATEWAY_METADATA_UNAVAILABLE"
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}),
+        503,
+        "GATEWAY_METADATA_UNAVAILABLE",
     )
 
 
@@ -110,7 +131,7 @@ def test_invalid_token_on_the_metadata_call_is_returned_as_the_crm_sent_it(
 def test_the_org_is_resolved_once_per_client_token(crm: Crm, gw: GatewayHandle) -> None:
     crm.clear()
     for _ in range(3):
-        gw.http.get("/crm/v8/Leads", params={"per_page": 1})
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS})
     gw.http.get(
         "/crm/v8/Leads",
         params={"per_page": 1},
@@ -126,7 +147,7 @@ def test_the_org_is_resolved_per_x_crm_org_choice(crm: Crm, gw: GatewayHandle) -
     crm.clear()
     for org in ("", "111", "222", "111"):
         headers = {"X-CRM-ORG": org} if org else {}
-        gw.http.get("/crm/v8/Leads", params={"per_page": 1}, headers=headers)
+        gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}, headers=headers)
     orgs = crm.received("/crm/v8/org")
     assert len(orgs) == 3
     assert sorted(r["headers"].get("x-crm-org", "") for r in orgs) == ["", "111", "222"]
@@ -135,6 +156,6 @@ def test_the_org_is_resolved_per_x_crm_org_choice(crm: Crm, gw: GatewayHandle) -
 def test_metadata_is_cached_per_api_version(crm: Crm, gw: GatewayHandle) -> None:
     crm.clear()
     gw.http.get("/crm/v2/Leads", params={"per_page": 1})
-    gw.http.get("/crm/v8/Leads", params={"per_page": 1})
+    gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS})
     versions = {r["path"].split("/")[2] for r in crm.received("/settings/fields")}
     assert versions == {"v2", "v8"}

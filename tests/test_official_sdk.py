@@ -48,7 +48,7 @@ from gateway.settings import Settings
 from tests.conftest import AUTH
 from tests.servers import ThreadedServer, free_port
 
-FIELDS = "Last_Name,Email,Mobile,Company"
+FIELDS = "Last_Name,Email,Mobile,Company,$stop_processing"
 
 
 class LocalDataCenter(DataCenter):

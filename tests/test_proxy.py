@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.conftest import AUTH, Crm, GatewayHandle, MakeGateway, envelope
+from tests.conftest import AUTH, LEAD_FIELDS, Crm, GatewayHandle, MakeGateway, envelope
 from tests.servers import free_port, serve
 
 
@@ -55,7 +55,9 @@ def test_method_override_headers_never_reach_the_crm(crm: Crm, gw: GatewayHandle
         "X-HTTP-Method": "PUT",
         "X-Method-Override": "PUT",
     }
-    assert gw.http.get("/crm/v8/Leads", params={"per_page": 1}, headers=overrides).is_success
+    assert gw.http.get(
+        "/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}, headers=overrides
+    ).is_success
     (sent,) = crm.received("/crm/v8/Leads")
     assert sent["method"] == "GET"
     assert not {n.lower() for n in overrides} & set(sent["headers"])
@@ -200,7 +202,7 @@ def test_ready_once_the_upstream_answers(crm: Crm, make_gateway: MakeGateway) ->
 
 
 def test_metrics_count_requests_and_withheld_values(gw: GatewayHandle) -> None:
-    gw.http.get("/crm/v8/Leads", params={"per_page": 5})
+    gw.http.get("/crm/v8/Leads", params={"per_page": 5, "fields": LEAD_FIELDS})
     gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Email:equals:x@example.com)"})
     text = gw.http.get("/_gateway/metrics").text
     assert (
@@ -218,7 +220,7 @@ def test_both_transports_redact_and_forward(
     crm: Crm, make_gateway: MakeGateway, transport: str
 ) -> None:
     gw = make_gateway(transport=transport)
-    r = gw.http.get("/crm/v8/Leads", params={"per_page": 10})
+    r = gw.http.get("/crm/v8/Leads", params={"per_page": 10, "fields": LEAD_FIELDS})
     assert r.status_code == 200 and all(rec["Email"] is None for rec in r.json()["data"])
     crm.config(gzip=True)
     assert gw.http.get("/crm/v8/settings/modules").status_code == 200

@@ -33,8 +33,8 @@ def _lead_with(crm: Crm, **wanted: Any) -> dict[str, Any]:
 
 
 def test_list_nulls_every_private_field_and_keeps_every_key(crm: Crm, gw: GatewayHandle) -> None:
-    direct = crm.http.get("/crm/v8/Leads", params={"per_page": 50}).json()
-    through = gw.http.get("/crm/v8/Leads", params={"per_page": 50})
+    direct = crm.http.get("/crm/v2/Leads", params={"per_page": 50}).json()
+    through = gw.http.get("/crm/v2/Leads", params={"per_page": 50})
     assert through.status_code == 200
     body = through.json()
     assert body["info"] == direct["info"]
@@ -51,10 +51,10 @@ def test_withheld_header_counts_every_private_value_present_even_empty_ones(
     crm: Crm, gw: GatewayHandle
 ) -> None:
     """Whether a withheld value was empty is a fact about it too: the header must not tell."""
-    direct = crm.http.get("/crm/v8/Leads", params={"per_page": 20}).json()["data"]
+    direct = crm.http.get("/crm/v2/Leads", params={"per_page": 20}).json()["data"]
     assert any(r.get(n) is None for r in direct for n in LEAD_MASKED if n in r)  # empty ones
     expected = sum(1 for r in direct for n in LEAD_MASKED if n in r)
-    r = gw.http.get("/crm/v8/Leads", params={"per_page": 20})
+    r = gw.http.get("/crm/v2/Leads", params={"per_page": 20})
     count, _, names = r.headers["x-privacy-withheld"].partition("; fields=")
     assert int(count) == expected
     assert {"Email", "Mobile"} <= set(names.split(","))
@@ -82,14 +82,14 @@ def test_get_one_record_redacts_subform_rows_with_the_subform_metadata(
 
 def test_private_lookup_is_nulled_whole(crm: Crm, gw: GatewayHandle) -> None:
     lead = _lead_with(crm, Referrer=True)
-    rec = gw.http.get(f"/crm/v8/Leads/{lead['id']}").json()["data"][0]
+    rec = gw.http.get(f"/crm/v2/Leads/{lead['id']}").json()["data"][0]
     assert rec["Referrer"] is None
 
 
 def test_search_results_are_redacted(crm: Crm, gw: GatewayHandle) -> None:
     lead = crm.records("Leads")[0]
     r = gw.http.get(
-        "/crm/v8/Leads/search", params={"criteria": f"(Last_Name:equals:{lead['Last_Name']})"}
+        "/crm/v2/Leads/search", params={"criteria": f"(Last_Name:equals:{lead['Last_Name']})"}
     )
     assert r.status_code == 200
     assert all(rec["Email"] is None for rec in r.json()["data"])
@@ -101,15 +101,15 @@ def test_related_list_is_redacted_with_the_related_modules_metadata(
     # Contacts/{id}/Leads returns Leads: Leads' metadata applies, not Contacts'.
     lead = _lead_with(crm, Referrer=True)
     contact_id = lead["Referrer"]["id"]
-    direct = crm.http.get(f"/crm/v8/Contacts/{contact_id}/Leads")
+    direct = crm.http.get(f"/crm/v2/Contacts/{contact_id}/Leads")
     assert direct.status_code == 200 and any(r["Email"] for r in direct.json()["data"])
-    r = gw.http.get(f"/crm/v8/Contacts/{contact_id}/Leads")
+    r = gw.http.get(f"/crm/v2/Contacts/{contact_id}/Leads")
     assert r.status_code == 200
     assert all(rec["Email"] is None and rec["Mobile"] is None for rec in r.json()["data"])
 
 
 def test_empty_answer_passes_as_204(gw: GatewayHandle) -> None:
-    r = gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Last_Name:equals:Zzzzqqq)"})
+    r = gw.http.get("/crm/v2/Leads/search", params={"criteria": "(Last_Name:equals:Zzzzqqq)"})
     assert r.status_code == 204 and r.content == b""
 
 
@@ -120,10 +120,10 @@ def test_coql_rows_null_selected_private_columns_aliases_and_lookup_paths(
         "select Last_Name, Email, Phone as tel, Referrer.Email, Referrer.Last_Name, Company "
         "from Leads where Referrer is not null limit 20"
     )
-    direct = crm.http.post("/crm/v8/coql", content=orjson.dumps({"select_query": query}))
+    direct = crm.http.post("/crm/v2/coql", content=orjson.dumps({"select_query": query}))
     assert direct.status_code == 200, direct.text
     assert any(row.get("Email") for row in direct.json()["data"])
-    r = gw.http.post("/crm/v8/coql", content=orjson.dumps({"select_query": query}))
+    r = gw.http.post("/crm/v2/coql", content=orjson.dumps({"select_query": query}))
     assert r.status_code == 200, r.text
     for raw, row in zip(direct.json()["data"], r.json()["data"], strict=True):
         assert set(row) == set(raw)
@@ -137,7 +137,7 @@ def test_coql_rows_null_selected_private_columns_aliases_and_lookup_paths(
 
 
 def test_include_private_fields_lists_them_without_revealing_values(gw: GatewayHandle) -> None:
-    r = gw.http.get("/crm/v8/Leads", params={"per_page": 3, "include": "private_fields"})
+    r = gw.http.get("/crm/v2/Leads", params={"per_page": 3, "include": "private_fields"})
     for rec in r.json()["data"]:
         listed = {e["api_name"]: e for e in rec["private_fields"]}
         assert listed["Email"] == {"api_name": "Email", "type": "High", "restricted": True}
@@ -148,8 +148,8 @@ def test_include_private_fields_lists_them_without_revealing_values(gw: GatewayH
 
 def test_include_private_fields_is_not_forwarded(crm: Crm, gw: GatewayHandle) -> None:
     crm.clear()
-    gw.http.get("/crm/v8/Leads", params={"per_page": 1, "include": "private_fields"})
-    sent = [r for r in crm.received("/crm/v8/Leads") if r["method"] == "GET"]
+    gw.http.get("/crm/v2/Leads", params={"per_page": 1, "include": "private_fields"})
+    sent = [r for r in crm.received("/crm/v2/Leads") if r["method"] == "GET"]
     assert sent and all("private_fields" not in r["query"] for r in sent)
 
 
@@ -158,7 +158,7 @@ def test_policy_can_show_low_sensitivity_but_never_restricted(
 ) -> None:
     gw = make_gateway({"redaction": {"show": ["low"]}})
     direct = crm.records("Leads")[:20]
-    through = gw.http.get("/crm/v8/Leads", params={"per_page": 20}).json()["data"]
+    through = gw.http.get("/crm/v2/Leads", params={"per_page": 20}).json()["data"]
     for raw, red in zip(direct, through, strict=True):
         assert red["City"] == raw["City"]  # Low, not restricted: shown
         assert red["First_Name"] == raw["First_Name"]
@@ -173,12 +173,12 @@ def test_per_client_rule_needs_the_clients_key(make_gateway: MakeGateway) -> Non
     gw = make_gateway(
         {"clients": [{"name": "analytics", "key_sha256": digest, "show": ["low", "high"]}]}
     )
-    anon = gw.http.get("/crm/v8/Leads", params={"per_page": 5}).json()["data"]
+    anon = gw.http.get("/crm/v2/Leads", params={"per_page": 5}).json()["data"]
     keyed = gw.http.get(
-        "/crm/v8/Leads", params={"per_page": 5}, headers={"X-Gateway-Key": "analytics-key"}
+        "/crm/v2/Leads", params={"per_page": 5}, headers={"X-Gateway-Key": "analytics-key"}
     ).json()["data"]
     wrong = gw.http.get(
-        "/crm/v8/Leads", params={"per_page": 5}, headers={"X-Gateway-Key": "guess"}
+        "/crm/v2/Leads", params={"per_page": 5}, headers={"X-Gateway-Key": "guess"}
     ).json()["data"]
     assert all(r["Phone"] is None for r in anon + wrong)
     assert any(r["Phone"] for r in keyed)
@@ -187,30 +187,30 @@ def test_per_client_rule_needs_the_clients_key(make_gateway: MakeGateway) -> Non
 
 def test_gateway_key_is_never_forwarded(crm: Crm, gw: GatewayHandle) -> None:
     crm.clear()
-    gw.http.get("/crm/v8/Leads", params={"per_page": 1}, headers={"X-Gateway-Key": "secret-key"})
+    gw.http.get("/crm/v2/Leads", params={"per_page": 1}, headers={"X-Gateway-Key": "secret-key"})
     assert crm.received() and all("x-gateway-key" not in r["headers"] for r in crm.received())
 
 
 def test_field_names_compare_case_insensitively(crm: Crm, gw: GatewayHandle) -> None:
     lead = crm.records("Leads")[0]
     crm.edit("Leads", lead["id"], email="shadow@example.com", MOBILE="+1-555-000")
-    rec = gw.http.get(f"/crm/v8/Leads/{lead['id']}").json()["data"][0]
+    rec = gw.http.get(f"/crm/v2/Leads/{lead['id']}").json()["data"][0]
     assert rec["email"] is None and rec["MOBILE"] is None
-    assert "shadow@example.com" not in gw.http.get(f"/crm/v8/Leads/{lead['id']}").text
+    assert "shadow@example.com" not in gw.http.get(f"/crm/v2/Leads/{lead['id']}").text
 
 
 def test_privacy_settings_off_passes_records_unchanged(crm: Crm, gw: GatewayHandle) -> None:
     crm.privacy(False)
-    direct = crm.http.get("/crm/v8/Leads", params={"per_page": 5}).json()
-    r = gw.http.get("/crm/v8/Leads", params={"per_page": 5})
+    direct = crm.http.get("/crm/v2/Leads", params={"per_page": 5}).json()
+    r = gw.http.get("/crm/v2/Leads", params={"per_page": 5})
     assert r.json() == direct
     assert gw.requests()[-1]["reasons"] == ["privacy_settings_off"]
 
 
 def test_orgs_are_cached_apart(crm: Crm, gw: GatewayHandle) -> None:
     # Org 2's Leads.Email is not private, and its Company is restricted.
-    org2 = gw.http.get("/crm/v8/Leads", params={"per_page": 5}, headers=ORG2_AUTH).json()["data"]
-    org1 = gw.http.get("/crm/v8/Leads", params={"per_page": 5}).json()["data"]
+    org2 = gw.http.get("/crm/v2/Leads", params={"per_page": 5}, headers=ORG2_AUTH).json()["data"]
+    org1 = gw.http.get("/crm/v2/Leads", params={"per_page": 5}).json()["data"]
     assert all(r["Email"] for r in org2) and all(r["Company"] is None for r in org2)
     assert all(r["Email"] is None for r in org1) and any(r["Company"] for r in org1)
 
@@ -218,7 +218,7 @@ def test_orgs_are_cached_apart(crm: Crm, gw: GatewayHandle) -> None:
 def test_gzip_upstream_is_decoded_redacted_and_sent_plain(crm: Crm, gw: GatewayHandle) -> None:
     crm.config(gzip=True)
     r = gw.http.get(
-        "/crm/v8/Leads", params={"per_page": 50}, headers={"Accept-Encoding": "identity"}
+        "/crm/v2/Leads", params={"per_page": 50}, headers={"Accept-Encoding": "identity"}
     )
     assert r.status_code == 200
     assert "content-encoding" not in r.headers
@@ -227,9 +227,9 @@ def test_gzip_upstream_is_decoded_redacted_and_sent_plain(crm: Crm, gw: GatewayH
 
 
 def _fault_gw(crm: Crm, gw: GatewayHandle, **rule: Any) -> httpx.Response:
-    gw.http.get("/crm/v8/Leads", params={"per_page": 1})  # warm the metadata
-    crm.fault(path_contains="/crm/v8/Leads", method="GET", times=1, **rule)
-    return gw.http.get("/crm/v8/Leads", params={"per_page": 5})
+    gw.http.get("/crm/v2/Leads", params={"per_page": 1})  # warm the metadata
+    crm.fault(path_contains="/crm/v2/Leads", method="GET", times=1, **rule)
+    return gw.http.get("/crm/v2/Leads", params={"per_page": 5})
 
 
 def test_invalid_json_from_the_crm_is_never_passed_on(crm: Crm, gw: GatewayHandle) -> None:
@@ -327,15 +327,15 @@ def test_decompression_bomb_is_refused_not_expanded(
 
 
 def test_upstream_error_envelope_passes_through(crm: Crm, gw: GatewayHandle) -> None:
-    r = gw.http.get("/crm/v8/Leads/12345")
-    direct = crm.http.get("/crm/v8/Leads/12345")
+    r = gw.http.get("/crm/v2/Leads/12345")
+    direct = crm.http.get("/crm/v2/Leads/12345")
     assert r.status_code == direct.status_code and r.json() == direct.json()
 
 
 def test_deleted_records_route_is_redacted_and_passes(crm: Crm, gw: GatewayHandle) -> None:
     lead = crm.records("Leads")[5]
-    assert crm.http.delete(f"/crm/v8/Leads/{lead['id']}").status_code == 200
-    r = gw.http.get("/crm/v8/Leads/deleted")
+    assert crm.http.delete(f"/crm/v2/Leads/{lead['id']}").status_code == 200
+    r = gw.http.get("/crm/v2/Leads/deleted")
     assert r.status_code == 200
     assert any(e["id"] == lead["id"] for e in r.json()["data"])
 
@@ -372,6 +372,6 @@ def test_bulk_read_result_empties_private_columns_and_keeps_headers(
 def test_metadata_unavailable_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
     crm.fault(path_contains="/settings/fields", status=500, json={"code": "INTERNAL_ERROR"})
     crm.clear()
-    r = gw.http.get("/crm/v8/Leads", params={"per_page": 5})
+    r = gw.http.get("/crm/v2/Leads", params={"per_page": 5})
     envelope(r, 503, "GATEWAY_METADATA_UNAVAILABLE")
-    assert not [x for x in crm.received("/crm/v8/Leads") if x["method"] == "GET"]
+    assert not [x for x in crm.received("/crm/v2/Leads") if x["method"] == "GET"]

@@ -116,7 +116,7 @@ def test_no_private_marker_ever_reaches_the_client(
             gw.get(f"/crm/v8/Leads/{rid}"),
             gw.get(f"/crm/v2/Leads/{rid}", params={"include": "private_fields"}),
             gw.get("/crm/v8/Leads/search", params={"criteria": f"(Last_Name:equals:{last_name})"}),
-            gw.get("/crm/v8/Leads", params={"ids": rid}),
+            gw.get("/crm/v2/Leads", params={"ids": rid}),
             gw.post(
                 "/crm/v8/coql",
                 content=orjson.dumps(

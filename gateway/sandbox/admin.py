@@ -103,8 +103,9 @@ async def record(request: Request) -> Response:
     if rec is None:
         raise _not_found("record")
     if request.method == "POST":
+        own_id = rec.get("id", rid)
         rec.update(_object(await _body(request)))
-        rec["id"] = rid
+        rec["id"] = own_id
         org.touch()
     return json_response(None, rec)
 

@@ -1,7 +1,8 @@
 """Routing: the CRM's URL space and the admin controls, on one Starlette app per sandbox.
 
 Specific routes come before the generic ``/{module}/{id}`` ones so that ``settings``,
-``search``, ``deleted``, ``upsert`` and ``actions`` are never read as record ids.
+``search``, ``deleted``, ``upsert`` and ``actions`` are never read as record ids. The
+middleware spells path keywords canonically first, so routing is case-insensitive.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import admin, bulk_read, bulk_write, convert, meta_routes, reads, writes
+from . import (
+    admin,
+    bulk_read,
+    bulk_write,
+    composite,
+    convert,
+    meta_routes,
+    reads,
+    related,
+    upsert,
+    writes,
+)
 from .middleware import SandboxMiddleware
 from .responses import SandboxError, error_response, invalid_url
 from .store import Sandbox
@@ -82,6 +94,7 @@ def routes() -> list[BaseRoute]:
         _route(crm + "/settings/related_lists", {"GET": meta_routes.related_lists}),
         _route(crm + "/coql", {"POST": reads.coql}),
         _route(crm + "/upload", {"POST": bulk_write.upload}),
+        _route(crm + "/__composite_requests", {"POST": composite.composite_requests}),
         _route(
             rec,
             {
@@ -93,7 +106,8 @@ def routes() -> list[BaseRoute]:
         ),
         _route(rec + "/search", {"GET": reads.search_records}),
         _route(rec + "/deleted", {"GET": reads.deleted_records}),
-        _route(rec + "/upsert", {"POST": writes.upsert_records}),
+        _route(rec + "/upsert", {"POST": upsert.upsert_records}),
+        _route(rec + "/actions/count", {"GET": reads.count_records}),
         _route(
             rec + "/actions/mass_update",
             {"POST": writes.mass_update, "GET": writes.mass_update_status},
@@ -109,10 +123,11 @@ def routes() -> list[BaseRoute]:
         _route(rec + "/{id}/actions/convert", {"POST": convert.convert_lead}),
         _route(
             rec + "/{id}/{related}",
-            {"GET": reads.related_records, "PUT": writes.relate, "DELETE": writes.relate},
+            {"GET": related.related_records, "PUT": related.relate, "DELETE": related.relate},
         ),
         _route(
-            rec + "/{id}/{related}/{related_id}", {"PUT": writes.relate, "DELETE": writes.relate}
+            rec + "/{id}/{related}/{related_id}",
+            {"PUT": related.relate, "DELETE": related.relate},
         ),
     ]
 

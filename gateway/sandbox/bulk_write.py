@@ -123,7 +123,9 @@ def _apply(
             values[api] = None if cell == "" else _cell_value(org, module, api, cell)
         key = values.get(find_by) if find_by != "id" else values.get("id")
         target = None
-        if key not in (None, ""):
+        if key not in (None, "") and find_by == "id":
+            target = org.get(module, key)
+        elif key not in (None, ""):
             target = next((r for r in org.active(module) if str(r.get(find_by)) == str(key)), None)
         if operation == "update" or (operation == "upsert" and target is not None):
             entry = (

@@ -12,8 +12,8 @@ import re
 from datetime import date, datetime
 from typing import Any
 
-from .schema import SUBFORM_MODULES
-from .store import OrgStore
+from .schema import EXTRA_LOOKUP_TARGETS, SE_PARENTS, SUBFORM_MODULES
+from .store import OrgStore, canon_id
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _NUMBER_TYPES = frozenset({"currency", "double", "decimal", "percent"})
@@ -73,7 +73,7 @@ def coerce_record(
         if meta is None or meta.get("read_only"):
             continue  # unknown and read-only keys are ignored, as the CRM does
         api = str(meta["api_name"])
-        out[api] = _value(org, module, meta, value, existing)
+        out[api] = _value(org, module, meta, value, existing, data.get("$se_module"))
     for meta in fmap.values():
         if not meta.get("system_mandatory"):
             continue
@@ -84,7 +84,12 @@ def coerce_record(
 
 
 def _value(
-    org: OrgStore, module: str, meta: dict[str, Any], value: Any, existing: dict[str, Any] | None
+    org: OrgStore,
+    module: str,
+    meta: dict[str, Any],
+    value: Any,
+    existing: dict[str, Any] | None,
+    se_module: Any = None,
 ) -> Any:
     api = str(meta["api_name"])
     dtype = str(meta.get("data_type", "text"))
@@ -119,7 +124,7 @@ def _value(
             raise invalid(api, dtype)
         return value
     if dtype == "lookup":
-        return _lookup(org, meta, value)
+        return _lookup(org, meta, value, se_module)
     if dtype in ("ownerlookup", "userlookup"):
         uid = value.get("id") if isinstance(value, dict) else value
         user = org.user_by_id(str(uid))
@@ -155,17 +160,27 @@ def _number(api: str, dtype: str, value: Any) -> float | int:
     return float(num)
 
 
-def _lookup(org: OrgStore, meta: dict[str, Any], value: Any) -> dict[str, Any]:
+def _lookup(org: OrgStore, meta: dict[str, Any], value: Any, se_module: Any) -> dict[str, Any]:
+    """``{"id"}`` or a bare id. A multi-module lookup (``Parent_Id``, ``What_Id``) takes its
+    module from ``$se_module`` (v8: ``{"module": {"api_name"}, "id"}``), else from the id."""
     api = str(meta["api_name"])
-    rid = value.get("id") if isinstance(value, dict) else value
-    if not isinstance(rid, str | int) or isinstance(rid, bool):
+    rid = canon_id(value.get("id") if isinstance(value, dict) else value)
+    if rid is None:
         raise invalid(api)
-    rid = str(rid)
-    target = org.lookup_target(meta) or org.id_module.get(rid)
-    rec = org.get(target, rid) if target else None
-    if rec is None or target is None:
+    found = org.module_of(rid)
+    if org.is_se_lookup(meta):
+        named = value.get("module") if isinstance(value, dict) else None
+        named = named.get("api_name") if isinstance(named, dict) else se_module
+        if named is not None and org.resolve_module(str(named)) != found:
+            raise invalid(api)
+        allowed: set[str | None] = set(SE_PARENTS)
+    else:
+        target = org.lookup_target(meta) or found
+        allowed = {target, *EXTRA_LOOKUP_TARGETS.get(api, ())}
+    rec = org.get(found, rid) if found in allowed and found is not None else None
+    if rec is None or found is None:
         raise invalid(api)
-    return org.ref(target, rec)
+    return org.ref(found, rec)
 
 
 def _consent(org: OrgStore, value: Any, old: Any, api: str) -> dict[str, Any]:

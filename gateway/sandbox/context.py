@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from .responses import SandboxError, dumps, invalid_body, invalid_module, invalid_url
+from .responses import SandboxError, invalid_body, invalid_module, invalid_url
 from .schema import SUBFORM_MODULES, TOKEN_INFO_VERSIONS
 from .store import OrgStore, Sandbox
 
@@ -37,7 +37,7 @@ def context(request: Request) -> Ctx:
 
 def record_module(ctx: Ctx, name: str) -> str:
     """A module reachable through the record APIs (subform modules are not)."""
-    if name in ("settings", "bulk", "actions"):
+    if name.lower() in ("settings", "bulk", "actions"):
         raise invalid_url()  # an unknown settings/bulk path, not a module
     module = ctx.org.resolve_module(name)
     if module is None or module in SUBFORM_MODULES:
@@ -142,51 +142,3 @@ def info_block(
         "email": False,
         "more_records": more,
     }
-
-
-def wanted_fields(ctx: Ctx, module: str) -> list[str] | None:
-    """The ``fields`` parameter as api names (unknown names dropped), or None for all."""
-    raw = ctx.request.query_params.get("fields")
-    if raw is None or not raw.strip():
-        return None
-    fmap = ctx.org.field_map(module)
-    out = []
-    for name in split_ids(raw):
-        meta = fmap.get(name.lower())
-        if meta is not None and meta["api_name"] not in out:
-            out.append(str(meta["api_name"]))
-    return out
-
-
-def project(rec: dict[str, Any], fields: list[str] | None, drop: list[str]) -> dict[str, Any]:
-    if fields is not None:
-        out = {f: rec.get(f) for f in fields if f not in drop}
-        out["id"] = rec.get("id")
-        # Like the CRM, the record's $-properties come back whatever ``fields`` selects.
-        out.update((k, v) for k, v in rec.items() if k.startswith("$"))
-        return out
-    if not drop:
-        return rec
-    return {k: v for k, v in rec.items() if k not in drop}
-
-
-def render_page(
-    ctx: Ctx,
-    module: str,
-    recs: list[dict[str, Any]],
-    sort_by: str = "id",
-    sort_order: str = "asc",
-) -> bytes | None:
-    """One page of records as the serialised body; None when the page is empty (204)."""
-    page, per_page = page_params(ctx)
-    start = (page - 1) * per_page
-    chunk = recs[start : start + per_page]
-    if not chunk:
-        return None
-    fields = wanted_fields(ctx, module)
-    # Subform rows come back only when one record is fetched by id, as in the CRM.
-    drop = ctx.org.subform_fields(module)
-    data = [project(r, fields, drop) for r in chunk]
-    more = len(recs) > start + per_page
-    info = info_block(ctx, page, per_page, len(chunk), more, sort_by, sort_order)
-    return dumps({"data": data, "info": info})

@@ -107,10 +107,10 @@ async def convert_lead(request: Request) -> Response:
             {"resource_path_index": 0},
         )
     org = ctx.org
-    lead_id = request.path_params["id"]
-    lead = org.get("Leads", lead_id)
+    lead = org.get("Leads", request.path_params["id"])
     if lead is None:
-        raise invalid_id(lead_id)
+        raise invalid_id(request.path_params["id"])
+    lead_id = str(lead["id"])
     if lead_id in org.converted:
         raise SandboxError(400, "ID_ALREADY_CONVERTED", "id already converted", {"id": lead_id})
     body = await json_body(request)

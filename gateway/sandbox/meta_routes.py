@@ -85,7 +85,8 @@ async def related_lists(request: Request) -> Response:
     if module is None:
         raise invalid_module()
     out = []
-    for i, (api_name, target, _) in enumerate(RELATED_LISTS.get(module, [])):
+    for i, spec in enumerate(RELATED_LISTS.get(module, [])):
+        api_name, target = spec.api_name, spec.target
         target_ref: Any = target
         if ctx.version not in OLD_SHAPE_VERSIONS:
             target_ref = {"api_name": target, "id": module_id(ctx.org.num, target)}

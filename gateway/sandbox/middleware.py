@@ -1,4 +1,7 @@
-"""The front door of ``/crm/...``: request log, fault injection, auth, version check.
+"""The front door of ``/crm/...``: request log, fault injection, auth, version check, and
+the canonical spelling of path keywords (routing is case-insensitive, as the CRM's may be).
+Composite sub-requests come through here too, marked ``SUBREQUEST``: they are checked and
+routed like any request but neither logged nor faulted (the composite call was).
 
 A plain ASGI middleware (not Starlette's BaseHTTPMiddleware) because it must read the
 whole body for the log and then replay it to the route, and because it is the last line
@@ -16,6 +19,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .paths import canonical_path
 from .responses import JSON_TYPE, SandboxError, dumps, error_envelope, invalid_url
 from .schema import VERSIONS
 from .store import FaultRule, Sandbox
@@ -23,6 +27,8 @@ from .store import FaultRule, Sandbox
 log = logging.getLogger("gateway.sandbox")
 
 INVALID_TOKENS = frozenset({"invalid", "org2-invalid"})
+#: scope key marking a composite sub-request run in-process
+SUBREQUEST = "sandbox.subrequest"
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -81,14 +87,17 @@ class SandboxMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
+        original: str = scope["path"]
+        path = canonical_path(original)
         if not path.startswith("/crm/"):
             await self._guarded(scope, receive, send)
             return
         body = await _read_body(receive)
         headers = _headers(scope)
-        self._log(scope, headers, body)
-        rule = self._match_fault(scope)
+        sub = bool(scope.get(SUBREQUEST))
+        if not sub:
+            self._log(scope, headers, body)
+        rule = None if sub else self._match_fault(scope, (original, path))
         if rule is not None:
             if rule.delay > 0:
                 await asyncio.sleep(rule.delay)
@@ -101,7 +110,8 @@ class SandboxMiddleware:
         if err is not None:
             await _send(_envelope_response(err), scope, receive, send)
             return
-        await self._guarded(scope, _replay(body, receive), send)
+        routed = scope if path == original else {**scope, "path": path}
+        await self._guarded(routed, _replay(body, receive), send)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -136,10 +146,11 @@ class SandboxMiddleware:
             entry["body_encoding"] = "base64"
         self.sandbox.requests.append(entry)
 
-    def _match_fault(self, scope: Scope) -> FaultRule | None:
+    def _match_fault(self, scope: Scope, paths: tuple[str, str]) -> FaultRule | None:
+        """The first rule matching the method and the path as sent or as routed."""
         method = scope["method"].upper()
         for rule in self.sandbox.faults:
-            if rule.path_contains not in scope["path"]:
+            if not any(rule.path_contains in p for p in paths):
                 continue
             if rule.method is not None and rule.method != method:
                 continue

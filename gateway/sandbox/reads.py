@@ -1,4 +1,4 @@
-"""Record reads: list, one record (by id or ``X-EXTERNAL``), deleted, search, related."""
+"""Record reads: list, one record (by id or ``X-EXTERNAL``), deleted, search, count, COQL."""
 
 from __future__ import annotations
 
@@ -8,21 +8,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .context import (
-    Ctx,
-    context,
-    info_block,
-    json_body,
-    page_params,
-    record_module,
-    render_page,
-    split_ids,
-)
+from .context import Ctx, context, info_block, json_body, page_params, record_module, split_ids
 from .coql import CoqlError
 from .coql_exec import run_query
 from .criteria import CriteriaError, compile_criteria
-from .responses import SandboxError, invalid_id, invalid_url, json_response, no_content, raw_json
-from .schema import RELATED_LISTS
+from .projection import project, render_page, require_fields, selection
+from .responses import SandboxError, invalid_id, json_response, no_content, raw_json
+from .store import canon_id
 from .values import contains, sort_key
 
 
@@ -44,7 +36,9 @@ def _sorted(
     return out, key, order
 
 
-def _page(ctx: Ctx, module: str, recs: list[dict[str, Any]], cache_key: Any = None) -> Response:
+def page_response(
+    ctx: Ctx, module: str, recs: list[dict[str, Any]], cache_key: Any = None
+) -> Response:
     recs, sort_by, order = _sorted(ctx, module, recs)
     body = render_page(ctx, module, recs, sort_by, order)
     if cache_key is not None:
@@ -55,6 +49,7 @@ def _page(ctx: Ctx, module: str, recs: list[dict[str, Any]], cache_key: Any = No
 async def list_records(request: Request) -> Response:
     ctx = context(request)
     module = record_module(ctx, request.path_params["module"])
+    require_fields(ctx)
     # Pages are pre-rendered per org generation: the benchmark hammers this route.
     cache_key = (ctx.version, module, request.url.query)
     cached = ctx.org.page_cache.get(cache_key)
@@ -64,11 +59,11 @@ async def list_records(request: Request) -> Response:
     recs = ctx.org.active(module, converted)
     ids = split_ids(request.query_params.get("ids"))
     if ids:
-        wanted = set(ids)
+        wanted = {canon_id(x) for x in ids}
         recs = [r for r in recs if r["id"] in wanted]
     if len(ctx.org.page_cache) > 512:
         ctx.org.page_cache.clear()
-    return _page(ctx, module, recs, cache_key)
+    return page_response(ctx, module, recs, cache_key)
 
 
 def resolve_record_id(ctx: Ctx, module: str, raw: str) -> str:
@@ -95,16 +90,8 @@ async def get_record(request: Request) -> Response:
     rec = ctx.org.get(module, rid)
     if rec is None:
         raise invalid_id(rid)
-    fields = request.query_params.get("fields")
-    if fields:
-        fmap = ctx.org.field_map(module)
-        names = [str(fmap[n.lower()]["api_name"]) for n in split_ids(fields) if n.lower() in fmap]
-        rec = {
-            **{n: rec.get(n) for n in names},
-            "id": rec["id"],
-            **{k: v for k, v in rec.items() if k.startswith("$")},
-        }
-    return json_response(request, {"data": [rec]})
+    # One record by id: subform rows included, ``fields`` optional in every version.
+    return json_response(request, {"data": [project(rec, selection(ctx, module), [])]})
 
 
 async def deleted_records(request: Request) -> Response:
@@ -129,10 +116,10 @@ def _digits(value: Any) -> str:
     return re.sub(r"\D", "", str(value or ""))
 
 
-async def search_records(request: Request) -> Response:
-    ctx = context(request)
-    module = record_module(ctx, request.path_params["module"])
-    q = request.query_params
+def search_hits(ctx: Ctx, module: str, *, required: bool = True) -> list[dict[str, Any]]:
+    """The records ``criteria`` / ``email`` / ``phone`` / ``word`` select. Without any of
+    them: an error when ``required`` (search), else every record (count)."""
+    q = ctx.request.query_params
     converted = (q.get("converted") or "false").lower()
     recs = ctx.org.active(module, converted)
     # Precedence when several are given: criteria > email > phone > word (research §7).
@@ -147,53 +134,44 @@ async def search_records(request: Request) -> Response:
             raise SandboxError(
                 400, "INVALID_QUERY", "invalid query formed", {"reason": e.reason, **e.details}
             ) from None
-        hits = [r for r in recs if keep(r)]
-    elif q.get("email") is not None:
+        return [r for r in recs if keep(r)]
+    if q.get("email") is not None:
         needle = q["email"].strip().casefold()
         names = _typed_fields(ctx, module, frozenset({"email"}))
-        hits = [r for r in recs if any(str(r.get(n) or "").casefold() == needle for n in names)]
-    elif q.get("phone") is not None:
+        return [r for r in recs if any(str(r.get(n) or "").casefold() == needle for n in names)]
+    if q.get("phone") is not None:
         digits = _digits(q["phone"])
         names = _typed_fields(ctx, module, frozenset({"phone"}))
-        hits = [
+        return [
             r
             for r in recs
             if digits and any(_digits(r.get(n)).endswith(digits) for n in names if r.get(n))
         ]
-    elif q.get("word") is not None:
+    if q.get("word") is not None:
         word = q["word"].strip()
         names = _typed_fields(ctx, module, frozenset({"text", "email", "phone", "textarea"}))
-        hits = [r for r in recs if word and any(contains(r.get(n), word) for n in names)]
-    else:
+        return [r for r in recs if word and any(contains(r.get(n), word) for n in names)]
+    if required:
         raise SandboxError(
             400,
             "REQUIRED_PARAM_MISSING",
             "One of the expected parameter is missing",
             {"param": "criteria"},
         )
-    return _page(ctx, module, hits)
+    return recs
 
 
-def related_spec(ctx: Ctx, module: str, rel: str) -> tuple[str, str, str]:
-    for api_name, target, lookup_field in RELATED_LISTS.get(module, []):
-        if api_name.lower() == rel.lower():
-            return api_name, target, lookup_field
-    raise invalid_url()
-
-
-async def related_records(request: Request) -> Response:
+async def search_records(request: Request) -> Response:
     ctx = context(request)
     module = record_module(ctx, request.path_params["module"])
-    rid = request.path_params["id"]
-    _, target, lookup_field = related_spec(ctx, module, request.path_params["related"])
-    if ctx.org.get(module, rid) is None:
-        raise invalid_id(rid)
-    recs = [
-        r
-        for r in ctx.org.active(target)
-        if isinstance(r.get(lookup_field), dict) and r[lookup_field].get("id") == rid
-    ]
-    return _page(ctx, target, recs)
+    return page_response(ctx, module, search_hits(ctx, module))
+
+
+async def count_records(request: Request) -> Response:
+    """``GET /{module}/actions/count``: search's parameters (none = every record)."""
+    ctx = context(request)
+    module = record_module(ctx, request.path_params["module"])
+    return json_response(request, {"count": len(search_hits(ctx, module, required=False))})
 
 
 async def coql(request: Request) -> Response:

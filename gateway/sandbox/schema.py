@@ -23,6 +23,18 @@ TOKEN_INFO_VERSIONS = frozenset({"v7", "v8"})
 
 GDPR_MODULES = frozenset({"Leads", "Contacts", "Vendors", "Patients"})
 SUBFORM_MODULES = frozenset({"Lead_Visits"})
+#: modules whose records hang off a parent through a multi-module lookup (+ ``$se_module``)
+ACTIVITY_MODULES = frozenset({"Tasks", "Events", "Calls"})
+#: the record API has no upsert for these (research §4.6)
+NO_UPSERT_MODULES = ACTIVITY_MODULES | {"Notes"}
+#: the lookup "module" a multi-module lookup (``Parent_Id``, ``What_Id``) names, as the SDK reads it
+SE_MODULE = "se_module"
+#: what a multi-module lookup may point at
+SE_PARENTS = frozenset(
+    {"Leads", "Contacts", "Accounts", "Deals", "Vendors", "Patients", "Campaigns"}
+)
+#: lookups that accept records of more modules than their metadata names
+EXTRA_LOOKUP_TARGETS: dict[str, tuple[str, ...]] = {"Who_Id": ("Leads",)}
 
 #: the field that names a record in lookups and the recycle bin
 NAME_FIELD = {
@@ -32,23 +44,58 @@ NAME_FIELD = {
     "Deals": "Deal_Name",
     "Vendors": "Vendor_Name",
     "Patients": "Name",
+    "Campaigns": "Campaign_Name",
+    "Notes": "Note_Title",
+    "Tasks": "Subject",
+    "Events": "Event_Title",
+    "Calls": "Subject",
 }
 
-#: upsert's system duplicate-check fields when the request names none
+#: upsert's system-defined duplicate-check fields (custom modules: ``Name``); the module's
+#: unique fields are checked after them (research §4.6)
 DUPLICATE_CHECK = {
     "Leads": ["Email"],
     "Contacts": ["Email"],
-    "Vendors": ["Email"],
-    "Patients": ["Email"],
+    "Vendors": ["Vendor_Name"],
     "Accounts": ["Account_Name"],
     "Deals": ["Deal_Name"],
+    "Campaigns": ["Campaign_Name"],
 }
+CUSTOM_DUPLICATE_CHECK = ["Name"]
 
-#: (related list api name, related module, lookup field in the related module)
-RELATED_LISTS: dict[str, list[tuple[str, str, str]]] = {
-    "Contacts": [("Deals", "Deals", "Contact_Name"), ("Leads", "Leads", "Referrer")],
-    "Accounts": [("Contacts", "Contacts", "Account_Name"), ("Deals", "Deals", "Account_Name")],
-    "Leads": [("Patients", "Patients", "Referring_Lead")],
+#: a unique field's ``unique`` metadata (non-unique fields carry ``{}``, as in the CRM)
+UNIQUE = {"casesensitive": "false"}
+
+
+@dataclass(frozen=True)
+class RelatedList:
+    """A related list: records of ``target`` whose ``lookup`` field names the parent, or, when
+    ``linked``, records tied to the parent in the org's many-to-many link table."""
+
+    api_name: str
+    target: str
+    lookup: str | None = None
+    linked: bool = False
+
+
+RELATED_LISTS: dict[str, list[RelatedList]] = {
+    "Contacts": [
+        RelatedList("Deals", "Deals", "Contact_Name"),
+        RelatedList("Leads", "Leads", "Referrer"),
+        RelatedList("Campaigns", "Campaigns", linked=True),
+    ],
+    "Accounts": [
+        RelatedList("Contacts", "Contacts", "Account_Name"),
+        RelatedList("Deals", "Deals", "Account_Name"),
+    ],
+    "Leads": [
+        RelatedList("Patients", "Patients", "Referring_Lead"),
+        RelatedList("Campaigns", "Campaigns", linked=True),
+    ],
+    "Campaigns": [
+        RelatedList("Leads", "Leads", linked=True),
+        RelatedList("Contacts", "Contacts", linked=True),
+    ],
 }
 
 # fmt: off
@@ -69,6 +116,12 @@ PICKLISTS = {
         "Qualification", "Needs Analysis", "Value Proposition", "Proposal/Price Quote",
         "Negotiation/Review", "Closed Won", "Closed Lost",
     ],
+    # module-specific lists are keyed "Module.Field"
+    "Campaigns.Type": ["Advertisement", "Conference", "Email", "Webinar", "Trade Show", "Others"],
+    "Campaigns.Status": ["Planning", "Active", "Inactive", "Complete"],
+    "Tasks.Status": ["Not Started", "Deferred", "In Progress", "Completed", "Waiting for input"],
+    "Tasks.Priority": ["Highest", "High", "Normal", "Low", "Lowest"],
+    "Calls.Call_Type": ["Outbound", "Inbound", "Missed"],
 }
 # fmt: on
 
@@ -83,6 +136,7 @@ class F:
     target: str | None = None  # lookup / subform module
     mandatory: bool = False
     read_only: bool = False
+    unique: bool = False
 
 
 HIGH_EXPORT: Private = (True, "High", True)
@@ -111,6 +165,8 @@ MODULE_FIELDS: dict[str, list[F]] = {
         _DPBD,
         F("Visits", "subform", target="Lead_Visits"),
         F("Tag", "jsonarray"),
+        # An external id field (the key of X-EXTERNAL reads and writes); not seeded.
+        F("External_Ref", "text", unique=True),
     ],
     "Lead_Visits": [
         F("Visit_Date", "date"),
@@ -154,9 +210,50 @@ MODULE_FIELDS: dict[str, list[F]] = {
         F("Name", "text", mandatory=True),
         F("Email", "email", HIGH_EXPORT),
         F("Diagnosis", "textarea", HIGH_EXPORT),
-        F("Insurance_Number", "text", (False, "Low", True)),
+        F("Insurance_Number", "text", (False, "Low", True), unique=True),
         F("Referring_Lead", "lookup", target="Leads"),
         _DPBD,
+    ],
+    "Campaigns": [
+        F("Campaign_Name", "text", mandatory=True),
+        F("Type", "picklist"),
+        F("Status", "picklist"),
+        F("Start_Date", "date"),
+        F("End_Date", "date"),
+        F("Expected_Revenue", "currency"),
+        F("Description", "textarea"),
+    ],
+    "Notes": [
+        F("Note_Title", "text"),
+        F("Note_Content", "textarea", mandatory=True),
+        F("Parent_Id", "lookup", target=SE_MODULE, mandatory=True),
+    ],
+    "Tasks": [
+        F("Subject", "text", mandatory=True),
+        F("Due_Date", "date"),
+        F("Status", "picklist"),
+        F("Priority", "picklist"),
+        F("What_Id", "lookup", target=SE_MODULE),
+        F("Who_Id", "lookup", target="Contacts"),
+        F("Description", "textarea"),
+    ],
+    "Events": [
+        F("Event_Title", "text", mandatory=True),
+        F("Start_DateTime", "datetime", mandatory=True),
+        F("End_DateTime", "datetime", mandatory=True),
+        F("Venue", "text"),
+        F("What_Id", "lookup", target=SE_MODULE),
+        F("Who_Id", "lookup", target="Contacts"),
+        F("Description", "textarea"),
+    ],
+    "Calls": [
+        F("Subject", "text", mandatory=True),
+        F("Call_Type", "picklist", mandatory=True),
+        F("Call_Start_Time", "datetime", mandatory=True),
+        F("Call_Duration", "text"),
+        F("What_Id", "lookup", target=SE_MODULE),
+        F("Who_Id", "lookup", target="Contacts"),
+        F("Description", "textarea"),
     ],
 }
 
@@ -176,6 +273,11 @@ MODULES: list[tuple[str, str, str, str]] = [
     ("Vendors", "Vendor", "Vendors", "default"),
     ("Patients", "Patient", "Patients", "custom"),
     ("Lead_Visits", "Lead Visit", "Lead Visits", "subform"),
+    ("Campaigns", "Campaign", "Campaigns", "default"),
+    ("Notes", "Note", "Notes", "default"),
+    ("Tasks", "Task", "Tasks", "default"),
+    ("Events", "Event", "Meetings", "default"),
+    ("Calls", "Call", "Calls", "default"),
 ]
 
 _JSON_TYPE = {
@@ -225,7 +327,7 @@ def build_modules(org: int) -> dict[str, dict[str, Any]]:
         subform = generated == "subform"
         out[api_name] = {
             "api_name": api_name,
-            "module_name": api_name if subform else plural,
+            "module_name": api_name,
             "singular_label": singular,
             "plural_label": plural,
             "id": module_id(org, api_name),
@@ -273,7 +375,7 @@ def _field_dict(
         "length": _LENGTH.get(spec.data_type, 255),
         "private": None,
         "crypt": None,
-        "unique": {},
+        "unique": dict(UNIQUE) if spec.unique else {},
         "lookup": {},
         "subform": None,
         "associated_module": None,
@@ -289,8 +391,11 @@ def _field_dict(
         restricted, kind, export = private
         field["private"] = {"restricted": restricted, "type": kind, "export": export}
     if spec.data_type == "lookup" and spec.target:
+        target: dict[str, Any] = {"api_name": spec.target}
+        if spec.target != SE_MODULE:  # the SDK skips "se_module" and reads no id for it
+            target["id"] = module_id(org, spec.target)
         field["lookup"] = {
-            "module": {"api_name": spec.target, "id": module_id(org, spec.target)},
+            "module": target,
             "api_name": None,
             "display_label": None,
             "id": None,
@@ -300,7 +405,8 @@ def _field_dict(
         field["associated_module"] = dict(ref)
         field["subform"] = dict(ref)
     if spec.data_type == "picklist":
-        values = ["-None-", *PICKLISTS.get(spec.api_name, [])]
+        listed = PICKLISTS.get(f"{module}.{spec.api_name}", PICKLISTS.get(spec.api_name, []))
+        values = ["-None-", *listed]
         field["pick_list_values"] = [
             {
                 "display_value": v,

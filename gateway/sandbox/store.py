@@ -14,6 +14,7 @@ from typing import Any
 from .schema import (
     MODULE_FIELDS,
     NAME_FIELD,
+    SE_MODULE,
     SUBFORM_MODULES,
     build_fields,
     build_modules,
@@ -21,6 +22,7 @@ from .schema import (
     org_info,
 )
 from .seed import Record, iso, seed_records
+from .seed_activities import seed_activities
 
 _USERS = {
     1: [
@@ -62,10 +64,25 @@ def now_iso() -> str:
     return iso(datetime.now(UTC))
 
 
+def canon_id(raw: Any) -> str | None:
+    """A record id as the CRM compares ids: a JSON number, surrounding whitespace or leading
+    zeros name the same record. None for what cannot be an id (booleans, floats, objects)."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return str(raw) if raw >= 0 else None
+    if not isinstance(raw, str):
+        return None
+    text = raw.strip()
+    if text.isascii() and text.isdigit():
+        return str(int(text))
+    return text or None
+
+
 class OrgStore:
     """One org's metadata, records and jobs. ``generation`` changes on every mutation."""
 
-    def __init__(self, num: int, rng: random.Random) -> None:
+    def __init__(self, num: int, rng: random.Random, seed: int = 42) -> None:
         self.num = num
         self.info = org_info(num)
         self.modules = build_modules(num)
@@ -81,6 +98,15 @@ class OrgStore:
         seeded = seed_records(num, rng, self._alloc, self.users, self.tag_ids)
         for module, recs in seeded.items():
             self.records[module].update(recs)
+        # A generator of its own, so that the older modules' data stay what they were.
+        own_rng = random.Random(f"activities-{seed}-{num}")
+        activities, links = seed_activities(
+            num, own_rng, self._alloc, self.users, self.tag_ids, seeded
+        )
+        for module, recs in activities.items():
+            self.records[module].update(recs)
+        #: many-to-many related-list links (Campaigns <-> Leads / Contacts), as id pairs
+        self.links: set[frozenset[str]] = links
         self.id_module = {rid: m for m, recs in self.records.items() for rid in recs}
         self.converted: set[str] = set()
         #: (module, recycle-bin entry) of records deleted since the last reset
@@ -154,6 +180,25 @@ class OrgStore:
                 return self.resolve_module(ref["module"])
         return None
 
+    @staticmethod
+    def is_se_lookup(field_meta: dict[str, Any]) -> bool:
+        """A multi-module lookup (``Parent_Id``, ``What_Id``): ``$se_module`` names its module."""
+        lookup = field_meta.get("lookup") or {}
+        target = lookup.get("module") if isinstance(lookup, dict) else None
+        if isinstance(target, dict):
+            target = target.get("api_name")
+        return target == SE_MODULE
+
+    def se_lookup_field(self, module: str) -> str | None:
+        return next(
+            (
+                str(f["api_name"])
+                for f in self.fields.get(module, [])
+                if isinstance(f, dict) and "api_name" in f and self.is_se_lookup(f)
+            ),
+            None,
+        )
+
     def subform_fields(self, module: str) -> list[str]:
         return [
             str(f["api_name"])
@@ -162,8 +207,13 @@ class OrgStore:
         ]
 
     # -- records -----------------------------------------------------------------------------
-    def get(self, module: str, rid: str) -> Record | None:
-        return self.records.get(module, {}).get(rid)
+    def get(self, module: str, rid: Any) -> Record | None:
+        key = canon_id(rid)
+        return self.records.get(module, {}).get(key) if key is not None else None
+
+    def module_of(self, rid: Any) -> str | None:
+        key = canon_id(rid)
+        return self.id_module.get(key) if key is not None else None
 
     def active(self, module: str, converted: str = "false") -> list[Record]:
         """Records in default (insertion) order; converted Leads only when asked for."""
@@ -178,11 +228,13 @@ class OrgStore:
         self.id_module[rec["id"]] = module
         self.touch()
 
-    def remove(self, module: str, rid: str) -> Record | None:
-        rec = self.records.get(module, {}).pop(rid, None)
-        if rec is not None:
-            self.id_module.pop(rid, None)
-            self.converted.discard(rid)
+    def remove(self, module: str, rid: Any) -> Record | None:
+        key = canon_id(rid)
+        rec = self.records.get(module, {}).pop(key, None) if key is not None else None
+        if rec is not None and key is not None:
+            self.id_module.pop(key, None)
+            self.converted.discard(key)
+            self.links = {pair for pair in self.links if key not in pair}
             self.touch()
         return rec
 
@@ -234,7 +286,7 @@ class Sandbox:
         if seed is not None:
             self.seed = seed
         rng = random.Random(self.seed)
-        self.orgs = {1: OrgStore(1, rng), 2: OrgStore(2, rng)}
+        self.orgs = {1: OrgStore(1, rng, self.seed), 2: OrgStore(2, rng, self.seed)}
         self.faults.clear()
         self.requests.clear()
         self.config = Config(gzip=self.initial_gzip)

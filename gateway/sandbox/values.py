@@ -39,6 +39,20 @@ def to_number(x: Any) -> float | None:
     return None
 
 
+def to_int(x: Any) -> int | None:
+    """An exact integer (ids are 19 digits: a float would merge neighbours), or None."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int):
+        return x
+    if isinstance(x, str):
+        text = x.strip()
+        digits = text[1:] if text[:1] in ("-", "+") else text
+        if digits.isascii() and digits.isdigit():
+            return int(text)
+    return None
+
+
 def to_instant(x: Any) -> datetime | None:
     """Parse an ISO date or date-time; naive values are compared as naive."""
     if not isinstance(x, str) or not x:
@@ -85,6 +99,9 @@ def compare(data_type: str, a: Any, b: Any) -> int | None:
     if a is None or b is None:
         return None
     if data_type in NUMERIC or (isinstance(a, int | float) and not isinstance(a, bool)):
+        ia, ib = to_int(a), to_int(b)
+        if ia is not None and ib is not None:
+            return (ia > ib) - (ia < ib)
         na, nb = to_number(a), to_number(b)
         if na is None or nb is None:
             return None

@@ -1,4 +1,5 @@
-"""Record writes: insert, update, upsert, delete, mass update, related-list (de)linking.
+"""Record writes: insert, update, delete, mass update (upsert: ``upsert``; related lists:
+``related``).
 
 Every batch answers one entry per input record, in input order (research §4.5), with HTTP
 201/200 when all succeeded, 207 when mixed and 400 when all failed. The sandbox is the raw
@@ -13,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .coerce import FieldError, coerce_record
-from .context import Ctx, context, data_list, json_body, record_module, split_ids
-from .reads import related_spec, resolve_record_id
+from .context import context, data_list, json_body, record_module, split_ids
+from .reads import resolve_record_id
 from .responses import SandboxError, invalid_id, json_response, param_missing
-from .schema import DUPLICATE_CHECK, GDPR_MODULES
+from .schema import GDPR_MODULES
 from .seed import dollar_keys
 from .store import OrgStore, now_iso
 from .values import equal
@@ -52,8 +53,12 @@ def success(message: str, details: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finish(org: OrgStore, module: str, rec: dict[str, Any]) -> None:
-    """Derived values: Full_Name, subform rows' Parent_Id."""
+    """Derived values: Full_Name, subform rows' Parent_Id, ``$se_module``."""
     fmap = org.field_map(module)
+    se_field = org.se_lookup_field(module)
+    if se_field is not None:
+        parent = rec.get(se_field)
+        rec["$se_module"] = org.module_of(parent.get("id")) if isinstance(parent, dict) else None
     if "full_name" in fmap and ("first_name" in fmap or "last_name" in fmap):
         rec["Full_Name"] = " ".join(
             str(rec.get(k)) for k in ("First_Name", "Last_Name") if rec.get(k)
@@ -100,9 +105,38 @@ def apply_update(org: OrgStore, module: str, rec: dict[str, Any], values: dict[s
     org.touch()
 
 
+def unique_fields(org: OrgStore, module: str) -> list[str]:
+    """Fields whose metadata marks them unique (``{"casesensitive": ...}``, or ``true``)."""
+    return [
+        str(f["api_name"])
+        for f in org.fields.get(module, [])
+        if isinstance(f, dict) and "api_name" in f and f.get("unique")
+    ]
+
+
+def _check_unique(org: OrgStore, module: str, values: dict[str, Any], own_id: str | None) -> None:
+    """A value of a unique field another record holds is refused, as the CRM does."""
+    types = org.field_types(module)
+    for name in unique_fields(org, module):
+        value = values.get(name)
+        if value in (None, ""):
+            continue
+        for rec in org.records.get(module, {}).values():
+            if rec["id"] != own_id and equal(types.get(name, "text"), rec.get(name), value):
+                raise FieldError(
+                    "DUPLICATE_DATA",
+                    "duplicate data",
+                    {
+                        "api_name": name,
+                        "duplicate_record": {"id": rec["id"], "module": {"api_name": module}},
+                    },
+                )
+
+
 def insert_one(org: OrgStore, module: str, data: Any) -> dict[str, Any]:
     try:
         values = coerce_record(org, module, data, None, creating=True)
+        _check_unique(org, module, values, None)
     except FieldError as e:
         return e.entry()
     rec = create(org, module, values)
@@ -110,11 +144,12 @@ def insert_one(org: OrgStore, module: str, data: Any) -> dict[str, Any]:
 
 
 def update_one(org: OrgStore, module: str, rid: Any, data: Any) -> dict[str, Any]:
-    rec = org.get(module, str(rid)) if isinstance(rid, str | int) else None
+    rec = org.get(module, rid)
     if rec is None:
         return invalid_id(str(rid)).envelope()
     try:
         values = coerce_record(org, module, data, rec, creating=False)
+        _check_unique(org, module, values, rec["id"])
     except FieldError as e:
         return e.entry()
     apply_update(org, module, rec, values)
@@ -155,85 +190,11 @@ async def update_records(request: Request) -> Response:
     return json_response(request, {"data": entries}, batch_status(entries, 200))
 
 
-def _check_fields(ctx: Ctx, module: str, body: dict[str, Any]) -> list[str]:
-    given = body.get("duplicate_check_fields")
-    if given is None:
-        return list(DUPLICATE_CHECK.get(module, []))
-    if not isinstance(given, list):
-        raise SandboxError(
-            400, "INVALID_DATA", "invalid data", {"api_name": "duplicate_check_fields"}
-        )
-    fmap = ctx.org.field_map(module)
-    out = []
-    for name in given:
-        meta = fmap.get(str(name).lower())
-        if meta is None:
-            raise SandboxError(
-                400, "INVALID_DATA", "invalid data", {"api_name": "duplicate_check_fields"}
-            )
-        out.append(str(meta["api_name"]))
-    return out
-
-
-def find_duplicate(
-    org: OrgStore, module: str, item: dict[str, Any], checks: list[str]
-) -> tuple[dict[str, Any] | None, str | None]:
-    """The record an upsert targets: by ``id``, else by the first matching check field."""
-    rid = item.get("id")
-    if isinstance(rid, str) and org.get(module, rid) is not None:
-        return org.get(module, rid), None
-    lowered = {str(k).lower(): v for k, v in item.items()}
-    types = org.field_types(module)
-    for name in checks:
-        wanted = lowered.get(name.lower())
-        if wanted in (None, ""):
-            continue
-        for rec in org.active(module):
-            if equal(types.get(name, "text"), rec.get(name), wanted):
-                return rec, name
-    return None, None
-
-
-async def upsert_records(request: Request) -> Response:
-    ctx = context(request)
-    module = record_module(ctx, request.path_params["module"])
-    body = await json_body(request)
-    data = data_list(body, MAX_WRITE)
-    checks = _check_fields(ctx, module, body)
-    entries: list[dict[str, Any]] = []
-    for item in data:
-        if not isinstance(item, dict):
-            entries.append(
-                FieldError(
-                    "INVALID_DATA", "invalid data", {"expected_data_type": "jsonobject"}
-                ).entry()
-            )
-            continue
-        target, dup_field = find_duplicate(ctx.org, module, item, checks)
-        if target is None:
-            entry = insert_one(ctx.org, module, item)
-            action = "insert"
-        else:
-            entry = update_one(ctx.org, module, target["id"], item)
-            action = "update"
-        if entry["status"] == "success":
-            entry = {
-                "code": "SUCCESS",
-                "duplicate_field": dup_field,
-                "action": action,
-                **{k: entry[k] for k in ("details", "message", "status")},
-            }
-        entries.append(entry)
-    all_inserts = all(e.get("action") == "insert" for e in entries)
-    return json_response(
-        request, {"data": entries}, batch_status(entries, 201 if all_inserts else 200)
-    )
-
-
-def delete_one(org: OrgStore, module: str, rid: str) -> dict[str, Any]:
-    rec = org.remove(module, rid)
+def delete_one(org: OrgStore, module: str, raw: str) -> dict[str, Any]:
+    rec = org.remove(module, raw)
     if rec is None:
-        return invalid_id(rid).envelope()
+        return invalid_id(raw).envelope()
+    rid = str(rec["id"])
     me = org.user_ref()
     org.deleted.append(
         (
@@ -303,7 +264,7 @@ async def mass_update(request: Request) -> Response:
     for rid in ids:
         entry = update_one(ctx.org, module, rid, data[0])
         if entry["status"] == "success":
-            entry = success("record updated", {"id": str(rid)})
+            entry = success("record updated", {"id": entry["details"]["id"]})
         entries.append(entry)
     return json_response(request, {"data": entries}, batch_status(entries, 200))
 
@@ -318,40 +279,3 @@ async def mass_update_status(request: Request) -> Response:
     if job is None:
         raise invalid_id(job_id)
     return json_response(request, {"data": [job]})
-
-
-async def relate(request: Request) -> Response:
-    """PUT/DELETE ``/{module}/{id}/{related}[/{related_id}]``: set or clear the lookup."""
-    ctx = context(request)
-    module = record_module(ctx, request.path_params["module"])
-    parent_id = request.path_params["id"]
-    _, target, lookup_field = related_spec(ctx, module, request.path_params["related"])
-    parent = ctx.org.get(module, parent_id)
-    if parent is None:
-        raise invalid_id(parent_id)
-    linking = request.method == "PUT"
-    one = request.path_params.get("related_id")
-    if one is not None:
-        ids: list[Any] = [one]
-    elif linking:
-        ids = [
-            i.get("id") if isinstance(i, dict) else i
-            for i in data_list(await json_body(request), MAX_WRITE)
-        ]
-    else:
-        ids = split_ids(request.query_params.get("ids"))
-        if not ids:
-            raise param_missing("ids")
-    entries = []
-    for rid in ids:
-        rec = ctx.org.get(target, str(rid)) if isinstance(rid, str | int) else None
-        if rec is None:
-            entries.append(invalid_id(str(rid)).envelope())
-            continue
-        if linking:
-            apply_update(ctx.org, target, rec, {lookup_field: ctx.org.ref(module, parent)})
-        elif isinstance(rec.get(lookup_field), dict) and rec[lookup_field].get("id") == parent_id:
-            apply_update(ctx.org, target, rec, {lookup_field: None})
-        message = "relation updated" if linking else "relation removed"
-        entries.append(success(message, {"id": str(rid)}))
-    return json_response(request, {"data": entries}, batch_status(entries, 200))

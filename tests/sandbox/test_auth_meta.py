@@ -52,7 +52,8 @@ def test_org2_token_sees_org2(client: httpx.Client, org2: httpx.Client) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_version_serves_the_same_routes(client: httpx.Client, version: str) -> None:
     assert client.get(f"/crm/{version}/org").status_code == 200
-    assert client.get(f"/crm/{version}/Leads", params={"per_page": 1}).status_code == 200
+    listed = client.get(f"/crm/{version}/Leads", params={"per_page": 1, "fields": "Last_Name"})
+    assert listed.status_code == 200
     assert (
         client.get(f"/crm/{version}/settings/fields", params={"module": "Leads"}).status_code == 200
     )
@@ -104,8 +105,16 @@ def test_modules(client: httpx.Client) -> None:
         "Vendors",
         "Patients",
         "Lead_Visits",
+        "Campaigns",
+        "Notes",
+        "Tasks",
+        "Events",
+        "Calls",
     }
     assert mods["Leads"]["generated_type"] == "default"
+    for name in ("Campaigns", "Notes", "Tasks", "Events", "Calls"):
+        assert mods[name]["generated_type"] == "default"
+        assert mods[name]["module_name"] == name
     assert mods["Patients"]["generated_type"] == "custom"
     assert mods["Lead_Visits"]["generated_type"] == "subform"
     for m in mods.values():
@@ -200,7 +209,7 @@ def test_related_lists_shapes(client: httpx.Client) -> None:
     new = client.get("/crm/v8/settings/related_lists", params={"module": "Contacts"}).json()
     by_name_old = {x["api_name"]: x for x in old["related_lists"]}
     by_name_new = {x["api_name"]: x for x in new["related_lists"]}
-    assert set(by_name_old) == {"Deals", "Leads"}
+    assert set(by_name_old) == {"Deals", "Leads", "Campaigns"}
     assert by_name_old["Deals"]["module"] == "Deals"
     assert by_name_new["Deals"]["module"]["api_name"] == "Deals"
     assert by_name_new["Deals"]["module"]["id"].isdigit()

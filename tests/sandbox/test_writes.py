@@ -177,16 +177,17 @@ def test_upsert(client: httpx.Client) -> None:
     )
     assert third["code"] == "MANDATORY_NOT_FOUND"
     assert stored(client, "Leads", existing["id"])["Last_Name"] == "Changed"
-    by_name = post_json(
+    by_email = post_json(
         client,
         "/crm/v2/Leads/upsert",
         {
-            "duplicate_check_fields": ["Last_Name"],
-            "data": [{"Last_Name": "Brand New", "City": "Graz"}],
+            "duplicate_check_fields": ["email"],
+            "data": [{"Last_Name": "Brand New", "Email": "BRAND.NEW@example.com", "City": "Graz"}],
         },
     )
-    assert by_name.status_code == 200
-    assert by_name.json()["data"][0]["duplicate_field"] == "Last_Name"
+    assert by_email.status_code == 200
+    assert by_email.json()["data"][0]["duplicate_field"] == "Email"
+    assert by_email.json()["data"][0]["details"]["id"] == second["details"]["id"]
     accounts = client.get("/crm/v2/Accounts").json()["data"]
     acc = post_json(
         client,
