@@ -192,6 +192,36 @@ def test_coql_rows_by_column_alias_and_lookup_path() -> None:
     assert counts["Email"] == 1 and counts["unexpected"] == 1
 
 
+def test_a_coql_column_that_is_a_whole_subform_or_lookup_gets_its_modules_mask() -> None:
+    """A whole subform column carries the subform's rows; a whole lookup may carry fields of
+    its target: each is redacted with its own module's metadata."""
+    account = parse_fields("Accounts", {"fields": [_field("Name"), _field("Email", HIGH_R)]})
+    catalogs = {"leads": LEADS, "lead_visits": VISITS, "accounts": account}
+    plan = build_coql_plan(
+        "Leads",
+        [("Visits", ("Visits",), False), ("Account", ("Account",), False)],
+        catalogs,
+        frozenset(),
+    )
+    row = {
+        "Visits": [{"Notes": "secret note", "Visit_Date": "2026-01-01"}],
+        "Account": {"name": "Co", "id": "9", "Email": "acc@x"},
+        "id": "1",
+    }
+    counts: dict[str, int] = {}
+    redact_coql_rows([row], plan, counts)
+    assert row["Visits"] == [{"Notes": None, "Visit_Date": "2026-01-01"}]
+    assert row["Account"] == {"name": "Co", "id": "9", "Email": None}
+    assert counts == {"Notes": 1, "Email": 1}
+    # Without the target's metadata the whole column is withheld.
+    blind = build_coql_plan(
+        "Leads", [("Account", ("Account",), False)], {"leads": LEADS}, frozenset()
+    )
+    row = {"Account": {"name": "Co", "id": "9"}}
+    redact_coql_rows([row], blind, {})
+    assert row == {"Account": None}
+
+
 def test_metadata_parsing_fails_closed_on_odd_shapes() -> None:
     with pytest.raises(MetadataShapeError):
         parse_fields("Leads", {"fields": [{"api_name": "Email", "private": "yes"}]})
