@@ -39,8 +39,21 @@ def loads_request(raw: bytes) -> Any:
 
 
 def record_id(record: dict[str, Any]) -> str | None:
-    """The record's ``id`` member, whatever its letter case (repeats were refused)."""
+    """The record's ``id`` member, whatever its letter case (repeats were refused), as the
+    CRM reads it (``normal_id``)."""
     for key, value in record.items():
         if key.lower() == "id":
-            return str(value) if value else None
+            return normal_id(value)
     return None
+
+
+def normal_id(value: Any) -> str | None:
+    """An id as the CRM compares ids: a JSON number or a string, surrounding whitespace
+    dropped, a numeric id without its leading zeros (``" 00123"`` and ``123`` name one
+    record). Anything else (an object, a list, a boolean, an empty string) names none."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    if text.isascii() and text.isdigit():
+        return text.lstrip("0") or "0"
+    return text or None

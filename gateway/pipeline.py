@@ -26,9 +26,11 @@ from gateway.types import Reply
 from gateway.upstream import Upstream
 from gateway.view import View, Views
 
-#: kinds forwarded without a privacy view: they carry no field values (or, for delete,
-#: must never be refused)
-_NO_VIEW = frozenset({Kind.METADATA, Kind.JOB_STATUS, Kind.BLOB, Kind.DELETE})
+#: kinds forwarded without a privacy view: they name no module and carry no field values
+_NO_VIEW = frozenset({Kind.METADATA, Kind.JOB_STATUS})
+#: kinds forwarded once their module is known: no field values (blob), or never refused
+#: (delete: erasure must stay possible, unless keyed by a withheld field's value)
+_PASS_WITH_VIEW = frozenset({Kind.BLOB, Kind.DELETE})
 
 
 class Pipeline:
@@ -46,12 +48,15 @@ class Pipeline:
         self.secret = secret
         self.forward = Forwarder(upstream, upstream_url, upload_url, policy)
         self.views = Views(metadata, policy, secret)
-        self.ctx = Context(self.forward, self.views, RecordStates(upstream, upstream_url), policy)
+        self.ctx = Context(
+            self.forward, self.views, RecordStates(upstream, upstream_url, self.views), policy
+        )
 
     async def handle(self, req: CanonicalRequest, decision: Decision) -> Reply:
         decision.route = req.route_name
         decision.api_version = req.version
-        decision.module = req.module
+        # decision.module is set once the module is resolved: a path segment the CRM does
+        # not know as a module may be any value.
         token = _token(req.header("authorization"))
         decision.client = fingerprint(self.secret, token) if token else None
         if req.kind is Kind.COMPOSITE:
@@ -67,6 +72,8 @@ class Pipeline:
         req = await self.views.resolve(view, req, decision)
         if req.external is not None:
             await self._check_external(req, view, decision)
+        if req.kind in _PASS_WITH_VIEW:
+            return await self.forward.passthrough(req, decision)
         return await self.dispatch(req, view, decision)
 
     async def dispatch(self, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
@@ -95,7 +102,7 @@ class Pipeline:
             ):
                 return await writes.write(ctx, req, view, decision)
             case Kind.METADATA | Kind.JOB_STATUS | Kind.BLOB | Kind.DELETE | Kind.COMPOSITE:
-                raise AssertionError("handled before the view")  # pragma: no cover
+                raise AssertionError("handled before dispatch")  # pragma: no cover
             case _:
                 assert_never(kind)
 

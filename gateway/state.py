@@ -3,36 +3,56 @@
 Asked upstream right before a write is forwarded (a cached ``false`` is never trusted), in
 batches of 100 ids per module, naming ``$stop_processing`` in ``fields``: the CRM returns a
 ``$``-key only when it is named. A target whose answer lacks the flag is unknown, and the
-write to it is refused as ``state_unknown`` (fail closed).
+write to it is refused as ``state_unknown`` (fail closed); the gateway logs once per module
+that the CRM did not return the flag.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import structlog
 
 from gateway.errors import GatewayError
-from gateway.jsonbody import record_id
+from gateway.jsonbody import normal_id, record_id
 from gateway.privacy import writes
 from gateway.upstream import Headers, Upstream, fetch_json
-from gateway.view import View
+from gateway.view import View, Views
 
 STATE_LIMIT = 32 * 1024 * 1024
 ID_BATCH = 100
 log = structlog.get_logger("gateway")
 
-#: (target id or None, state): True stop processing, False free, None unknown
-Target = tuple[str | None, bool | None]
+#: causes of an unknown state the client is told (``details.cause``)
+DUPLICATE_FIELDS_UNKNOWN = "duplicate_fields_unknown"
+DUPLICATE_SEARCH_REFUSED = "duplicate_search_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A record a write reaches: its id (None: not known) and state (True stop processing,
+    False free, None unknown)."""
+
+    id: str | None
+    state: bool | None
+    cause: str | None = None
+
+
+FREE = Target(None, False)
+
+#: (the modules the record may be in, its id): one module when the write names it
+Ref = tuple[tuple[str, ...], str]
 
 
 class RecordStates:
-    def __init__(self, upstream: Upstream, upstream_url: str) -> None:
+    def __init__(self, upstream: Upstream, upstream_url: str, views: Views) -> None:
         self.upstream = upstream
         self.base = upstream_url
+        self.views = views
         self._flag_missing_logged: set[str] = set()
 
     async def _get(self, url: str, headers: Headers) -> Any:
@@ -41,6 +61,68 @@ class RecordStates:
         except GatewayError:
             return None  # unknown: the targets are refused with state_unknown
         return answer.body if answer.status == 200 else None
+
+    async def _records(
+        self, view: View, module: str, ids: Sequence[str], fields: str
+    ) -> tuple[list[Any], bool]:
+        """The records of ``module`` among ``ids`` (only ``fields``), and whether every
+        batch was answered (so an id missing from them is not in the module)."""
+        records: list[Any] = []
+        complete = True
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), ID_BATCH):
+            chunk = unique[start : start + ID_BATCH]
+            url = (
+                f"{self.base}/crm/{view.version}/{quote(module, safe='')}"
+                f"?ids={','.join(quote(i, safe='') for i in chunk)}"
+                f"&fields={quote(fields, safe=',$')}&per_page={ID_BATCH}"
+            )
+            try:
+                answer = await fetch_json(self.upstream, "GET", url, view.headers, b"", STATE_LIMIT)
+            except GatewayError:
+                complete = False
+                continue
+            data = answer.body.get("data") if isinstance(answer.body, dict) else None
+            if answer.status == 200 and isinstance(data, list):
+                records += data
+            elif answer.status != 204:
+                complete = False
+        return records, complete
+
+    async def locate(self, view: View, ids: Sequence[str]) -> dict[str, bool | None]:
+        """The state of records whose module the write does not say (a note's parent, an
+        upload's ids): looked for in every GDPR module (ids are unique within an org). An
+        id no GDPR module holds, when every module answered, has no such state (free)."""
+        remaining = list(dict.fromkeys(ids))
+        found: dict[str, bool | None] = {}
+        complete = True
+        for module in await self.views.gdpr_modules(view, strict=True):
+            if not remaining:
+                break
+            records, answered = await self._records(view, module, remaining, "id,$stop_processing")
+            complete = complete and answered
+            states = self._states(module, records)
+            present = {normal_id(r.get("id")) for r in records if isinstance(r, dict)}
+            for rid in remaining:
+                if rid in present:
+                    found[rid] = states.get(rid)  # returned without the flag: unknown
+            remaining = [i for i in remaining if i not in present]
+        for rid in remaining:
+            found[rid] = False if complete else None
+        return found
+
+    async def current_parents(
+        self, view: View, module: str, ids: Sequence[str], names: Sequence[str]
+    ) -> dict[str, list[str | None] | None]:
+        """The parents records of ``module`` hang under now (``names``: its parent fields);
+        None for a record the CRM did not return."""
+        records, _ = await self._records(view, module, ids, ",".join(["id", *names]))
+        out: dict[str, list[str | None] | None] = {}
+        for rec in records:
+            rid = normal_id(rec.get("id")) if isinstance(rec, dict) else None
+            if rid is not None:
+                out[rid] = writes.parent_ids(rec)
+        return {i: out.get(i) for i in ids}
 
     def _states(self, module: str, records: Any) -> dict[str, bool]:
         found = writes.states_from_records(records)
@@ -53,22 +135,39 @@ class RecordStates:
 
     async def states(self, view: View, module: str, ids: Sequence[str]) -> dict[str, bool]:
         """Current ``$stop_processing`` of ``ids``; an id missing from the answer is unknown."""
-        found: dict[str, bool] = {}
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), ID_BATCH):
-            chunk = unique[start : start + ID_BATCH]
-            url = (
-                f"{self.base}/crm/{view.version}/{quote(module, safe='')}"
-                f"?ids={','.join(quote(i, safe='') for i in chunk)}"
-                f"&fields=id,$stop_processing&per_page={ID_BATCH}"
-            )
-            body = await self._get(url, view.headers)
-            if isinstance(body, dict):
-                found.update(self._states(module, body.get("data")))
-        return found
+        records, _ = await self._records(view, module, ids, "id,$stop_processing")
+        return self._states(module, records)
+
+    async def resolve(self, view: View, refs: Iterable[Ref]) -> dict[Ref, bool | None]:
+        """The state of every ref: each module is asked once for all its ids. A ref with
+        several candidate modules is looked for in each, in order, until found."""
+        wanted = list(dict.fromkeys(refs))
+        known: dict[tuple[str, str], bool] = {}  # (module lower, id) -> state
+        pending = wanted
+        depth = 0
+        while pending:
+            by_module: dict[str, list[str]] = {}
+            for modules, rid in pending:
+                if depth < len(modules):
+                    by_module.setdefault(modules[depth], []).append(rid)
+            for module, ids in by_module.items():
+                found = await self.states(view, module, ids)
+                known.update({(module.lower(), i): s for i, s in found.items()})
+            depth += 1
+            pending = [
+                (modules, rid)
+                for modules, rid in pending
+                if depth < len(modules)
+                and not any((m.lower(), rid) in known for m in modules[:depth])
+            ]
+        out: dict[Ref, bool | None] = {}
+        for modules, rid in wanted:
+            states = [known[(m.lower(), rid)] for m in modules if (m.lower(), rid) in known]
+            out[(modules, rid)] = states[0] if states else None
+        return out
 
     async def by_external(self, view: View, module: str, external_field: str, value: str) -> Target:
-        """(id, state) of the record an ``X-EXTERNAL`` value names, resolved by the CRM."""
+        """The record an ``X-EXTERNAL`` value names, resolved by the CRM."""
         url = (
             f"{self.base}/crm/{view.version}/{quote(module, safe='')}/{quote(value, safe='')}"
             "?fields=id,$stop_processing"
@@ -77,15 +176,16 @@ class RecordStates:
         data = body.get("data") if isinstance(body, dict) else None
         states = self._states(module, data)
         if len(states) != 1:
-            return None, None
+            return Target(None, None)
         ((rid, state),) = states.items()
-        return rid, state
+        return Target(rid, state)
 
     async def upsert_targets(
-        self, view: View, module: str, records: list[Any], fields: Sequence[str]
+        self, view: View, module: str, records: list[Any], fields: Sequence[str] | None
     ) -> list[Target]:
-        """Per input record: (target id, state). A record with no id and no duplicate-check
-        value is an insert: (None, False)."""
+        """Per input record, the record the upsert would update: by id, else by the first
+        duplicate-check field that matches (``fields``; None when the gateway cannot know
+        them). No id and no duplicate-check value: an insert (``FREE``)."""
         by_id = await self.states(
             view, module, [rid for r in records if isinstance(r, dict) and (rid := record_id(r))]
         )
@@ -93,15 +193,15 @@ class RecordStates:
 
         async def one(record: Any) -> Target:
             if not isinstance(record, dict):
-                return None, None
+                return Target(None, None)
             rid = record_id(record)
             if rid:
-                return rid, by_id.get(rid)
-            if not fields:
-                return None, None
+                return Target(rid, by_id.get(rid))
+            if fields is None:
+                return Target(None, None, DUPLICATE_FIELDS_UNKNOWN)
             pairs = writes.duplicate_values(record, fields)[:10]
             if not pairs:
-                return None, False
+                return FREE
             async with sem:
                 return await self._duplicate(view, module, pairs)
 
@@ -119,16 +219,20 @@ class RecordStates:
         try:
             answer = await fetch_json(self.upstream, "GET", url, view.headers, b"", STATE_LIMIT)
         except GatewayError:
-            return None, None
+            return Target(None, None)
         if answer.status == 204:
-            return None, False  # no duplicate: the upsert inserts
+            return FREE  # no duplicate: the upsert inserts
         body = answer.body if isinstance(answer.body, dict) else {}
+        if answer.status == 400 and body.get("code") == "INVALID_QUERY":
+            # A CRM that enforces its GDPR rules refuses a restricted field as a criterion:
+            # the gateway cannot see which record the upsert would update.
+            return Target(None, None, DUPLICATE_SEARCH_REFUSED)
         data = body.get("data")
         info = body.get("info")
         more = isinstance(info, dict) and info.get("more_records") is not False
         if answer.status != 200 or not isinstance(data, list) or more:
             # An exact match could hide on a page the gateway did not read.
-            return None, None
+            return Target(None, None)
         # Search's equals matches loosely: a hit is a target when its value matches exactly,
         # or when the CRM withheld the value (a restricted field), so it cannot be ruled out.
         matches = [
@@ -138,9 +242,9 @@ class RecordStates:
             and (writes.matches_duplicate(rec, pairs) or writes.hides_duplicate(rec, pairs))
         ]
         if not matches:
-            return None, False
+            return FREE
         states = self._states(module, matches)
         if len(states) != len(matches):
-            return None, None
+            return Target(None, None)
         stopped = [rid for rid, s in states.items() if s]
-        return (stopped[0], True) if stopped else (next(iter(states)), False)
+        return Target(stopped[0], True) if stopped else Target(next(iter(states)), False)

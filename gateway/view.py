@@ -170,13 +170,16 @@ class Views:
         self._plans[key] = (refs, built)
         return built
 
-    async def gdpr_modules(self, view: View) -> list[str]:
+    async def gdpr_modules(self, view: View, *, strict: bool = False) -> list[str]:
         """Leads, Contacts, Vendors and the custom modules. When the module list cannot be
-        had, the custom modules stay unknown: their ids count as unknown."""
+        had, the custom modules stay unknown: ``strict`` raises (fail closed), otherwise
+        only the standard ones are named."""
         modules = list(GDPR_STANDARD)
         try:
             found = await self.modules(view)
         except GatewayError:
+            if strict:
+                raise
             return modules
         modules += [name for name, kind in found.values() if kind == "custom"]
         return modules

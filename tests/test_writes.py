@@ -742,3 +742,212 @@ def test_refused_writes_are_audited_by_id_and_never_with_the_values_sent(
     assert (second["outcome"], second["status"]) == ("refused", 400)
     assert second["reasons"] == ["stop_processing"] and second["record_ids"] == [other["id"]]
     assert value not in gw.audit_log.read_text()
+
+
+# -- every record a write reaches: parents ------------------------------------------------
+
+
+def _note(parent_id: str, module: str | None = "Leads", **extra: Any) -> dict[str, Any]:
+    note: dict[str, Any] = {"Note_Title": "t", "Note_Content": "c", "Parent_Id": {"id": parent_id}}
+    if module is not None:
+        note["$se_module"] = module
+    return {**note, **extra}
+
+
+@pytest.mark.parametrize("version", ["v2", "v8"])
+def test_a_note_attached_to_a_stopped_lead_is_refused_and_the_rest_of_the_batch_goes_through(
+    crm: Crm, gw: GatewayHandle, version: str
+) -> None:
+    (normal, *_), (stopped, *_) = _leads(crm)
+    crm.clear()
+    r = _post(gw, f"/crm/{version}/Notes", {"data": [_note(stopped["id"]), _note(normal["id"])]})
+    assert r.status_code == 207, r.text
+    first, second = r.json()["data"]
+    assert first == _refusal(stopped["id"])
+    assert second["code"] == "SUCCESS"
+    (sent,) = _sent(crm, "POST", f"/crm/{version}/Notes")
+    assert [n["Parent_Id"]["id"] for n in sent["data"]] == [normal["id"]]
+
+
+def test_a_parent_without_its_module_is_looked_up_in_every_gdpr_module(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    _, (stopped, *_) = _leads(crm)
+    crm.clear()
+    r = _post(gw, "/crm/v8/Notes", {"data": [_note(stopped["id"], module=None)]})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent(crm, "POST", "/crm/v8/Notes") == []
+
+
+@pytest.mark.parametrize("field", ["What_Id", "Who_Id"])
+def test_an_activity_about_a_stopped_lead_is_refused(
+    crm: Crm, gw: GatewayHandle, field: str
+) -> None:
+    _, (stopped, *_) = _leads(crm)
+    crm.clear()
+    task: dict[str, Any] = {"Subject": "call back", field: {"id": stopped["id"]}}
+    if field == "What_Id":
+        task["$se_module"] = "Leads"
+    r = _post(gw, "/crm/v8/Tasks", {"data": [task]})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent(crm, "POST", "/crm/v8/Tasks") == []
+
+
+def test_an_activity_about_a_module_without_stop_processing_is_forwarded(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    account = crm.records("Accounts")[0]
+    crm.clear()
+    task = {"Subject": "s", "What_Id": {"id": account["id"]}, "$se_module": "Accounts"}
+    r = _post(gw, "/crm/v8/Tasks", {"data": [task]})
+    assert r.status_code == 201, r.text
+    assert len(_sent(crm, "POST", "/crm/v8/Tasks")) == 1
+
+
+def test_moving_a_note_under_a_stopped_lead_is_refused(crm: Crm, gw: GatewayHandle) -> None:
+    (normal, *_), (stopped, *_) = _leads(crm)
+    created = _post(gw, "/crm/v8/Notes", {"data": [_note(normal["id"])]})
+    note_id = created.json()["data"][0]["details"]["id"]
+    crm.clear()
+    r = _put(gw, f"/crm/v8/Notes/{note_id}", {"data": [_note(stopped["id"])]})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent(crm, "PUT", f"/crm/v8/Notes/{note_id}") == []
+
+
+# -- both ends of a related-list write -----------------------------------------------------
+
+
+def test_a_related_write_from_the_other_side_is_checked_against_the_stopped_lead(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (normal, *_), (stopped, *_) = _leads(crm)
+    campaign = crm.http.get("/crm/v2/Campaigns").json()["data"][0]["id"]
+    crm.clear()
+    one = _put(gw, f"/crm/v8/Campaigns/{campaign}/Leads/{stopped['id']}", {})
+    many = _put(gw, f"/crm/v8/Campaigns/{campaign}/Leads", {"data": [{"id": stopped["id"]}]})
+    for r in (one, many):
+        assert r.status_code == 400, r.text
+        assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent_under(crm, "PUT", "/Campaigns/") == []
+    ok = _put(gw, f"/crm/v8/Campaigns/{campaign}/Leads/{normal['id']}", {})
+    assert ok.status_code == 200, ok.text
+    assert len(_sent_under(crm, "PUT", "/Campaigns/")) == 1
+
+
+def test_linking_a_free_lead_to_a_stopped_contact_is_refused(crm: Crm, gw: GatewayHandle) -> None:
+    contact = crm.records("Contacts")[0]
+    crm.edit("Contacts", contact["id"], **{"$stop_processing": True})
+    campaign = crm.http.get("/crm/v2/Campaigns").json()["data"][0]["id"]
+    crm.clear()
+    r = _put(gw, f"/crm/v8/Campaigns/{campaign}/Contacts/{contact['id']}", {})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"data": [_refusal(contact["id"])]}
+
+
+# -- upsert: the duplicate-check fields the CRM would use ----------------------------------
+
+
+def test_an_upsert_into_vendors_is_matched_by_vendor_name(crm: Crm, gw: GatewayHandle) -> None:
+    vendor = crm.records("Vendors")[0]
+    crm.edit("Vendors", vendor["id"], **{"$stop_processing": True})
+    crm.clear()
+    r = _post(gw, "/crm/v8/Vendors/upsert", {"data": [{"Vendor_Name": vendor["Vendor_Name"]}]})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"data": [_refusal(vendor["id"])]}
+    assert _sent(crm, "POST", "/crm/v8/Vendors/upsert") == []
+    (search,) = crm.received("/crm/v8/Vendors/search")
+    assert "Vendor_Name" in search["query"]
+
+
+def test_an_upsert_into_a_custom_module_is_matched_by_name_then_unique_fields(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    by_name, by_unique = crm.records("Patients")[:2]
+    for p in (by_name, by_unique):
+        crm.edit("Patients", p["id"], **{"$stop_processing": True})
+    rows = [
+        {"Name": by_name["Name"]},
+        {"Name": "Nobody Yet", "Insurance_Number": by_unique["Insurance_Number"]},
+    ]
+    assert by_unique["Insurance_Number"]  # the unique value is really there
+    crm.clear()
+    r = _post(gw, "/crm/v8/Patients/upsert", {"data": rows})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"data": [_refusal(by_name["id"]), _refusal(by_unique["id"])]}
+    assert _sent(crm, "POST", "/crm/v8/Patients/upsert") == []
+
+
+def test_an_upsert_whose_duplicate_search_the_crm_refuses_is_state_unknown_with_the_cause(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """A CRM that enforces its GDPR rules refuses the gateway's search on a restricted
+    field (Email): which record the upsert updates cannot be known."""
+    crm.fault(
+        path_contains="/crm/v8/Leads/search",
+        status=400,
+        json={
+            "code": "INVALID_QUERY",
+            "details": {"reason": "Cannot use the restricted field.", "api_name": "Email"},
+            "message": "invalid query formed",
+            "status": "error",
+        },
+    )
+    crm.clear()
+    r = _post(gw, "/crm/v8/Leads/upsert", {"data": [{"Last_Name": "X", "Email": "x@example.com"}]})
+    assert r.status_code == 400, r.text
+    expected = _refusal(None, "state_unknown")
+    expected["details"]["cause"] = "duplicate_search_refused"
+    assert r.json() == {"data": [expected]}
+    assert _sent(crm, "POST", "/crm/v8/Leads/upsert") == []
+
+
+# -- ids as the CRM reads them -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["number", "spaces", "zeros"])
+def test_an_id_in_another_spelling_is_checked_as_the_record_it_names(
+    crm: Crm, gw: GatewayHandle, spelling: str
+) -> None:
+    _, (stopped, *_) = _leads(crm)
+    rid: Any = {
+        "number": int(stopped["id"]),
+        "spaces": f"  {stopped['id']} ",
+        "zeros": f"000{stopped['id']}",
+    }[spelling]
+    crm.clear()
+    r = _put(gw, "/crm/v8/Leads", {"data": [{"id": rid, "City": "X"}]})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent(crm, "PUT", "/crm/v8/Leads") == []
+
+
+def test_a_mass_update_naming_a_custom_view_is_refused_whatever_ids_holds(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    (normal, *_), _ = _leads(crm)
+    crm.clear()
+    for ids in ([], [normal["id"]]):
+        body = {"cvid": "5725767000000087501", "ids": ids, "data": [{"City": "X"}]}
+        r = _post(gw, "/crm/v8/Leads/actions/mass_update", body)
+        assert envelope(r, 400, "NOT_ALLOWED") == {"reason": "unknown_targets"}
+    assert crm.received("/actions/mass_update") == []
+
+
+def test_a_state_answer_without_the_flag_is_unknown(crm: Crm, gw: GatewayHandle) -> None:
+    """The CRM returns a $-key only when it is named; an answer without it proves nothing."""
+    (normal, *_), _ = _leads(crm)
+    crm.fault(
+        path_contains="/crm/v8/Leads",
+        method="GET",
+        status=200,
+        json={"data": [{"id": normal["id"]}], "info": {"more_records": False}},
+    )
+    crm.clear()
+    r = _put(gw, "/crm/v8/Leads", {"data": [{"id": normal["id"], "City": "X"}]})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"data": [_refusal(normal["id"], "state_unknown")]}
+    (lookup,) = [x for x in crm.received("/crm/v8/Leads") if x["method"] == "GET"]
+    assert "%24stop_processing" in lookup["query"] or "$stop_processing" in lookup["query"]

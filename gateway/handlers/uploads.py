@@ -30,15 +30,11 @@ async def upload(ctx: Context, req: CanonicalRequest, view: View, decision: Deci
         decision.refuse(Reason.UPLOAD_REFUSED)
         raise InvalidData(details={"reason": exc.reason}) from None
     if scan.ids or scan.other_ids:
-        found: dict[str, bool] = {}
+        modules = tuple(await ctx.views.gdpr_modules(view))
         wanted = list(dict.fromkeys([*scan.ids, *scan.other_ids]))
-        for module in await ctx.views.gdpr_modules(view):
-            missing = [i for i in wanted if i not in found]
-            if not missing:
-                break
-            found.update(await ctx.states.states(view, module, missing))
-        verdicts = [(i, writes.verdict(found.get(i))) for i in scan.ids]
-        verdicts += [(i, writes.STOP_PROCESSING) for i in scan.other_ids if found.get(i)]
+        found = await ctx.states.resolve(view, [(modules, i) for i in wanted])
+        verdicts = [(i, writes.verdict(found[(modules, i)])) for i in scan.ids]
+        verdicts += [(i, writes.STOP_PROCESSING) for i in scan.other_ids if found[(modules, i)]]
         bad = [(i, r) for i, r in verdicts if r is not None]
         if bad:
             for _rid, reason in bad:

@@ -1,9 +1,12 @@
-"""Writes: refuse, per record, writes against records in stop processing.
+"""Writes: refuse, per record, writes that reach a record in stop processing.
 
-Each write's targets are looked up (``state.py``) right before forwarding; only the allowed
-inputs are forwarded and the CRM's entries are merged back in input order. Delete never
-comes here: erasure must stay possible. Only GDPR modules (Leads, Contacts, Vendors,
-custom modules) have the state; writes to the CRM's other standard modules pass.
+A write reaches every record it changes or attaches to: the records it names by id (body,
+path, or an ``X-EXTERNAL`` value the CRM resolves), the parent a note, attachment or
+activity is attached to (``Parent_Id`` with ``$se_module``, ``What_Id``, ``Who_Id``), both
+ends of a related-list write, the Contact a convert merges into, and the record an upsert's
+duplicate check finds. All of them are looked up (``state.py``) right before forwarding,
+each module once; only the inputs whose targets are all free are forwarded, and the CRM's
+entries are merged back in input order. Delete never comes here: erasure must stay possible.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from gateway.decision import REFUSED, Decision
 from gateway.errors import InvalidData, NotAllowed, Reason, TooManyRecords
 from gateway.forward import json_reply_of
 from gateway.handlers import Context
-from gateway.jsonbody import loads_request, record_id
+from gateway.jsonbody import loads_request, normal_id, record_id
 from gateway.privacy import writes
 from gateway.privacy.writes import Split
-from gateway.state import Target
+from gateway.state import FREE, Ref, Target
 from gateway.types import Reply
 from gateway.view import View
 
@@ -31,18 +34,15 @@ MAX_RECORDS = 100
 
 
 async def write(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
-    module = req.module or ""
-    if req.kind is Kind.BULK_WRITE_CREATE:
-        _check_bulk_write_job(json_object(req.body), decision)
-        return await ctx.forward.passthrough(req, decision)
-    if req.kind is not Kind.INSERT and not await ctx.views.is_gdpr_module(view, module):
-        # Stop processing exists only in GDPR modules; a Deal has no such state.
-        return await ctx.forward.passthrough(req, decision)
     match req.kind:
-        case Kind.RECORD_UPDATE | Kind.CONVERT | Kind.RELATED_WRITE:
-            return await _one_record(ctx, req, view, decision)
+        case Kind.BULK_WRITE_CREATE:
+            _check_bulk_write_job(json_object(req.body), decision)
+            return await ctx.forward.passthrough(req, decision)
         case Kind.MASS_UPDATE:
             return await _mass_update(ctx, req, view, decision)
+        case Kind.RECORD_UPDATE | Kind.CONVERT | Kind.RELATED_WRITE:
+            return await _one_record(ctx, req, view, decision)
+    module = req.module or ""
     body = json_object(req.body)
     records = body.get("data")
     if not isinstance(records, list):
@@ -50,54 +50,152 @@ async def write(ctx: Context, req: CanonicalRequest, view: View, decision: Decis
     if len(records) > MAX_RECORDS:
         decision.refuse(Reason.TOO_MANY_RECORDS)
         raise TooManyRecords(details={"limit": MAX_RECORDS})
-    if req.kind is Kind.INSERT:
-        refused = await missing_consent(ctx, view, module, records, range(len(records)), decision)
-        targets: list[Target] = [(None, False)] * len(records)
-        return await batch(ctx, req, decision, body, targets, refused=refused)
-    if req.kind is Kind.UPSERT:
-        fields = body.get("duplicate_check_fields")
-        if not (isinstance(fields, list) and fields and all(isinstance(f, str) for f in fields)):
-            fields = list(writes.DEFAULT_DUPLICATE_CHECK.get(module.lower(), ("Email",)))
-        if req.external is not None:
-            fields = []  # the external field decides the target: unknown to the gateway
-        targets = await ctx.states.upsert_targets(view, module, records, fields)
-        inserts = [i for i, (rid, state) in enumerate(targets) if rid is None and state is False]
-        refused = await missing_consent(ctx, view, module, records, inserts, decision)
-        return await batch(ctx, req, decision, body, targets, refused=refused)
-    # UPDATE: every input names its record by id; one without an id names none, unless
-    # X-EXTERNAL makes another field the key, whose target the gateway cannot look up.
+    gdpr = await ctx.views.is_gdpr_module(view, module)
     ids = [record_id(r) if isinstance(r, dict) else None for r in records]
-    states = await ctx.states.states(view, module, [i for i in ids if i])
-    keyless: bool | None = None if req.external is not None else False
-    targets = [(i, states.get(i) if i else keyless) for i in ids]
-    return await batch(ctx, req, decision, body, targets)
+    own: list[Target]
+    if req.kind is Kind.INSERT:
+        own = [FREE] * len(records)
+    elif req.kind is Kind.UPSERT and gdpr:
+        fields = await _duplicate_fields(ctx, view, module, body, decision)
+        if req.external is not None:
+            fields = None  # the external field decides the target: unknown to the gateway
+        own = await ctx.states.upsert_targets(view, module, records, fields)
+    elif gdpr:  # UPDATE: every input names its record by id (or by X-EXTERNAL: not knowable)
+        states = await ctx.states.states(view, module, [i for i in ids if i])
+        keyless = Target(None, None) if req.external is not None else FREE
+        own = [Target(i, states.get(i)) if i else keyless for i in ids]
+    else:
+        own = [Target(i, False) for i in ids]
+    parents = [writes.parent_ids(r) if isinstance(r, dict) else [] for r in records]
+    if req.kind is not Kind.INSERT:
+        await _add_current_parents(ctx, view, module, decision, [t.id for t in own], parents)
+    targets = await _deciding(ctx, view, own, parents)
+    refused: dict[int, dict[str, Any]] = {}
+    if req.kind is Kind.INSERT or req.kind is Kind.UPSERT:
+        inserts = [i for i, t in enumerate(own) if t.id is None and t.state is False]
+        refused = await missing_consent(ctx, view, module, records, inserts, decision)
+    return await batch(ctx, req, decision, body, targets, refused=refused)
 
 
 async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
-    """A write that names one record in its path: update, convert, a related-list write."""
+    """A write that names one record in its path: an update, a convert, a related-list
+    write. Every record it reaches must be free, or the whole request is refused."""
     module = req.module or ""
     path_id = req.record_id or ""
-    external = req.external
-    if external is not None:
-        rid, state = await ctx.states.by_external(view, module, external, path_id)
-    else:
-        rid, state = path_id, (await ctx.states.states(view, module, [path_id])).get(path_id)
-        decision.add_record_id(path_id)
+    gdpr = await ctx.views.is_gdpr_module(view, module)
+    own = Target(normal_id(path_id), False)
+    if req.external is not None:
+        own = await ctx.states.by_external(view, module, req.external, path_id)
+        if not gdpr and own.id is not None:
+            own = Target(own.id, False)
+    elif gdpr:
+        own = Target(
+            own.id,
+            (await ctx.states.states(view, module, [own.id or path_id])).get(own.id or path_id),
+        )
+    decision.add_record_id(own.id)
+    body = None if req.kind is Kind.RELATED_WRITE and req.method != "PUT" else _optional_json(req)
+    data = body.get("data") if isinstance(body, dict) else None
+    items = data if isinstance(data, list) else []
+    named: list[Ref] = []
+    parents: list[str | None] = []
     if req.kind is Kind.RECORD_UPDATE:
-        _body_names_only(req.body, {path_id, *([rid] if rid else [])})
-    targets: list[Target] = [(rid, state)]
-    if req.kind is Kind.CONVERT and state is False:
+        objects = [i for i in items if isinstance(i, dict)]
+        if len(objects) != len(items):
+            raise InvalidData(details={"reason": "data must be a list of records"})
+        _body_names_only(objects, {normal_id(path_id), own.id})
+        parents = [p for item in objects for p in writes.parent_ids(item)]
+        per = [parents]
+        await _add_current_parents(ctx, view, module, decision, [own.id], per)
+        parents = per[0]
+    elif req.kind is Kind.CONVERT:
         # Converting into an existing Contact writes the lead's data onto it.
-        contacts = _convert_contacts(req.body)
-        found = await ctx.states.states(view, "Contacts", contacts)
-        targets += [(cid, found.get(cid)) for cid in contacts]
-    blocked = [(t, r) for t in targets if (r := writes.verdict(t[1])) is not None]
+        named += [(("Contacts",), cid) for cid in _convert_contacts(items)]
+    elif req.related_list is not None:
+        related = await ctx.views.related_module(view, module, req.related_list)
+        if await ctx.views.is_gdpr_module(view, related):
+            ids = [req.related_id] if req.related_id else [_item_id(i) for i in items]
+            named += [((related,), normal_id(i) or "") for i in ids]
+    states = await ctx.states.resolve(view, [r for r in named if r[1]])
+    targets = [own, *(Target(rid or None, states.get((m, rid))) for m, rid in named)]
+    (deciding,) = await _deciding(ctx, view, [FREE], [parents])
+    targets.append(deciding)
+    blocked = [(t, r) for t in targets if (r := writes.verdict(t.state)) is not None]
     if not blocked:
         return await ctx.forward.passthrough(req, decision)
-    (rid, _), reason = blocked[0]
-    decision.add_record_id(rid)
+    target, reason = blocked[0]
+    decision.add_record_id(target.id)
     decision.refuse(Reason(reason))
-    return json_reply_of(400, {"data": [writes.refusal(rid, reason)]})
+    return json_reply_of(400, {"data": [writes.refusal(target.id, reason, target.cause)]})
+
+
+def _item_id(item: Any) -> Any:
+    """An item of a related-list link: a record ``{"id": ...}`` or a bare id."""
+    return record_id(item) if isinstance(item, dict) else item
+
+
+async def _add_current_parents(
+    ctx: Context,
+    view: View,
+    module: str,
+    decision: Decision,
+    ids: Sequence[str | None],
+    parents: list[list[str | None]],
+) -> None:
+    """Add to each input's parents those its record hangs under now: editing a note under
+    a record in stop processing processes that record too."""
+    catalog = await ctx.views.catalog(view, module, decision)
+    names = [
+        f.api_name for f in catalog.fields.values() if f.api_name.lower() in writes.PARENT_FIELDS
+    ]
+    if not names:
+        return
+    wanted = [i for i in ids if i]
+    now = await ctx.states.current_parents(view, module, wanted, names) if wanted else {}
+    for pos, rid in enumerate(ids):
+        if rid:
+            current = now.get(rid)
+            parents[pos] += current if current is not None else [None]
+
+
+async def _deciding(
+    ctx: Context, view: View, own: Sequence[Target], parents: Sequence[Sequence[str | None]]
+) -> list[Target]:
+    """Per input, the target that decides it: its own record when that is refused, else
+    the first refused parent, else its own. Parents are found in whichever GDPR module
+    holds them; a parent the gateway cannot read is unknown."""
+    wanted = [p for ps in parents for p in ps if p]
+    located = await ctx.states.locate(view, wanted) if wanted else {}
+    out: list[Target] = []
+    for target, ps in zip(own, parents, strict=True):
+        deciding = target
+        if writes.verdict(target.state) is None:
+            for pid in ps:
+                state = located.get(pid) if pid else None
+                if writes.verdict(state) is not None:
+                    deciding = Target(pid, state)
+                    break
+        out.append(deciding)
+    return out
+
+
+async def _duplicate_fields(
+    ctx: Context, view: View, module: str, body: dict[str, Any], decision: Decision
+) -> list[str] | None:
+    """The fields an upsert matches on, as the CRM chooses them: the request's
+    ``duplicate_check_fields``, else the module's system-defined fields and then every
+    field its metadata marks unique. None when the gateway cannot know them."""
+    given = body.get("duplicate_check_fields")
+    if isinstance(given, list) and given and all(isinstance(f, str) for f in given):
+        return list(given)
+    system = writes.SYSTEM_DUPLICATE_CHECK.get(module.lower())
+    if system is None:
+        kind = (await ctx.views.modules(view)).get(module.lower())
+        if kind is None or kind[1] != "custom":
+            return None
+        system = writes.CUSTOM_DUPLICATE_CHECK
+    catalog = await ctx.views.catalog(view, module, decision)
+    return [*system, *(u for u in catalog.unique_fields() if u not in system)]
 
 
 async def batch(
@@ -112,13 +210,13 @@ async def batch(
 ) -> Reply:
     """``refused``: inputs already refused for another reason (missing consent)."""
     refused = dict(refused or {})
-    for pos, (rid, state) in enumerate(targets):
+    for pos, target in enumerate(targets):
         if pos in refused:
             continue
-        decision.add_record_id(rid)
-        reason = writes.verdict(state)
+        decision.add_record_id(target.id)
+        reason = writes.verdict(target.state)
         if reason is not None:
-            refused[pos] = writes.refusal(rid, reason)
+            refused[pos] = writes.refusal(target.id, reason, target.cause)
             decision.refuse(Reason(reason))
     split = Split([i for i in range(len(targets)) if i not in refused], refused)
     total = len(targets)
@@ -180,13 +278,23 @@ async def _mass_update(
             "stop processing; send the record ids.",
             details={"reason": "unknown_targets"},
         )
-    if not isinstance(ids, list) or not all(
-        isinstance(i, str | int) and not isinstance(i, bool) for i in ids
-    ):
+    normal = [normal_id(i) for i in ids] if isinstance(ids, list) else None
+    if normal is None or not all(normal):
         raise InvalidData(details={"reason": "ids must be a list of record ids"})
-    str_ids = [str(i) for i in ids]
-    states = await ctx.states.states(view, req.module or "", str_ids)
-    targets = [(i, states.get(i)) for i in str_ids]
+    str_ids = [i for i in normal if i]
+    module = req.module or ""
+    if await ctx.views.is_gdpr_module(view, module):
+        states = await ctx.states.states(view, module, str_ids)
+        own = [Target(i, states.get(i)) for i in str_ids]
+    else:
+        own = [Target(i, False) for i in str_ids]
+    # The values a mass update writes apply to every record it names.
+    data = body.get("data")
+    values = [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+    applied = [p for d in values for p in writes.parent_ids(d)]
+    parents = [list(applied) for _ in str_ids]
+    await _add_current_parents(ctx, view, module, decision, str_ids, parents)
+    targets = await _deciding(ctx, view, own, parents)
     return await batch(ctx, req, decision, body, targets, list_key="ids")
 
 
@@ -217,32 +325,30 @@ def _has_consent(record: dict[str, Any]) -> bool:
     return False
 
 
-def _body_names_only(raw: bytes, allowed: set[str]) -> None:
+def _body_names_only(items: list[dict[str, Any]], allowed: set[str | None]) -> None:
     """A single-record write whose body names another record by id is refused: which of
     the two the CRM would update is not documented, and only the path's was checked."""
-    if not raw.strip():
-        return
-    data = json_object(raw).get("data")
-    for record in data if isinstance(data, list) else ():
-        other = record_id(record) if isinstance(record, dict) else None
+    for record in items:
+        other = record_id(record)
         if other is not None and other not in allowed:
             raise InvalidData(details={"reason": "the body names another record than the path"})
 
 
-def _convert_contacts(raw: bytes) -> list[str]:
+def _convert_contacts(items: list[dict[str, Any]]) -> list[str]:
     """Ids of the existing Contacts a lead conversion merges into."""
-    if not raw.strip():
-        return []
-    data = json_object(raw).get("data")
     out: list[str] = []
-    for item in data if isinstance(data, list) else ():
-        for key, value in item.items() if isinstance(item, dict) else ():
+    for item in items:
+        for key, value in item.items():
             if key.lower() != "contacts" or not value:
                 continue
-            cid = record_id(value) if isinstance(value, dict) else str(value)
+            cid = record_id(value) if isinstance(value, dict) else normal_id(value)
             if cid:
                 out.append(cid)
     return out
+
+
+def _optional_json(req: CanonicalRequest) -> Any:
+    return json_object(req.body) if req.body.strip() else None
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

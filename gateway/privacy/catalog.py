@@ -24,6 +24,7 @@ class FieldInfo:
     data_type: str
     private: Private | None
     target_module: str | None = None  # lookup target, or a subform's own module
+    unique: bool = False  # the CRM refuses a second record with the same value
 
 
 class MetadataShapeError(ValueError):
@@ -47,6 +48,9 @@ class ModuleCatalog:
 
     def get(self, name: str) -> FieldInfo | None:
         return self.fields.get(name.lower())
+
+    def unique_fields(self) -> list[str]:
+        return [f.api_name for f in self.fields.values() if f.unique]
 
     def restricted(self) -> list[FieldInfo]:
         return [f for f in self.fields.values() if f.private is not None and f.private.restricted]
@@ -105,8 +109,13 @@ def parse_fields(module: str, body: Any) -> ModuleCatalog:
         elif data_type in ("lookup", "multiselectlookup"):
             lookup = raw.get("lookup")
             target = _module_name(lookup.get("module")) if isinstance(lookup, Mapping) else None
+        unique = raw.get("unique")
         fields[name.lower()] = FieldInfo(
-            name, data_type, _private(raw.get("private"), name), target
+            name,
+            data_type,
+            _private(raw.get("private"), name),
+            target,
+            unique=unique is True or (isinstance(unique, Mapping) and bool(unique)),
         )
     return ModuleCatalog(module, fields)
 
@@ -133,9 +142,7 @@ class PathWalk:
         return ".".join([*names, *self.path[len(names) : depth + 1]])
 
 
-def walk_path(
-    module: str, path: Sequence[str], catalogs: Mapping[str, ModuleCatalog]
-) -> PathWalk:
+def walk_path(module: str, path: Sequence[str], catalogs: Mapping[str, ModuleCatalog]) -> PathWalk:
     """The one resolution of a ``Lookup.Field`` path that every caller uses (search and COQL
     guards, COQL and bulk redaction, metadata prefetch). ``catalogs``: lower-case module
     name -> metadata."""

@@ -205,11 +205,7 @@ def path_mask(
             return info.api_name if depth == 0 else walk.label(depth)
     if walk.stop in (COMPLETE, OWNER):
         return None
-    if (
-        walk.stop == UNKNOWN_FIELD
-        and len(walk.infos) == len(path) - 1
-        and path[-1].lower() == "id"
-    ):
+    if walk.stop == UNKNOWN_FIELD and len(walk.infos) == len(path) - 1 and path[-1].lower() == "id":
         return None
     return walk.label(len(path) - 1)
 

@@ -16,21 +16,32 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.jsonbody import normal_id
+
 STOP_PROCESSING = "stop_processing"
 STATE_UNKNOWN = "state_unknown"
 
-# The CRM's default duplicate-check fields for upsert, per module (research §4.6).
-DEFAULT_DUPLICATE_CHECK = {
+# The CRM's system-defined duplicate-check fields for upsert, per module (contract §4); the
+# CRM checks them first, then every field its metadata marks unique.
+SYSTEM_DUPLICATE_CHECK = {
     "leads": ("Email",),
     "contacts": ("Email",),
-    "vendors": ("Email",),
+    "vendors": ("Vendor_Name",),
     "accounts": ("Account_Name",),
     "deals": ("Deal_Name",),
+    "campaigns": ("Campaign_Name",),
 }
+CUSTOM_DUPLICATE_CHECK = ("Name",)
+#: fields that attach a record to a parent (notes, attachments, activities)
+PARENT_FIELDS = ("parent_id", "what_id", "who_id")
+#: the modules a Who_Id may name
+WHO_MODULES = ("Contacts", "Leads")
 
 
-def refusal(record_id: str | None, reason: str) -> dict[str, Any]:
+def refusal(record_id: str | None, reason: str, cause: str | None = None) -> dict[str, Any]:
     details: dict[str, Any] = {"id": record_id, "reason": reason}
+    if cause is not None:
+        details["cause"] = cause
     return {
         "code": "CANNOT_PROCESS",
         "details": details,
@@ -50,6 +61,18 @@ def missing_consent(index: int) -> dict[str, Any]:
     }
 
 
+def parent_ids(record: Mapping[str, Any]) -> list[str | None]:
+    """The records ``record`` hangs under (``Parent_Id``, ``What_Id``, ``Who_Id``, in any
+    letter case; an id or ``{"id": ...}``), None for one the gateway cannot read. Their
+    modules are not taken from ``$se_module``: the gateway finds each id itself."""
+    out: list[str | None] = []
+    for key, value in record.items():
+        if str(key).lower() not in PARENT_FIELDS or value in (None, "", {}):
+            continue
+        out.append(normal_id(value.get("id") if isinstance(value, Mapping) else value))
+    return out
+
+
 def verdict(state: bool | None) -> str | None:
     """A target's reason to refuse: None to allow."""
     if state is None:
@@ -64,10 +87,11 @@ def states_from_records(records: Any) -> dict[str, bool]:
     if not isinstance(records, list):
         return out
     for rec in records:
-        if isinstance(rec, dict) and isinstance(rec.get("id"), str | int):
+        rid = normal_id(rec.get("id")) if isinstance(rec, dict) else None
+        if rid is not None:
             flag = rec.get("$stop_processing")
             if isinstance(flag, bool):
-                out[str(rec["id"])] = flag
+                out[rid] = flag
     return out
 
 
