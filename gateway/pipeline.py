@@ -14,9 +14,9 @@ from typing import assert_never
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import Decision
-from gateway.errors import InvalidData, NotSupported, Reason, RestrictedField
+from gateway.errors import InvalidData, Reason, RestrictedField
 from gateway.forward import Forwarder
-from gateway.handlers import Context, bulk, coql, reads, uploads, writes
+from gateway.handlers import Context, bulk, composite, coql, reads, uploads, writes
 from gateway.keys import fingerprint
 from gateway.metadata import MetadataCache
 from gateway.policy import Policy
@@ -60,9 +60,10 @@ class Pipeline:
         token = _token(req.header("authorization"))
         decision.client = fingerprint(self.secret, token) if token else None
         if req.kind is Kind.COMPOSITE:
-            # Each sub-request would have to walk this corridor on its own; until it does,
-            # a composite request is refused rather than forwarded unchecked.
-            raise NotSupported(details={"reason": "composite requests are not supported"})
+            # Never forwarded as one call: each sub-request walks this corridor on its own.
+            return await composite.composite(
+                req, decision, self.handle, self.policy.max_response_body
+            )
         if req.kind in _NO_VIEW:
             return await self.forward.passthrough(req, decision)
         view = await self.views.load(req, decision)

@@ -198,6 +198,47 @@ def test_sdk_update_of_a_stopped_lead_gets_per_record_results(sdk: Sdk) -> None:
     assert after[stopped.get_id()].get_key_value("Company") == stopped.get_key_value("Company")
 
 
+def test_sdk_upsert_of_free_records_succeeds_through_the_gateway(sdk: Sdk) -> None:
+    """One row names a free lead by id, one matches a free lead by its Email (the Leads
+    duplicate-check field), one is new: all three reach the CRM."""
+    records = _leads()
+    by_id, by_email = records[0], records[1]
+    assert by_id.get_key_value("$stop_processing") is False
+    assert by_email.get_key_value("$stop_processing") is False
+    rows = []
+    first = Record()
+    first.set_id(by_id.get_id())
+    first.add_field_value(Field.Leads.company(), "Upserted by id")
+    rows.append(first)
+    # The gateway withholds Email; the CRM's own copy tells which address to match on.
+    raw = httpx.get(
+        f"{sdk.crm_url}/crm/v2/Leads/{by_email.get_id()}", headers=AUTH, timeout=30
+    ).json()["data"][0]
+    assert raw["Email"]
+    second = Record()
+    second.add_field_value(Field.Leads.email(), raw["Email"])
+    second.add_field_value(Field.Leads.last_name(), "Upserted by email")
+    rows.append(second)
+    third = Record()
+    third.add_field_value(Field.Leads.last_name(), "Brand new from the SDK")
+    rows.append(third)
+    body = BodyWrapper()
+    body.set_data(rows)
+    sdk.sandbox_clear()
+    response = RecordOperations("Leads").upsert_records(body, HeaderMap())
+    assert response.get_status_code() in (200, 201), vars(response.get_object())
+    wrapper = response.get_object()
+    assert isinstance(wrapper, ActionWrapper), vars(wrapper)
+    assert [type(e) for e in wrapper.get_data()] == [SuccessResponse] * 3
+    (sent,) = [r for r in sdk.sandbox_received("/upsert") if r["method"] == "POST"]
+    assert "Brand new from the SDK" in sent["body"]
+    # The gateway looked the email match up (a search naming $stop_processing) first.
+    (lookup,) = sdk.sandbox_received("/crm/v8/Leads/search")
+    assert "stop_processing" in lookup["query"]
+    details = [e.get_details() for e in wrapper.get_data()]
+    assert int(details[1]["id"]) == by_email.get_id()  # the CRM updated the matched lead
+
+
 def test_sdk_wrote_files_only_in_its_tmp_dir(sdk: Sdk) -> None:
     assert (sdk.files / "tokens.csv").is_file()
     assert list((sdk.files / "resources").glob("*.json"))

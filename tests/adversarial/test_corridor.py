@@ -84,29 +84,73 @@ def test_every_search_channel_refuses_restricted_criteria_in_any_spelling(
 # -- routes the gateway does not know ----------------------------------------------------------
 
 
-def test_a_composite_request_is_refused_and_nothing_reaches_the_crm(
+def test_a_composite_request_is_never_forwarded_whole_each_part_walks_the_corridor(
     crm: Crm, gw: GatewayHandle, marked: Marked
 ) -> None:
+    """A read comes back redacted, a write to a stopped lead is refused, a search on a
+    restricted field is refused: each as if sent alone. The CRM never sees the composite."""
     body = {
         "__composite_requests": [
-            {"method": "GET", "uri": f"/crm/v8/Leads/{marked.lead['id']}", "sub_request_id": "1"},
-            {
-                "method": "PUT",
-                "uri": "/crm/v8/Leads",
-                "body": {"data": [{"id": marked.stopped["id"], "City": "Written"}]},
-                "sub_request_id": "2",
-            },
+            {"method": "GET", "uri": f"/crm/v8/Leads/{marked.lead['id']}",
+             "params": {"fields": "Email,Mobile,City"}, "sub_request_id": "1"},
+            {"method": "PUT", "uri": "/crm/v8/Leads", "sub_request_id": "2",
+             "body": {"data": [{"id": marked.stopped["id"], "City": "Written"}]}},
+            {"method": "GET", "uri": "/crm/v8/Leads/search",
+             "params": {"criteria": f"(Email:equals:{marked.markers[0]})"}},
         ]
-    }
-    direct_check = crm.http.post("/crm/v8/__composite_requests", json={"__composite_requests": []})
-    assert direct_check.status_code != 404  # the CRM has the route
+    }  # fmt: skip
+    direct = crm.http.post("/crm/v8/__composite_requests", json=body)
+    assert marked.leaked(direct.text)  # the CRM would answer it whole, values included
+    crm.edit("Leads", marked.stopped["id"], City="Before")  # undo the direct call's write
     crm.clear()
     for path in ("/crm/v8/__composite_requests", "/crm/v8/__COMPOSITE_REQUESTS"):
         r = gw.http.post(path, content=orjson.dumps(body))
-        _refused_before_the_crm(crm, r, 400, "NOT_SUPPORTED")
+        assert r.status_code == 200, r.text
+        read, write, search = (e["details"]["response"] for e in r.json()["__composite_requests"])
+        assert read["status_code"] == 200 and read["body"]["data"][0]["Email"] is None
+        assert write["status_code"] == 400
+        assert write["body"]["data"][0]["details"]["reason"] == "stop_processing"
+        assert search["status_code"] == 400 and search["body"]["code"] == "INVALID_QUERY"
         marked.assert_clean(r)
-    assert crm.one("Leads", marked.stopped["id"]).get("City") != "Written"
+    assert crm.received("composite") == [] and crm.received("COMPOSITE") == []
+    assert not [x for x in crm.received("/crm/v8/Leads") if x["method"] == "PUT"]
+    assert not crm.received("/search")
+    assert crm.one("Leads", marked.stopped["id"]).get("City") == "Before"
+    (entry, _) = gw.requests()
+    assert entry["route"] == "/crm/{v}/__composite_requests" and entry["outcome"] == "refused"
+    assert {"stop_processing", "restricted_criteria"} <= set(entry["reasons"])
     marked.assert_audit_clean(gw)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"__composite_requests": [{"method": "GET", "uri": "/crm/v8/org"}],
+          "rollback_on_fail": True}, "rollback_on_fail cannot be kept"),
+        ({"__composite_requests": [
+            {"method": "GET", "uri": "/crm/v8/Leads/1", "sub_request_id": "a"},
+            {"method": "GET", "uri": "/crm/v8/Leads/@{a:$.data[0].id}"}]},
+         "references between sub-requests"),
+    ],
+)  # fmt: skip
+def test_a_composite_whose_meaning_cannot_be_kept_is_refused_whole(
+    crm: Crm, gw: GatewayHandle, body: dict[str, Any], reason: str
+) -> None:
+    crm.clear()
+    r = gw.http.post("/crm/v8/__composite_requests", content=orjson.dumps(body))
+    _refused_before_the_crm(crm, r, 400, "NOT_SUPPORTED")
+    assert r.json()["details"] == {"reason": reason}
+
+
+def test_a_composite_inside_a_composite_is_refused(crm: Crm, gw: GatewayHandle) -> None:
+    inner = {"__composite_requests": [{"method": "GET", "uri": "/crm/v8/org"}]}
+    body = {"__composite_requests": [
+        {"method": "POST", "uri": "/crm/v8/__composite_requests", "body": inner}]}  # fmt: skip
+    crm.clear()
+    r = gw.http.post("/crm/v8/__composite_requests", content=orjson.dumps(body))
+    (entry,) = r.json()["__composite_requests"]
+    assert entry["details"]["response"]["body"]["code"] == "NOT_SUPPORTED"
+    assert crm.received("composite") == []
 
 
 @pytest.mark.parametrize(

@@ -339,8 +339,11 @@ def test_a_composite_request_wrapping_a_stopped_update_is_refused(
     }
     for path in ("/crm/v8/__composite_requests", "/crm/v8/__COMPOSITE_REQUESTS"):
         r = _send(gw, "POST", path, body)
-        assert r.status_code >= 400
+        (entry,) = r.json()["__composite_requests"]
+        assert entry["details"]["response"]["status_code"] == 400
+        assert entry["details"]["response"]["body"]["data"][0]["code"] == "CANNOT_PROCESS"
     assert crm.received("composite") == [] and crm.received("COMPOSITE") == []
+    assert _reached(crm, "PUT", f"/crm/v8/Leads/{stopped['id']}") == []
 
 
 # == (b) guards: restricted fields never reach the CRM in a condition ======================

@@ -1,0 +1,150 @@
+"""Composite requests: each sub-request walks the corridor as if it were sent alone.
+
+``POST /crm/{v}/__composite_requests`` carries up to five sub-requests. The gateway never
+forwards the composite call itself: the CRM would run sub-requests the gateway could not
+check. Each sub-request is canonicalised like a request of its own (with the composite
+call's credentials), guarded, forwarded and rewritten by the same handlers, and the
+answers are merged, in order, into the CRM's composite answer shape.
+
+Refused whole, because their meaning cannot be kept when sub-requests run one by one:
+``rollback_on_fail: true`` (the CRM would undo earlier sub-requests), references between
+sub-requests (``@{sub_request_id:$.path}``), and a sub-request that is itself a composite
+call, an upload or a bulk-read result (not JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from gateway.crm.request import CanonicalRequest, canonicalize, encode_query
+from gateway.crm.routes import Kind
+from gateway.decision import ERROR, REDACTED, REFUSED, Decision
+from gateway.errors import GatewayError, InvalidData, NotSupported, UnreadableUpstream
+from gateway.forward import json_reply_of
+from gateway.jsonbody import loads_request
+from gateway.types import Reply
+from gateway.upstream import decode_body
+
+MAX_SUBREQUESTS = 5
+#: sub-request headers the CRM does not let a sub-request set
+_FORBIDDEN_HEADERS = frozenset({"authorization", "x-crm-org"})
+_NOT_IN_COMPOSITE = frozenset({Kind.COMPOSITE, Kind.UPLOAD, Kind.BULK_READ_RESULT, Kind.BLOB})
+_PRECEDENCE = {"forwarded": 0, REDACTED: 1, REFUSED: 2, ERROR: 3}
+
+Corridor = Callable[[CanonicalRequest, Decision], Awaitable[Reply]]
+
+
+async def composite(
+    req: CanonicalRequest, decision: Decision, corridor: Corridor, limit: int
+) -> Reply:
+    body = loads_request(req.body)
+    subs = body.get("__composite_requests") if isinstance(body, dict) else None
+    if not isinstance(subs, list) or not 1 <= len(subs) <= MAX_SUBREQUESTS:
+        raise InvalidData(details={"reason": "__composite_requests must hold 1 to 5 requests"})
+    if isinstance(body, dict) and body.get("rollback_on_fail") is True:
+        raise NotSupported(details={"reason": "rollback_on_fail cannot be kept"})
+    if b"@{" in req.body:
+        raise NotSupported(details={"reason": "references between sub-requests"})
+    entries = []
+    for sub in subs:
+        sub_decision = Decision(
+            decision.request_id, "OTHER", policy_version=decision.policy_version
+        )
+        try:
+            sub_req = _sub_request(req, sub)
+            sub_decision.method = sub_req.method
+            if sub_req.kind in _NOT_IN_COMPOSITE:
+                raise NotSupported(details={"reason": "not supported in a composite request"})
+            reply = await corridor(sub_req, sub_decision)
+            status, answer = reply.status, await _json_of(reply, limit)
+        except GatewayError as exc:
+            sub_decision.outcome = REFUSED if 400 <= exc.status_code < 500 else ERROR
+            sub_decision.note(exc.reason)
+            status, answer = exc.status_code, orjson.loads(exc.body())
+        _merge(decision, sub_decision)
+        entries.append(
+            {
+                "code": "SUCCESS",
+                "details": {"response": {"status_code": status, "body": answer}},
+                "message": "composite sub request executed successfully",
+                "status": "success",
+            }
+        )
+    return json_reply_of(200, {"__composite_requests": entries})
+
+
+def _sub_request(parent: CanonicalRequest, sub: Any) -> CanonicalRequest:
+    if not isinstance(sub, dict):
+        raise InvalidData(details={"reason": "a sub-request must be an object"})
+    method, uri = sub.get("method"), sub.get("uri")
+    params, headers = sub.get("params") or {}, sub.get("headers") or {}
+    if not isinstance(method, str) or not isinstance(uri, str):
+        raise InvalidData(details={"reason": "a sub-request needs a method and a uri"})
+    if not isinstance(params, dict) or not isinstance(headers, dict):
+        raise InvalidData(details={"reason": "params and headers must be objects"})
+    if any(str(k).lower() in _FORBIDDEN_HEADERS for k in headers):
+        raise InvalidData(details={"reason": "a sub-request may not set its credentials"})
+    path, _, inline = uri.partition("?")
+    query = "&".join(
+        q for q in (inline, encode_query((str(k), _param(v)) for k, v in params.items())) if q
+    )
+    inherited = [(n, v) for n, v in parent.headers if n != "content-type"]
+    raw_headers = [
+        *((n.encode("latin-1"), v.encode("latin-1")) for n, v in inherited),
+        *((str(n).encode("latin-1"), str(v).encode("latin-1")) for n, v in headers.items()),
+    ]
+    payload = sub.get("body")
+    raw_body = orjson.dumps(payload) if payload is not None else b""
+    try:
+        return canonicalize(
+            method.upper(), quote(path, safe="/%").encode(), query.encode(), raw_headers, raw_body
+        )
+    except UnicodeEncodeError:
+        raise InvalidData(details={"reason": "a sub-request header is not latin-1"}) from None
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_param(v) for v in value)
+    return str(value)
+
+
+async def _json_of(reply: Reply, limit: int) -> Any:
+    """The sub-request's answer as JSON (rewritten bodies, or a pass-through read whole)."""
+    raw = reply.body
+    if reply.stream is not None:
+        encoded = await reply.stream.read(limit)
+        raw = decode_body(encoded, reply.stream.header("content-encoding"), limit)
+    if reply.file is not None:
+        reply.file.close()
+        raise UnreadableUpstream()
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UnreadableUpstream() from None
+
+
+def _merge(into: Decision, sub: Decision) -> None:
+    """The composite call's one audit entry holds what each sub-request's would have."""
+    for reason in sub.reasons:
+        if reason not in into.reasons:
+            into.reasons.append(reason)
+    for rid in sub.record_ids:
+        into.add_record_id(rid)
+    for name in sub.fields_refused:
+        if name not in into.fields_refused:
+            into.fields_refused.append(name)
+    into.withheld(sub.fields_withheld)
+    into.client_rule = into.client_rule or sub.client_rule
+    if _PRECEDENCE.get(sub.outcome, 0) > _PRECEDENCE.get(into.outcome, 0):
+        into.outcome = sub.outcome
+    if sub.metadata_age_s is not None:
+        into.metadata_age_s = max(into.metadata_age_s or 0.0, sub.metadata_age_s)
