@@ -7,7 +7,9 @@ headers and body): what the guards checked is what the CRM receives.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import zlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -15,8 +17,9 @@ import orjson
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import REDACTED, Decision
-from gateway.errors import UnreadableUpstream
+from gateway.errors import BodyTooLarge, UnreadableUpstream
 from gateway.policy import Policy
+from gateway.privacy.errors_body import request_values, scrub_answer
 from gateway.privacy.redact import Counts
 from gateway.types import Reply
 from gateway.upstream import Headers, Upstream, UpstreamResponse, decode_body
@@ -40,6 +43,63 @@ def withheld_header(counts: Counts) -> str:
     if not counts:
         return "0"
     return f"{sum(counts.values())}; fields={','.join(sorted(counts))}"
+
+
+#: kinds whose answers are bytes, streamed (checked, not parsed)
+_BINARY = frozenset({Kind.BLOB, Kind.BULK_READ_RESULT})
+
+
+def _has_errors(body: Any) -> bool:
+    if not isinstance(body, dict):
+        return False
+    if body.get("status") == "error" or ("code" in body and "data" not in body):
+        return True
+    data = body.get("data")
+    return isinstance(data, list) and any(
+        isinstance(e, dict) and e.get("status") == "error" for e in data
+    )
+
+
+def echoed_values(req: CanonicalRequest) -> frozenset[str]:
+    """What the request carried, for scrubbing the CRM's errors (``errors_body.py``)."""
+    try:
+        body = orjson.loads(req.body) if req.body.strip() else None
+    except orjson.JSONDecodeError:
+        body = None
+    return request_values(req.params, body)
+
+
+async def _checked(
+    chunks: AsyncIterator[bytes], gzip: bool, decode: bool, limit: int
+) -> AsyncIterator[bytes]:
+    """The body's chunks, refused on the way when the decoded size passes ``limit`` or a
+    gzip stream is corrupt or ends early (the connection is then cut: a client never
+    receives a complete-looking body)."""
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+    size = 0
+    async for chunk in chunks:
+        if decoder is None:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge("The CRM's answer is larger than the gateway passes on.")
+            yield chunk
+            continue
+        try:
+            data = decoder.decompress(chunk, limit - size + 1)
+        except zlib.error as exc:
+            raise UnreadableUpstream() from exc
+        size += len(data)
+        if size > limit or decoder.unconsumed_tail:
+            raise BodyTooLarge("The CRM's answer expands beyond what the gateway passes on.")
+        out = data if decode else chunk
+        if out:
+            yield out
+    if decoder is not None:
+        rest = decoder.flush()
+        if not decoder.eof:
+            raise UnreadableUpstream()
+        if decode and rest:
+            yield rest
 
 
 def json_reply_of(status: int, body: Any) -> Reply:
@@ -73,21 +133,54 @@ class Forwarder:
         return resp
 
     async def passthrough(self, req: CanonicalRequest, decision: Decision) -> Reply:
+        """An answer the gateway does not rewrite is still checked before it goes on: a
+        JSON answer is read whole (bounded), decoded, parsed and its CRM errors scrubbed;
+        bytes (a photo, an attachment, an export of an org without GDPR) are streamed with
+        a known encoding, a bounded decoded size and a complete gzip stream."""
         resp = await self.send(req, decision)
+        if req.kind in _BINARY:
+            return self._stream_checked(req, resp)
+        limit = self.policy.max_response_body
+        raw = decode_body(await resp.read(limit), resp.header("content-encoding"), limit)
+        hdrs = [(n, v) for n, v in resp.headers if n != "content-encoding"]
+        if not raw.strip():
+            return Reply(resp.status, hdrs, raw)
+        if not has_json_type(resp.headers):
+            raise UnreadableUpstream()
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UnreadableUpstream() from exc
+        if _has_errors(parsed):
+            parsed = scrub_answer(parsed, echoed_values(req))
+            raw = orjson.dumps(parsed)
+            hdrs = [(n, v) for n, v in hdrs if n not in STALE_AFTER_REWRITE]
+            hdrs.append(("content-type", JSON_TYPE))
+        return Reply(resp.status, hdrs, raw)
+
+    def _stream_checked(self, req: CanonicalRequest, resp: UpstreamResponse) -> Reply:
+        coding = (resp.header("content-encoding") or "identity").strip().lower()
+        if coding not in ("identity", "gzip"):
+            raise UnreadableUpstream()
+        gzip = coding == "gzip"
+        decode_for_client = gzip and not req.accepts_gzip
         out = list(resp.headers)
-        gunzip = False
-        if (resp.header("content-encoding") or "").lower() == "gzip" and not req.accepts_gzip:
-            gunzip = True
+        if decode_for_client:
             out = [(n, v) for n, v in out if n != "content-encoding"]
         elif resp.content_length is not None:
             out.append(("content-length", resp.content_length))
-        return Reply(resp.status, out, stream=resp, gunzip=gunzip)
+        chunks = _checked(resp.chunks, gzip, decode_for_client, self.policy.max_response_body)
+        return Reply(resp.status, out, stream=dataclasses.replace(resp, chunks=chunks))
 
     async def json_reply(
-        self, resp: UpstreamResponse, rewrite: Callable[[Any, Counts], None], decision: Decision
+        self,
+        resp: UpstreamResponse,
+        rewrite: Callable[[Any, Counts], None],
+        decision: Decision,
+        req: CanonicalRequest | None = None,
     ) -> Reply:
         """The upstream's JSON answer after ``rewrite``: a body that cannot be read is
-        refused, never passed on."""
+        refused, never passed on. CRM errors in it are scrubbed of what ``req`` carried."""
         limit = self.policy.max_response_body
         raw = await resp.read(limit)
         hdrs = [(n, v) for n, v in resp.headers if n not in STALE_AFTER_REWRITE]
@@ -103,6 +196,8 @@ class Forwarder:
         if resp.status < 300 or (isinstance(body, dict) and "data" in body):
             rewrite(body, counts)
             decision.outcome = REDACTED if counts else decision.outcome
+        if _has_errors(body):
+            body = scrub_answer(body, echoed_values(req) if req is not None else frozenset())
         decision.withheld(counts)
         hdrs += [("content-type", JSON_TYPE), ("x-privacy-withheld", withheld_header(counts))]
         return Reply(resp.status, hdrs, orjson.dumps(body))

@@ -160,13 +160,16 @@ class Views:
     async def plan(self, view: View, module: str, decision: Decision) -> MaskPlan:
         catalog = await self.catalog(view, module, decision)
         subs = {sub: await self.catalog(view, sub, decision) for sub in catalog.subform_modules}
+        looks = {
+            target: await self.catalog(view, target, decision) for target in catalog.lookup_modules
+        }
         # Plans are cached by the identity of the metadata objects they were built from.
-        refs = (catalog, *sorted(subs.values(), key=id))
+        refs = (catalog, *sorted([*subs.values(), *looks.values()], key=id))
         key = (tuple(id(r) for r in refs), view.shown)
         hit = self._plans.get(key)
         if hit is not None and all(a is b for a, b in zip(hit[0], refs, strict=True)):
             return hit[1]
-        built = build_plan(catalog, view.shown, subs)
+        built = build_plan(catalog, view.shown, subs, looks)
         self._plans[key] = (refs, built)
         return built
 

@@ -375,3 +375,14 @@ def test_metadata_unavailable_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
     r = gw.http.get("/crm/v2/Leads", params={"per_page": 5})
     envelope(r, 503, "GATEWAY_METADATA_UNAVAILABLE")
     assert not [x for x in crm.received("/crm/v2/Leads") if x["method"] == "GET"]
+
+
+def test_notes_and_activities_are_read_through_their_multi_module_lookups(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """Parent_Id and What_Id point at ``se_module`` (whichever module ``$se_module`` names):
+    such a lookup is redacted with the record's own plan, and the read is not refused."""
+    for module in ("Notes", "Tasks", "Calls"):
+        r = gw.http.get(f"/crm/v2/{module}", params={"per_page": 5})
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]

@@ -57,7 +57,7 @@ async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision:
     catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
     resp = await fwd.send(req, decision)
     if resp.status != 200:
-        return await fwd.json_reply(resp, lambda body, counts: None, decision)
+        return await fwd.json_reply(resp, lambda body, counts: None, decision, req)
     source = await _spool(resp, ctx.policy.max_bulk_result)
     counts: Counts = {}
     blank = _blanker(module, catalogs, view.shown)

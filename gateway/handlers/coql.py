@@ -46,4 +46,4 @@ async def coql(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
         if "data" in parsed:
             redact_coql_rows(parsed["data"], plan, counts)
 
-    return await ctx.forward.json_reply(resp, rewrite, decision)
+    return await ctx.forward.json_reply(resp, rewrite, decision, req)

@@ -41,7 +41,7 @@ async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
     def rewrite(body: Any, counts: Counts) -> None:
         redact_body(body, plan, counts, include_private=include_private)
 
-    return await ctx.forward.json_reply(resp, rewrite, decision)
+    return await ctx.forward.json_reply(resp, rewrite, decision, req)
 
 
 async def guard_search(

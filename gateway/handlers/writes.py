@@ -20,10 +20,11 @@ from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import REFUSED, Decision
 from gateway.errors import InvalidData, NotAllowed, Reason, TooManyRecords
-from gateway.forward import json_reply_of
+from gateway.forward import echoed_values, json_reply_of
 from gateway.handlers import Context
 from gateway.jsonbody import loads_request, normal_id, record_id
 from gateway.privacy import writes
+from gateway.privacy.errors_body import scrub_answer
 from gateway.privacy.writes import Split
 from gateway.state import FREE, Ref, Target
 from gateway.types import Reply
@@ -229,7 +230,8 @@ async def batch(
     items = body[list_key]
     sent = dict(body, **{list_key: [items[i] for i in split.forward]})
     resp = await ctx.forward.send(req.with_body(orjson.dumps(sent)), decision)
-    answer = await ctx.forward.read_json(resp)
+    # The CRM's own errors are scrubbed of echoed values; the gateway's refusals hold none.
+    answer = scrub_answer(await ctx.forward.read_json(resp), echoed_values(req))
     upstream_entries = answer.get("data") if isinstance(answer, dict) else None
     entries = writes.merge(total, split, upstream_entries, answer)
     return json_reply_of(writes.batch_status(split, resp.status), {"data": entries})

@@ -37,6 +37,8 @@ class ModuleCatalog:
     fields: Mapping[str, FieldInfo]  # lower-case api_name -> info
     #: the modules of this module's subform fields (their rows are redacted with them)
     subform_modules: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    #: the modules this module's lookup fields point to
+    lookup_modules: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         subforms = tuple(
@@ -44,7 +46,18 @@ class ModuleCatalog:
             for f in self.fields.values()
             if f.data_type == "subform" and f.target_module
         )
+        lookups = tuple(
+            dict.fromkeys(
+                f.target_module
+                for f in self.fields.values()
+                if f.data_type in ("lookup", "multiselectlookup")
+                and f.target_module
+                # a multi-module lookup (Parent_Id, What_Id): its record names the module
+                and f.target_module.lower() != "se_module"
+            )
+        )
         object.__setattr__(self, "subform_modules", subforms)
+        object.__setattr__(self, "lookup_modules", lookups)
 
     def get(self, name: str) -> FieldInfo | None:
         return self.fields.get(name.lower())

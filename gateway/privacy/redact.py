@@ -12,6 +12,11 @@ nulled whole; subform rows are redacted with the subform module's own metadata.
 
 Counts name every private field *present* in an answer, whatever its value: whether a
 withheld value was empty is a fact about it too, so ``X-Privacy-Withheld`` must not tell.
+
+Nested shapes: a lookup value (``{"name", "id", ...}``) may carry fields of its target, so
+it is redacted with the target module's plan; an object or a list of objects under a key
+that is no field of the module (``$``-keys, embedded records) is redacted with the record's
+own plan, at any depth. Redacting twice gives the same result.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class MaskPlan:
     subforms: dict[str, MaskPlan]  # exact api name -> plan of the subform's module
     by_lower: dict[str, tuple[str, MaskPlan | None] | None]  # for keys of another case
     private_fields: dict[str, dict[str, Any]]  # exact api name -> include=private_fields entry
+    known: frozenset[str] = frozenset()  # lower-case names of the module's fields
     _shapes: dict[tuple[str, ...], list[Step]] = field(default_factory=dict)
 
     def steps(self, record: dict[str, Any]) -> list[Step]:
@@ -57,26 +63,43 @@ class MaskPlan:
         if found is None:
             found = []
             for key in shape:
-                act = self.by_lower.get(key.lower())
+                lower = key.lower()
+                act = self.by_lower.get(lower)
                 if act is not None:
                     found.append((key, act[0], act[1]))
+                elif lower not in self.known:
+                    found.append((key, "", DEEP))  # no field: look inside, with this plan
             if len(self._shapes) < _MEMO_LIMIT:
                 self._shapes[shape] = found
         return found
 
 
-#: (key as the record spells it, api name to count it under, subform plan or None to null)
+#: (key as the record spells it, api name to count it under, what to do): None nulls the
+#: value, a plan redacts the object(s) in it, DEEP redacts objects in it with the same plan
 Step = tuple[str, str, "MaskPlan | None"]
+
+
+def _deep_marker() -> MaskPlan:
+    return MaskPlan("", (), {}, {}, {})
+
+
+#: "an object under a key that is no field: redact it with the record's own plan"
+DEEP = _deep_marker()
 
 
 def build_plan(
     catalog: ModuleCatalog,
     shown: frozenset[str],
     subform_catalogs: Mapping[str, ModuleCatalog],
+    lookup_catalogs: Mapping[str, ModuleCatalog] | None = None,
 ) -> MaskPlan:
     """``subform_catalogs`` maps a subform module's name (any case) to its metadata; a
-    subform whose metadata is missing cannot be checked, so the whole value is nulled."""
+    subform whose metadata is missing cannot be checked, so the whole value is nulled.
+    ``lookup_catalogs`` likewise for the targets of lookup fields (their values are
+    redacted with the target's plan); without them a lookup value is redacted with this
+    module's own plan."""
     sub_by_lower = {k.lower(): v for k, v in subform_catalogs.items()}
+    look_by_lower = {k.lower(): v for k, v in (lookup_catalogs or {}).items()}
     masked: list[str] = []
     subforms: dict[str, MaskPlan] = {}
     by_lower: dict[str, tuple[str, MaskPlan | None] | None] = {}
@@ -100,7 +123,20 @@ def build_plan(
                 plan = build_plan(sub, shown, {})
                 subforms[info.api_name] = plan
                 by_lower[lower] = (info.api_name, plan)
-    return MaskPlan(catalog.module, tuple(masked), subforms, by_lower, private_fields)
+        elif info.data_type in LOOKUPS:
+            target = look_by_lower.get((info.target_module or "").lower())
+            by_lower[lower] = (info.api_name, build_plan(target, shown, {}) if target else DEEP)
+    return MaskPlan(
+        catalog.module,
+        tuple(masked),
+        subforms,
+        by_lower,
+        private_fields,
+        known=frozenset(catalog.fields),
+    )
+
+
+LOOKUPS = frozenset({"lookup", "multiselectlookup"})
 
 
 def _null(record: dict[str, Any], key: str, api_name: str, counts: Counts) -> None:
@@ -113,8 +149,22 @@ def redact_record(record: dict[str, Any], plan: MaskPlan, counts: Counts) -> Non
         if rows_plan is None:
             record[key] = None
             counts[api_name] = counts.get(api_name, 0) + 1
+        elif rows_plan is DEEP:
+            _redact_nested(record[key], plan, counts)
+        elif api_name in plan.subforms:
+            redact_rows(record[key], rows_plan, counts)  # rows of a subform, strictly
         else:
-            redact_rows(record[key], rows_plan, counts)
+            _redact_nested(record[key], rows_plan, counts)  # a lookup's object
+
+
+def _redact_nested(value: Any, plan: MaskPlan, counts: Counts) -> None:
+    """Objects in ``value`` (one, or a list of them) redacted with ``plan``; scalars are
+    left as they are."""
+    if isinstance(value, dict):
+        redact_record(value, plan, counts)
+    elif isinstance(value, list):
+        for item in value:
+            _redact_nested(item, plan, counts)
 
 
 def redact_rows(rows: Any, plan: MaskPlan, counts: Counts) -> None:
