@@ -1,4 +1,4 @@
-"""privacy-gateway serve | sandbox | demo | audit verify | audit report | policy check."""
+"""privacy-gateway serve | sandbox | demo | audit verify | report | keygen | policy check."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from gateway.keys import KeyFileError, KeyRing
 from gateway.policy import PolicyError, explain, load_policy
 from gateway.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditTrail
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +34,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--transport", choices=("aiohttp", "httpx"), help="upstream client (GATEWAY_TRANSPORT)"
     )
+    s.add_argument(
+        "--checkpoint-file",
+        help="where signed checkpoints are appended; default AUDIT_LOG.checkpoints, none on "
+        "stdout (GATEWAY_CHECKPOINT_FILE)",
+    )
+    s.add_argument(
+        "--checkpoint-key",
+        help="Ed25519 private key (from `audit keygen`) that signs checkpoints; default: "
+        "HMAC with the gateway secret (GATEWAY_CHECKPOINT_KEY)",
+    )
 
     sb = sub.add_parser("sandbox", help="run the Zoho-compatible CRM sandbox")
     sb.add_argument("--host", default="127.0.0.1")
@@ -42,11 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     asub = a.add_subparsers(dest="audit_command", required=True)
     v = asub.add_parser("verify", help="check the audit log's hash chain and checkpoints")
     v.add_argument("file")
-    v.add_argument("--checkpoints")
+    _key_arguments(v)
     r = asub.add_parser("report", help="write an HTML report of an audit log")
     r.add_argument("file")
     r.add_argument("--html", required=True)
-    r.add_argument("--checkpoints")
+    _key_arguments(r)
+    k = asub.add_parser("keygen", help="make an Ed25519 key pair for signing checkpoints")
+    k.add_argument("dir", help="directory for KEY_ID.key (0600) and KEY_ID.pub")
 
     pc = sub.add_parser("policy", help="policy tools")
     psub = pc.add_subparsers(dest="policy_command", required=True)
@@ -54,6 +71,28 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.add_argument("--explain", action="store_true")
     return p
+
+
+def _key_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoints",
+        help="checkpoints file (default GATEWAY_CHECKPOINT_FILE, else FILE.checkpoints)",
+    )
+    p.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="trust this Ed25519 public key; repeat for keys used before a rotation",
+    )
+    p.add_argument(
+        "--secret-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trust this HMAC gateway secret; repeatable. With neither option the secret is "
+        "taken from GATEWAY_SECRET, GATEWAY_SECRET_FILE or .gateway-secret beside the log",
+    )
 
 
 def _fail(message: str) -> int:
@@ -78,11 +117,14 @@ def _serve(args: argparse.Namespace) -> int:
             audit_log=args.audit_log,
             transport=args.transport,
             policy=policy,
+            checkpoint_file=args.checkpoint_file,
+            checkpoint_key=args.checkpoint_key,
         )
-    except (SettingsError, PolicyError) as exc:
+        audit = _checkpointed_trail(settings)
+    except (SettingsError, PolicyError, KeyFileError) as exc:
         return _fail(str(exc))
     configure_logging()
-    app = create_app(settings)
+    app = create_app(settings) if audit is None else create_app(settings, audit=audit)
     uvicorn.run(
         app,
         host=settings.host,
@@ -93,6 +135,52 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
+
+
+def _checkpointed_trail(settings: Settings) -> AuditTrail | None:
+    """The trail with the configured checkpoint file and key; None when neither is set."""
+    if settings.checkpoint_file is None and settings.checkpoint_key is None:
+        return None
+    from gateway.audit.config import checkpoint_signer, trail_from_settings
+    from gateway.keys import load_or_create_secret
+
+    signer = checkpoint_signer(settings)  # a bad key fails before any file is created
+    secret = load_or_create_secret(settings.secret_file, settings.secret)
+    return trail_from_settings(settings, secret, signer)
+
+
+def _audit_keys(args: argparse.Namespace) -> tuple[bytes | None, KeyRing | None]:
+    """Explicit keys are the whole ring; without any, the gateway secret as found today."""
+    if args.public_key or args.secret_file:
+        ring = KeyRing.load(map(Path, args.public_key), map(Path, args.secret_file))
+        return None, ring
+    return _secret_beside(args.file), None
+
+
+def _audit(args: argparse.Namespace) -> int:
+    if args.audit_command == "keygen":
+        from gateway.keys import write_key_pair
+
+        try:
+            kid, private, public = write_key_pair(Path(args.dir))
+        except OSError as exc:
+            return _fail(f"cannot write the key pair: {exc.filename or args.dir}: {exc.strerror}")
+        print(f"key_id {kid}")
+        print(f"private key {private} (0600; for serve --checkpoint-key)")
+        print(f"public key {public} (for audit verify --public-key)")
+        return 0
+    try:
+        secret, keys = _audit_keys(args)
+    except KeyFileError as exc:
+        return _fail(str(exc))
+    checkpoints = args.checkpoints or os.environ.get("GATEWAY_CHECKPOINT_FILE") or None
+    if args.audit_command == "verify":
+        from gateway.audit import run_verify
+
+        return run_verify(args.file, checkpoints, secret, keys=keys)
+    from gateway.audit.report import run_report
+
+    return run_report(args.file, args.html, checkpoints, secret, keys=keys)
 
 
 def _audit_secret() -> bytes | None:
@@ -128,13 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(once=args.once)
     if args.command == "audit":
-        if args.audit_command == "verify":
-            from gateway.audit import run_verify
-
-            return run_verify(args.file, args.checkpoints, _secret_beside(args.file))
-        from gateway.audit.report import run_report
-
-        return run_report(args.file, args.html, args.checkpoints, _secret_beside(args.file))
+        return _audit(args)
     if args.command == "policy":
         try:
             policy = load_policy(Path(args.file))

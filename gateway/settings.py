@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,10 @@ class Settings:
     secret: str | None = None
     transport: str = "aiohttp"
     policy: Policy = field(default_factory=Policy)
+    #: where signed checkpoints go; None: ``<audit_log>.checkpoints`` (none on stdout only)
+    checkpoint_file: Path | None = None
+    #: Ed25519 private key (PEM) that signs checkpoints; None: HMAC with the gateway secret
+    checkpoint_key: Path | None = None
 
     @classmethod
     def build(
@@ -51,6 +56,8 @@ class Settings:
         audit_log: str | None = None,
         transport: str | None = None,
         policy: Policy | None = None,
+        checkpoint_file: str | None = None,
+        checkpoint_key: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         env = os.environ if env is None else env
@@ -75,6 +82,10 @@ class Settings:
         secret_file = env.get("GATEWAY_SECRET_FILE")
         if secret_file is None:
             secret_file = str(Path(log).with_name(".gateway-secret")) if log else ".gateway-secret"
+        cp_file = checkpoint_file or env.get("GATEWAY_CHECKPOINT_FILE") or None
+        if cp_file and log and _is_log_file(Path(cp_file), Path(log)):
+            raise SettingsError("--checkpoint-file must not be the audit log or one of its files")
+        cp_key = checkpoint_key or env.get("GATEWAY_CHECKPOINT_KEY") or None
         return cls(
             upstream=up,
             upload_upstream=upload,
@@ -86,4 +97,13 @@ class Settings:
             secret=env.get("GATEWAY_SECRET") or None,
             transport=kind,
             policy=policy or Policy(),
+            checkpoint_file=Path(cp_file) if cp_file else None,
+            checkpoint_key=Path(cp_key) if cp_key else None,
         )
+
+
+def _is_log_file(candidate: Path, log: Path) -> bool:
+    """Is ``candidate`` the log or a name its rotation uses (``log.N``)?"""
+    if candidate.resolve().parent != log.resolve().parent:
+        return False
+    return re.fullmatch(re.escape(log.name) + r"(\.[0-9]+)?", candidate.name) is not None

@@ -1,11 +1,21 @@
 """Signed checkpoints: proof of how far the log reached, kept in a separate file.
 
 A hash chain alone only proves the lines agree with each other: whoever can rewrite the
-file can rebuild every hash or cut the tail off. A checkpoint ``{seq, hash, ts, key_id,
-sig}`` signed with the gateway's secret pins the head at a moment in time, so a cut tail
-or a rebuilt chain no longer matches. As with CloudTrail's digests, one is written on a
-timer even when nothing happened, so an idle hour can be told from a deleted one. Keep
-the checkpoints file where the gateway may append but not rewrite it.
+file can rebuild every hash or cut the tail off. A checkpoint pins the head at a moment in
+time, signed, so a cut tail or a rebuilt chain no longer matches. As with CloudTrail's
+digests, one is written on a timer even when nothing happened, so an idle hour can be told
+from a deleted one.
+
+One canonical JSON object per line (sorted keys, no whitespace)::
+
+    {"alg": "ed25519", "hash": "<head, 64 hex>", "key_id": "<12 hex>", "seq": 42,
+     "sig": "<hex>", "ts": "2026-01-01T00:00:00.000000Z"}
+
+``sig`` signs the canonical JSON of every other field, ``alg`` and ``key_id`` included, so
+neither can be swapped. ``alg`` is ``hmac-sha256`` (64 hex, keyed with the gateway secret)
+or ``ed25519`` (128 hex); a checkpoint without ``alg`` is the older format and means
+``hmac-sha256``. The file lives at ``<log>.checkpoints`` unless configured elsewhere
+(``--checkpoint-file``): keep it where the gateway may append but not rewrite or delete it.
 """
 
 from __future__ import annotations
@@ -17,23 +27,34 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.canonical import canonical_json, hmac_sha256_hex, is_hash, utc_timestamp
-from gateway.keys import key_id
+from gateway.audit.canonical import canonical_json, is_hash, utc_timestamp
+from gateway.audit.files import Tail, lines_backwards
+from gateway.keys import HMAC_SHA256, HmacKey, KeyRing, SigningKey, Verdict
+
+
+def signed_bytes(checkpoint: dict[str, Any]) -> bytes:
+    """What ``sig`` signs: the canonical JSON of the checkpoint without ``sig``."""
+    return canonical_json({k: v for k, v in checkpoint.items() if k != "sig"})
 
 
 def checkpoint_signature(secret: bytes, checkpoint: dict[str, Any]) -> str:
-    body = {k: v for k, v in checkpoint.items() if k != "sig"}
-    return hmac_sha256_hex(secret, canonical_json(body))
+    """The HMAC-SHA256 signature (the older, secret-keyed kind)."""
+    return HmacKey(secret).sign(signed_bytes(checkpoint))
 
 
-def make_checkpoint(seq: int, head: str, secret: bytes, ts: str | None = None) -> dict[str, Any]:
+def make_checkpoint(
+    seq: int, head: str, key: bytes | SigningKey, ts: str | None = None
+) -> dict[str, Any]:
+    """A signed checkpoint; ``key`` is a signing key, or the gateway secret for HMAC."""
+    signer = HmacKey(key) if isinstance(key, bytes) else key
     checkpoint: dict[str, Any] = {
         "seq": seq,
         "hash": head,
         "ts": ts or utc_timestamp(),
-        "key_id": key_id(secret),
+        "key_id": signer.kid,
+        "alg": signer.alg,
     }
-    checkpoint["sig"] = checkpoint_signature(secret, checkpoint)
+    checkpoint["sig"] = signer.sign(signed_bytes(checkpoint))
     return checkpoint
 
 
@@ -49,15 +70,19 @@ class CheckpointLine:
     key_id: str = ""
     sig: str = ""
     body: dict[str, Any] | None = None
+    alg: str = HMAC_SHA256
 
     @property
     def readable(self) -> bool:
         return self.seq is not None
 
-    def signed_by(self, secret: bytes) -> bool:
+    def check(self, ring: KeyRing) -> Verdict:
         if self.body is None:
-            return False
-        return self.key_id == key_id(secret) and checkpoint_signature(secret, self.body) == self.sig
+            return "bad_signature"
+        return ring.check(self.key_id, self.alg, signed_bytes(self.body), self.sig)
+
+    def signed_by(self, secret: bytes) -> bool:
+        return self.check(KeyRing([HmacKey(secret)])) == "ok"
 
 
 def read_checkpoints(path: Path) -> list[CheckpointLine]:
@@ -68,6 +93,21 @@ def read_checkpoints(path: Path) -> list[CheckpointLine]:
                 continue
             result.append(_parse(number, raw))
     return result
+
+
+def last_checkpoint(path: Path) -> Tail | None:
+    """The seq and head of the last readable checkpoint in ``path``; None if it has none.
+
+    A missing file has none; any other read error propagates.
+    """
+    try:
+        for raw, _ in lines_backwards(path):
+            line = _parse(0, raw)
+            if line.seq is not None:
+                return Tail(seq=line.seq, head=line.hash)
+    except FileNotFoundError:
+        pass
+    return None
 
 
 def _parse(number: int, raw: bytes) -> CheckpointLine:
@@ -87,11 +127,16 @@ def _parse(number: int, raw: bytes) -> CheckpointLine:
         str(body.get("key_id", "")),
         str(body.get("sig", "")),
         body,
+        str(body.get("alg", HMAC_SHA256)),
     )
 
 
 class CheckpointFile:
-    """Appends one checkpoint per line and fsyncs it; blocking, called from a worker thread."""
+    """Appends one checkpoint per line and fsyncs it; blocking, called from a worker thread.
+
+    The file is only ever opened with ``O_APPEND`` (never truncated), so the gateway's
+    identity needs append permission only.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path

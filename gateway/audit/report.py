@@ -17,6 +17,7 @@ from gateway.audit.charts import bars, stacked_bars
 from gateway.audit.checkpoints import default_checkpoint_path
 from gateway.audit.stats import AuditStats, Tally, collect, read_entries
 from gateway.audit.verify import VerifyResult, verify_log
+from gateway.keys import KeyRing
 
 OUTCOME_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#79706e")  # forwarded redacted refused error
 TABLE_ROWS = 50
@@ -196,12 +197,19 @@ def render_report(stats: AuditStats, result: VerifyResult, log_path: str) -> str
     return "".join(parts)
 
 
-def run_report(path: str, html_out: str, checkpoints: str | None, secret: bytes | None) -> int:
+def run_report(
+    path: str,
+    html_out: str,
+    checkpoints: str | None,
+    secret: bytes | None,
+    *,
+    keys: KeyRing | None = None,
+) -> int:
     """Write the HTML report; 0 intact, 1 broken (the report is still written), 2 unreadable."""
     if checkpoints is None and default_checkpoint_path(Path(path)).exists():
         checkpoints = str(default_checkpoint_path(Path(path)))
     try:
-        result = verify_log(path, checkpoints, secret)
+        result = verify_log(path, checkpoints, secret, keys=keys)
         stats = collect(read_entries(Path(path)))
         page = render_report(stats, result, path)
         tmp = f"{html_out}.tmp"

@@ -29,7 +29,9 @@ EVENTS = frozenset({"request", "segment_start"})
 _RECORD_ID = re.compile(r"\d{1,25}")
 # Reasons are codes from a closed vocabulary (gateway.errors.Reason, and the trail's own),
 # never a value; ``scrubbed:<key>`` is added here.
-_TRAIL_REASONS = frozenset({"previous_tail_unreadable", "sink_recovered"})
+_TRAIL_REASONS = frozenset(
+    {"previous_tail_unreadable", "sink_recovered", "resumed_from_checkpoint"}
+)
 REASONS = frozenset(r.value for r in Reason) | _TRAIL_REASONS
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_.$]+")
 _CLIENT = re.compile(r"[0-9a-f]{32}")

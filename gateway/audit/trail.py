@@ -25,7 +25,15 @@ segment links to the last *whole* entry and carries ``reasons: ["previous_tail_u
 segment start) as a recovered crash and says so; anywhere else an unreadable line is damage.
 
 Checkpoints are written by the writer task too (every ``checkpoint_interval_s``, idle or
-not, and on close), after the entries they name are fsynced.
+not, and on close), after the entries they name are fsynced, and signed with
+``signing_key`` (an Ed25519 key) or, without one, HMAC-SHA256 with ``secret``. They go to
+``checkpoint_path``, by default ``<path>.checkpoints``; with the trail on stdout only there
+are checkpoints only when ``checkpoint_path`` is given. Then the stdout chain continues
+from the last checkpoint in that file (its segment start says ``resumed_from_checkpoint``),
+so the captured stream of several process lifetimes verifies against one checkpoints file.
+A crash between checkpoints in stdout mode cannot be resumed exactly: the entries written
+after the last checkpoint and the new segment then share seqs, and verify reports the fork
+at the new segment start.
 """
 
 from __future__ import annotations
@@ -42,11 +50,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.audit.canonical import GENESIS_HASH
-from gateway.audit.checkpoints import CheckpointFile, default_checkpoint_path, make_checkpoint
+from gateway.audit.checkpoints import (
+    CheckpointFile,
+    default_checkpoint_path,
+    last_checkpoint,
+    make_checkpoint,
+)
 from gateway.audit.files import Tail
 from gateway.audit.logfile import LogFile
 from gateway.audit.processors import ChainHasher, LineCollector, audit_logger
 from gateway.errors import AuditUnavailable
+from gateway.keys import SigningKey
 
 log = logging.getLogger("gateway.audit")
 
@@ -87,6 +101,7 @@ class AuditTrail:
         path: Path | None,
         *,
         secret: bytes,
+        signing_key: SigningKey | None = None,
         stdout: bool = False,
         fsync: str = "always",
         max_bytes: int = 100_000_000,
@@ -104,6 +119,7 @@ class AuditTrail:
             raise ValueError("queue_size, max_bytes and checkpoint_interval_s must be positive")
         self._fsync = FsyncPolicy.parse(fsync)
         self._secret = secret
+        self._signing_key = signing_key
         self._stdout = stdout
         self._drop = on_full == "drop"
         self._queue_size = queue_size
@@ -170,10 +186,18 @@ class AuditTrail:
         if self._state != "new":
             raise RuntimeError("an AuditTrail starts once")
         tail = await asyncio.to_thread(self._open_blocking)
+        resumed = False
+        if self._file is None and self._checkpoints is not None:
+            # stdout only: the checkpoints file is the one record of where the chain got to
+            pinned = await asyncio.to_thread(last_checkpoint, self._checkpoints.path)
+            if pinned is not None:
+                tail, resumed = pinned, True
         self._continue_from(tail)
         self._state = "open"
         self._writer = asyncio.create_task(self._run(), name="audit-writer")
         reasons = ["previous_tail_unreadable"] if tail.torn else []
+        if resumed:
+            reasons.append("resumed_from_checkpoint")
         if tail.torn:
             log.warning("audit log ended in a partial line; new segment links past it")
         await self._enqueue_segment_start(reasons)
@@ -374,7 +398,7 @@ class AuditTrail:
         seq, head = self._synced
         if seq == 0 or self._checkpoints is None:
             return
-        checkpoint = make_checkpoint(seq, head, self._secret)
+        checkpoint = make_checkpoint(seq, head, self._signing_key or self._secret)
         try:
             await asyncio.to_thread(self._checkpoints.append, checkpoint)
         except Exception as exc:

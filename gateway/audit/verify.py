@@ -3,8 +3,15 @@
 Walks the log's files oldest first (``audit.jsonl.N`` … ``.1``, then ``audit.jsonl``) and
 stops at the first bad line. Given the checkpoints file it also proves the tail was not cut
 and the chain not rebuilt: each checkpoint must name a seq that is present, with the same
-hash, and (given the secret) carry a valid signature. Without checkpoints a cut tail is
-undetectable, and the summary says so.
+hash, and, given a key ring, carry a valid signature by a key of the ring. Signatures are
+checked before the log is walked: a checkpoint that is not signed by a trusted key proves
+nothing, so it is reported as such rather than as a mismatch with the log. Without
+checkpoints a cut tail is undetectable, and the summary says so; entries after the last
+checkpoint are never pinned, and the summary counts them.
+
+The ring holds Ed25519 public keys (no secret needed) and/or HMAC secrets. A checkpoint
+whose ``key_id`` is not in the ring is reported as such; an empty ring checks no signatures
+(the summary says "unchecked").
 
 One unreadable line directly followed by a ``segment_start`` that carries
 ``previous_tail_unreadable`` and links to the last whole entry is a crash the writer
@@ -23,6 +30,7 @@ import orjson
 from gateway.audit.canonical import GENESIS_HASH, entry_hash, is_hash
 from gateway.audit.checkpoints import CheckpointLine, default_checkpoint_path, read_checkpoints
 from gateway.audit.files import log_files
+from gateway.keys import HmacKey, KeyRing
 
 HASH_MISMATCH = "hash mismatch (entry edited)"
 SEQ_GAP = "seq gap (entry deleted or reordered)"
@@ -32,6 +40,7 @@ NOT_ENTRY = "not an audit entry"
 TORN_TAIL = "partial last line (write cut short)"
 CHECKPOINT_HASH = "checkpoint hash mismatch"
 CHECKPOINT_SIG = "checkpoint signature invalid"
+CHECKPOINT_UNKNOWN_KEY = "checkpoint signed by a key not in the key ring"
 CHECKPOINT_UNREADABLE = "checkpoint not readable"
 
 
@@ -47,6 +56,8 @@ class VerifyResult:
     head: str = GENESIS_HASH
     checkpoints: int = 0  # checkpoints that matched the log
     recovered: tuple[str, ...] = ()  # "line L of FILE" for each torn line a segment recovered
+    key_ids: tuple[str, ...] = ()  # the keys whose signatures were checked and held
+    last_checkpoint_seq: int | None = None  # the highest seq a checkpoint pins
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +166,18 @@ def _recovers(entry: dict[str, Any]) -> bool:
 
 
 def verify_log(
-    path: str | Path, checkpoints: str | Path | None = None, secret: bytes | None = None
+    path: str | Path,
+    checkpoints: str | Path | None = None,
+    secret: bytes | None = None,
+    *,
+    keys: KeyRing | None = None,
 ) -> VerifyResult:
     """Verify the log at ``path`` (its base name: rotated files are found next to it).
 
-    Raises ``FileNotFoundError`` (or another ``OSError``) when the log or the checkpoints
-    file cannot be read at all; damage inside them is a result, not an exception.
+    Checkpoint signatures are checked against ``keys`` plus, given ``secret``, the HMAC key
+    it makes; with neither they are not checked. Raises ``FileNotFoundError`` (or another
+    ``OSError``) when the log or the checkpoints file cannot be read at all; damage inside
+    them is a result, not an exception.
     """
     base = Path(path)
     if base.is_dir():
@@ -168,13 +185,21 @@ def verify_log(
     files = log_files(base)
     if not files:
         raise FileNotFoundError(f"no audit log at {base}")
+    ring = KeyRing(keys or ())
+    if secret is not None:
+        ring.add(HmacKey(secret))
     checkpoint_file = Path(checkpoints) if checkpoints is not None else None
     pins = read_checkpoints(checkpoint_file) if checkpoint_file is not None else []
+    readable = [p.seq for p in pins if p.seq is not None]
+    last_pinned = max(readable) if readable else None
     walk = _Walk(pins, checkpoint_file)
+    signers: set[str] = set()
     try:
+        if checkpoint_file is not None:
+            signers = _check_signatures(pins, checkpoint_file, ring)
         walk.run(_lines(files))
         if checkpoint_file is not None:
-            _check_checkpoints(pins, checkpoint_file, walk.seq, secret)
+            _check_truncation(pins, checkpoint_file, walk.seq)
     except _Broken as broken:
         return VerifyResult(
             ok=False,
@@ -187,17 +212,24 @@ def verify_log(
             head=walk.head,
             checkpoints=walk.matched,
             recovered=tuple(walk.recovered),
+            last_checkpoint_seq=last_pinned,
         )
     summary = (
         f"audit log intact: {walk.entries} entries, {walk.segments} segments, "
         f"head {walk.head[:12]}, {walk.matched} checkpoints verified"
     )
+    if signers:
+        summary += " (signed by key_id " + ", ".join(sorted(signers)) + ")"
     if walk.recovered:
         summary += "; recovered from a crash (partial line kept) at " + ", ".join(walk.recovered)
     if checkpoint_file is None:
         summary += "; no checkpoints given, so a cut tail would go unnoticed"
-    elif secret is None:
-        summary += "; checkpoint signatures unchecked (no secret)"
+    else:
+        unpinned = walk.seq - (last_pinned or 0)
+        if unpinned:
+            summary += f"; {unpinned} entries after the last checkpoint are not pinned"
+        if not ring:
+            summary += "; checkpoint signatures unchecked (no key given)"
     return VerifyResult(
         ok=True,
         entries=walk.entries,
@@ -209,31 +241,53 @@ def verify_log(
         head=walk.head,
         checkpoints=walk.matched,
         recovered=tuple(walk.recovered),
+        key_ids=tuple(sorted(signers)),
+        last_checkpoint_seq=last_pinned,
     )
 
 
-def _check_checkpoints(
-    pins: list[CheckpointLine], file: Path, last_seq: int, secret: bytes | None
-) -> None:
+def _check_signatures(pins: list[CheckpointLine], file: Path, ring: KeyRing) -> set[str]:
+    """Every checkpoint readable and, given a ring, signed by one of its keys."""
+    signers: set[str] = set()
     for pin in pins:
         if not pin.readable:
             raise _Broken(pin, file, CHECKPOINT_UNREADABLE)
-        if secret is not None and not pin.signed_by(secret):
+        if not ring:
+            continue
+        verdict = pin.check(ring)
+        if verdict == "unknown_key":
+            raise _Broken(pin, file, f"{CHECKPOINT_UNKNOWN_KEY} (key_id {pin.key_id!r})")
+        if verdict != "ok":
             raise _Broken(pin, file, CHECKPOINT_SIG)
+        signers.add(pin.key_id)
+    return signers
+
+
+def _check_truncation(pins: list[CheckpointLine], file: Path, last_seq: int) -> None:
+    for pin in pins:
         if pin.seq is not None and pin.seq > last_seq:
             raise _Broken(pin, file, f"log ends before checkpoint seq {pin.seq} (truncated)")
 
 
-def run_verify(path: str, checkpoints: str | None, secret: bytes | None) -> int:
+def run_verify(
+    path: str, checkpoints: str | None, secret: bytes | None, *, keys: KeyRing | None = None
+) -> int:
     """Print one line about the log; 0 intact, 1 broken, 2 unreadable.
 
     Without ``checkpoints`` the default ``<log>.checkpoints`` is used when it exists, so
-    the plain command already catches a cut tail.
+    the plain command already catches a cut tail. Given ``keys`` (an auditor's ring), a
+    log without any checkpoints file cannot be checked against them: that is exit 2.
     """
     if checkpoints is None and default_checkpoint_path(Path(path)).exists():
         checkpoints = str(default_checkpoint_path(Path(path)))
+    if checkpoints is None and keys:
+        print(
+            f"audit log unverifiable: no checkpoints file at "
+            f"{default_checkpoint_path(Path(path))} to check the keys against"
+        )
+        return 2
     try:
-        result = verify_log(path, checkpoints, secret)
+        result = verify_log(path, checkpoints, secret, keys=keys)
     except OSError as exc:
         print(f"audit log unreadable: {exc.filename or path}: {exc.strerror or exc}")
         return 2

@@ -12,11 +12,12 @@ import pytest
 
 from gateway.audit import run_verify, verify_log
 from gateway.audit.canonical import canonical_json, entry_hash
-from gateway.audit.checkpoints import make_checkpoint
+from gateway.audit.checkpoints import checkpoint_signature, make_checkpoint
 from gateway.audit.files import log_files
 from gateway.audit.verify import (
     CHECKPOINT_HASH,
     CHECKPOINT_SIG,
+    CHECKPOINT_UNKNOWN_KEY,
     HASH_MISMATCH,
     NOT_JSON,
     PREV_MISMATCH,
@@ -193,12 +194,20 @@ def test_a_checkpoint_with_a_bad_signature_is_found(log: Path, tmp_path: Path) -
 
 
 def test_a_checkpoint_signed_with_another_key_is_found(log: Path, tmp_path: Path) -> None:
-    """Someone who rebuilt the chain cannot sign a matching checkpoint without the secret."""
+    """Someone who rebuilt the chain cannot sign a matching checkpoint without the secret:
+    under its own key_id it is a key not in the ring; under the real key_id, a bad signature."""
     base = copy(log, tmp_path / "otherkey")
     last = entries(base)[-1]
-    with checkpoints_of(base).open("ab") as f:
-        forged = make_checkpoint(last["seq"], last["hash"], b"not the secret")
-        f.write(canonical_json(forged) + b"\n")
+    cps = checkpoints_of(base)
+    original = cps.read_bytes()
+    forged = make_checkpoint(last["seq"], last["hash"], b"not the secret")
+    cps.write_bytes(original + canonical_json(forged) + b"\n")
+    ok, number, _, reason = verify(base)
+    assert not ok and number == original.count(b"\n") + 1
+    assert reason == f"{CHECKPOINT_UNKNOWN_KEY} (key_id {forged['key_id']!r})"
+    forged["key_id"] = orjson.loads(original.splitlines()[0])["key_id"]
+    forged["sig"] = checkpoint_signature(b"not the secret", forged)
+    cps.write_bytes(original + canonical_json(forged) + b"\n")
     assert verify(base)[3] == CHECKPOINT_SIG
 
 
