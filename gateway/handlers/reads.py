@@ -7,6 +7,7 @@ honour them on more routes than it documents; ``sort_by``), and every answer is 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from gateway.crm.criteria import CriteriaError, criteria_fields, parse_criteria
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import Decision
-from gateway.errors import InvalidQuery, Reason, RestrictedField
+from gateway.errors import InvalidData, InvalidQuery, Reason, RestrictedField
 from gateway.handlers import Context
 from gateway.privacy import guards
 from gateway.privacy.redact import Counts, redact_body
@@ -22,6 +23,7 @@ from gateway.types import Reply
 from gateway.view import View
 
 _SEARCH_PARAMS = frozenset({"criteria", "email", "phone", "word"})
+_FIELD_NAME = re.compile(r"\$?[A-Za-z0-9_]{1,100}")
 
 
 async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
@@ -29,6 +31,14 @@ async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
     if req.kind is Kind.RELATED:
         module = await ctx.views.related_module(view, module, req.related_list or "")
     params = req.params
+    for name in ("fields", "sort_by"):
+        value = req.param(name)
+        if value is not None and any(
+            not _FIELD_NAME.fullmatch(n.strip()) for n in value.split(",")
+        ):
+            # The record APIs take plain field names; a lookup path (Referrer.Email) would
+            # come back under a key the redactor does not know.
+            raise InvalidData(details={"reason": f"{name} must name fields of the module"})
     if any(name in _SEARCH_PARAMS for name, _ in params):
         await guard_search(ctx, view, module, params, decision)
     if req.param("sort_by") is not None:

@@ -469,3 +469,16 @@ def test_no_spelling_of_a_record_route_returns_an_unredacted_marker(
 
 def _json(body: Any) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+@pytest.mark.parametrize(
+    "query", ["fields=Last_Name,Referrer.Email", "sort_by=Referrer.Email", "fields=Owner.email"]
+)
+def test_a_field_list_naming_a_lookup_path_is_refused_on_record_reads(
+    crm: Crm, gw: GatewayHandle, query: str
+) -> None:
+    """The record APIs take plain field names; an answer keyed ``Referrer.Email`` would
+    hold a value under a key the redactor does not know."""
+    crm.clear()
+    r = gw.http.get(f"/crm/v8/Leads?{query}")
+    _refused_before_the_crm(crm, r, 400, "INVALID_DATA")
