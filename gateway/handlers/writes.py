@@ -84,16 +84,15 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
     module = req.module or ""
     path_id = req.record_id or ""
     gdpr = await ctx.views.is_gdpr_module(view, module)
-    own = Target(normal_id(path_id), False)
     if req.external is not None:
+        # The CRM resolves the external value; the record it names is the target.
         own = await ctx.states.by_external(view, module, req.external, path_id)
         if not gdpr and own.id is not None:
             own = Target(own.id, False)
-    elif gdpr:
-        own = Target(
-            own.id,
-            (await ctx.states.states(view, module, [own.id or path_id])).get(own.id or path_id),
-        )
+    else:
+        rid = normal_id(path_id) or path_id
+        state = (await ctx.states.states(view, module, [rid])).get(rid) if gdpr else False
+        own = Target(rid, state)
     decision.add_record_id(own.id)
     body = None if req.kind is Kind.RELATED_WRITE and req.method != "PUT" else _optional_json(req)
     data = body.get("data") if isinstance(body, dict) else None
