@@ -4,6 +4,14 @@ the upstream client, the metadata cache and the audit trail.
 The proxy path is a plain ASGI callable (no per-request routing or Request objects), since
 every microsecond here is paid on every CRM call. ``/_gateway/...`` is a small Starlette
 app and is never forwarded.
+
+Before a request reaches the corridor, the edge refuses (CRM envelope, one audit entry,
+``Connection: close`` when the body was not read through): a request head over
+``max_header_bytes`` (431), one the two uvicorn parsers could frame differently or that asks
+for a protocol upgrade or names a host not served (400, ``check_head``), more requests than
+``max_concurrent_requests`` in flight (503 with ``Retry-After``, never queued), a body
+declared or grown over ``max_request_body_bytes`` (413), one not complete within
+``body_read_timeout_seconds`` (408), and one cut short by the client (never forwarded).
 """
 
 from __future__ import annotations
@@ -29,15 +37,24 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.audit import AuditTrail
 from gateway.crm.request import METHODS, canonicalize
 from gateway.decision import ERROR, REFUSED, Decision
-from gateway.errors import AuditUnavailable, BodyTooLarge, GatewayError
+from gateway.errors import (
+    AuditUnavailable,
+    BodyTimeout,
+    BodyTooLarge,
+    GatewayError,
+    InvalidData,
+    Overloaded,
+    Reason,
+)
 from gateway.forward import JSON_TYPE
 from gateway.keys import load_or_create_secret
 from gateway.metadata import MetadataCache
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.serving import check_head, default_hosts
 from gateway.settings import Settings
 from gateway.types import Reply
-from gateway.upstream import GzipStreamDecoder, Upstream, make_upstream
+from gateway.upstream import BreakerUpstream, GzipStreamDecoder, Upstream, make_upstream
 
 log = structlog.get_logger("gateway")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,128}")
@@ -72,9 +89,19 @@ class Gateway:
         self.settings = settings
         policy = settings.policy
         self.secret = load_or_create_secret(settings.secret_file, settings.secret)
-        self.upstream = upstream or make_upstream(
-            settings.transport, policy.connect_timeout_s, policy.read_timeout_s
+        self.upstream = upstream or BreakerUpstream(
+            make_upstream(
+                settings.transport,
+                policy.connect_timeout_s,
+                policy.read_timeout_s,
+                policy.max_upstream_connections,
+                policy.pool_timeout_s,
+            ),
+            policy.breaker_failures,
+            policy.breaker_cooldown_s,
         )
+        self.hosts = policy.allowed_hosts or default_hosts(settings.host)
+        self.in_flight = 0
         self.metadata = MetadataCache(
             self.upstream,
             settings.upstream,
@@ -183,20 +210,41 @@ class Gateway:
         )
         if not _REQUEST_ID.fullmatch(rid):
             rid = uuid.uuid4().hex
-        decision = Decision(
-            rid, _method_name(scope["method"]), policy_version=self.settings.policy.version
-        )
+        policy = self.settings.policy
+        decision = Decision(rid, _method_name(scope["method"]), policy_version=policy.version)
         try:
-            if not self.audit.healthy and self.settings.policy.audit_on_full == "block":
+            check_head(scope, policy, self.hosts)
+            if self.in_flight >= policy.max_concurrent_requests:
+                # Refused at once: a queue would only make every waiting client time out.
+                raise Overloaded("Too many requests are in flight; retry later.")
+        except GatewayError as exc:
+            await self._finish(_error_reply(exc, decision), decision, started, send, close=True)
+            return
+        self.in_flight += 1
+        try:
+            reply, read_through = await self._through(scope, receive, decision)
+            await self._finish(reply, decision, started, send, close=not read_through)
+        finally:
+            self.in_flight -= 1
+
+    async def _through(
+        self, scope: Scope, receive: Receive, decision: Decision
+    ) -> tuple[Reply, bool]:
+        """The corridor: the reply, and whether the request body was read through."""
+        policy = self.settings.policy
+        read_through = False
+        try:
+            if not self.audit.healthy and policy.audit_on_full == "block":
                 # Refuse before anything reaches the CRM: it could not be recorded.
                 raise AuditUnavailable()
-            body = await _read_body(receive, self.settings.policy.max_request_body)
+            body = await _read_body(receive, policy.max_request_body, policy.body_read_timeout_s)
+            read_through = True
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
             req = canonicalize(
                 scope["method"],
                 raw_path.split(b"?", 1)[0],
                 scope.get("query_string", b""),
-                raw_headers,
+                scope["headers"],
                 body,
             )
             reply = await self.pipeline.handle(req, decision)
@@ -204,8 +252,13 @@ class Gateway:
         except GatewayError as exc:
             reply = _error_reply(exc, decision)
         except Exception as exc:  # fail closed: never the upstream's body, never a traceback
-            log.error("internal_error", request_id=rid, error=type(exc).__name__)
+            log.error("internal_error", request_id=decision.request_id, error=type(exc).__name__)
             reply = _error_reply(GatewayError(), decision)
+        return reply, read_through
+
+    async def _finish(
+        self, reply: Reply, decision: Decision, started: float, send: Send, *, close: bool
+    ) -> None:
         decision.status = reply.status
         decision.duration_ms = (time.perf_counter() - started) * 1000
         try:
@@ -214,14 +267,17 @@ class Gateway:
             # Nothing goes out unrecorded (the write, if any, already reached the CRM).
             await _discard(reply)
             reply = _error_reply(exc, decision)
-        reply.headers.append(("x-request-id", rid))
+        reply.headers.append(("x-request-id", decision.request_id))
+        if close:
+            # Body bytes left unread on the connection must never be parsed as a request.
+            reply.headers.append(("connection", "close"))
         try:
             await _send_reply(reply, send)
         finally:
             self.metrics.observe(decision)
             log.info(
                 "request",
-                request_id=rid,
+                request_id=decision.request_id,
                 method=decision.method,
                 route=decision.route,
                 status=reply.status,
@@ -238,24 +294,38 @@ def _method_name(method: str) -> str:
 def _error_reply(exc: GatewayError, decision: Decision) -> Reply:
     decision.outcome = REFUSED if 400 <= exc.status_code < 500 else ERROR
     decision.note(exc.reason)
-    return Reply(exc.status_code, [("content-type", JSON_TYPE)], exc.body())
+    headers = [("content-type", JSON_TYPE)]
+    if isinstance(exc, Overloaded):
+        headers.append(("retry-after", str(exc.retry_after)))
+    return Reply(exc.status_code, headers, exc.body())
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
+async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:
+    """The whole body, within ``timeout`` seconds and ``limit`` bytes, or an error.
+
+    A client that goes away first leaves a body that may be cut short: it is never
+    forwarded as if complete. (uvicorn reports a disconnect even after a complete body if
+    it came before the first ``receive``; nobody is left to answer then either.)"""
     parts: list[bytes] = []
     size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge()
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(parts)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message: Message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise InvalidData(
+                        details={"reason": "the client went away before its body was complete"},
+                        reason=Reason.CLIENT_DISCONNECTED,
+                    )
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge()
+                parts.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(parts)
+    except TimeoutError:
+        raise BodyTimeout() from None
 
 
 async def _discard(reply: Reply) -> None:

@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         "--transport", choices=("aiohttp", "httpx"), help="upstream client (GATEWAY_TRANSPORT)"
     )
     s.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        help="uvicorn's HTTP/1.1 parser (GATEWAY_HTTP, default auto: httptools if installed)",
+    )
+    s.add_argument(
         "--checkpoint-file",
         help="where signed checkpoints are appended; default AUDIT_LOG.checkpoints, none on "
         "stdout (GATEWAY_CHECKPOINT_FILE)",
@@ -104,6 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import configure_logging, create_app
+    from gateway.serving import uvicorn_options
 
     try:
         policy_path = args.policy or os.environ.get("GATEWAY_POLICY")
@@ -123,6 +129,12 @@ def _serve(args: argparse.Namespace) -> int:
         audit = _checkpointed_trail(settings)
     except (SettingsError, PolicyError, KeyFileError) as exc:
         return _fail(str(exc))
+    try:
+        options = uvicorn_options(
+            args.http or os.environ.get("GATEWAY_HTTP", "auto"), settings.policy.max_header_bytes
+        )
+    except ValueError as exc:
+        return _fail(str(exc))
     configure_logging()
     app = create_app(settings) if audit is None else create_app(settings, audit=audit)
     uvicorn.run(
@@ -133,6 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="warning",
         timeout_graceful_shutdown=10,
         server_header=False,
+        **options,
     )
     return 0
 

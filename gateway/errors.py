@@ -9,8 +9,11 @@ Every error leaves the gateway in the CRM's own envelope
     ├── UnreadableUpstream    502     GATEWAY_UNREADABLE_UPSTREAM
     ├── MetadataUnavailable   503     GATEWAY_METADATA_UNAVAILABLE
     ├── AuditUnavailable      503     GATEWAY_AUDIT_UNAVAILABLE
+    ├── Overloaded            503     GATEWAY_OVERLOADED
     ├── UpstreamRefused       4xx     (the CRM's own answer to a metadata call)
     ├── BodyTooLarge          413     GATEWAY_BODY_TOO_LARGE
+    ├── HeadersTooLarge       431     GATEWAY_HEADERS_TOO_LARGE
+    ├── BodyTimeout           408     GATEWAY_BODY_TIMEOUT
     ├── InvalidUrl            404     INVALID_URL_PATTERN
     ├── MethodNotAllowed      405     INVALID_REQUEST_METHOD
     ├── NotSupported          400     NOT_SUPPORTED
@@ -20,6 +23,9 @@ Every error leaves the gateway in the CRM's own envelope
     ├── InvalidData           400     INVALID_DATA
     └── InvalidQuery          400     INVALID_QUERY
         └── RestrictedField   400     INVALID_QUERY
+
+``HeadersTooLarge`` and ``BodyTimeout`` are defined beside the request-head checks that
+raise them, in ``gateway.serving``.
 
 Foreign exceptions (aiohttp, httpx, orjson, zlib) are translated into these at exactly one
 boundary each (``raise UpstreamTimeout() from exc``). Messages never echo request values
@@ -63,6 +69,9 @@ class Reason(enum.StrEnum):
     PRIVACY_SETTINGS_OFF = "privacy_settings_off"
     CLIENT_RULE = "client_rule"
     MASS_UPDATE_UNCHECKED = "mass_update_unchecked"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    BODY_TIMEOUT = "body_timeout"
 
 
 def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -131,6 +140,29 @@ class AuditUnavailable(GatewayError):
     code = "GATEWAY_AUDIT_UNAVAILABLE"
     message = "The audit trail cannot record this request, so it was not served."
     reason = Reason.AUDIT_UNAVAILABLE
+
+
+class Overloaded(GatewayError):
+    """Refused at once, never queued: too many requests in flight, no free connection to
+    the CRM within the pool timeout, or the CRM's circuit open. ``retry_after`` (seconds)
+    is sent as ``Retry-After``; ``code`` may name which of these it was."""
+
+    status_code = 503
+    code = "GATEWAY_OVERLOADED"
+    message = "The gateway is at capacity; retry later."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: int = 1,
+        code: str | None = None,
+        reason: Reason | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = max(1, retry_after)
+        if code is not None:
+            self.code = code
 
 
 class UpstreamRefused(GatewayError):
@@ -203,6 +235,26 @@ class TooManyRecords(GatewayError):
     code = "LIMIT_EXCEEDED"
     message = "the number of records exceeds the limit"
     reason = Reason.TOO_MANY_RECORDS
+
+
+class HeadersTooLarge(GatewayError):
+    """RFC 6585 §5: "the server is unwilling to process the request because its header
+    fields are too large"."""
+
+    status_code = 431
+    code = "GATEWAY_HEADERS_TOO_LARGE"
+    message = "The request headers are larger than the gateway accepts."
+    reason = Reason.HEADERS_TOO_LARGE
+
+
+class BodyTimeout(GatewayError):
+    """The client did not deliver its body within ``body_read_timeout_seconds`` (a slow
+    drip holds a connection and a slot of ``max_concurrent_requests``)."""
+
+    status_code = 408
+    code = "GATEWAY_BODY_TIMEOUT"
+    message = "The request body did not arrive in time."
+    reason = Reason.BODY_TIMEOUT
 
 
 class InvalidData(GatewayError):

@@ -6,6 +6,7 @@ the gateway must check exactly what the CRM will act on."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -38,22 +39,37 @@ def loads_request(raw: bytes) -> Any:
     return value
 
 
+UNREADABLE = "?"  # an id given in a shape the gateway cannot read: its target is unknown
+
+
 def record_id(record: dict[str, Any]) -> str | None:
     """The record's ``id`` member, whatever its letter case (repeats were refused), as the
-    CRM reads it (``normal_id``)."""
+    CRM reads it (``normal_id``); ``UNREADABLE`` when it has one the gateway cannot read
+    (a float, an object, a list): such a target is unknown, never "no target"."""
     for key, value in record.items():
         if key.lower() == "id":
-            return normal_id(value)
+            if value is None or value == "":
+                return None
+            return normal_id(value) or UNREADABLE
     return None
 
 
+_NUMERIC = re.compile(r"\+?\d+")
+
+
 def normal_id(value: Any) -> str | None:
-    """An id as the CRM compares ids: a JSON number or a string, surrounding whitespace
-    dropped, a numeric id without its leading zeros (``" 00123"`` and ``123`` name one
-    record). Anything else (an object, a list, a boolean, an empty string) names none."""
+    """An id as the CRM compares ids: a JSON integer or a string, surrounding whitespace
+    dropped, a numeric id as its number (``" 00123"``, ``"+123"``, ``123``, and the same in
+    full-width digits name one record). A non-numeric string is kept as it is (an external
+    value); anything else (a float, an object, a list, a boolean, "") names none."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = str(value).strip()
-    if text.isascii() and text.isdigit():
-        return text.lstrip("0") or "0"
+    if _NUMERIC.fullmatch(text):
+        return str(int(text))
     return text or None
+
+
+def is_record_id(value: str) -> bool:
+    """A canonical numeric id: only such an id can be known to be in no module."""
+    return value.isascii() and value.isdigit()

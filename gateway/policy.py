@@ -7,6 +7,7 @@ error that names the key, so a typo can never silently weaken enforcement.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 SENSITIVITIES = frozenset({"high", "low"})
 _DEFAULT_TTL = 300.0
 _DEFAULT_MAX_STALE = 900.0
+# A Host name, an IPv4 address or a bracketed IPv6 address; "*" or "*.example.com" match many.
+_HOST_PATTERN = re.compile(r"\*|(\*\.)?[a-z0-9]([a-z0-9.\-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
 
 
 class PolicyError(ValueError):
@@ -59,6 +62,15 @@ class Policy:
     audit_stdout: bool = False
     audit_checkpoint_interval_s: float = 30.0
     audit_max_bytes: int = 100 * 1024 * 1024
+    #: Host names clients may address; empty: the listen address, localhost and 127.0.0.1
+    allowed_hosts: tuple[str, ...] = ()
+    max_header_bytes: int = 32 * 1024
+    body_read_timeout_s: float = 30.0
+    max_concurrent_requests: int = 256
+    max_upstream_connections: int = 200
+    pool_timeout_s: float = 5.0
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
     _by_key: Mapping[str, ClientRule] = field(default_factory=dict, repr=False, compare=False)
 
     def shown_for(self, gateway_key: str | None) -> tuple[str | None, frozenset[str]]:
@@ -89,7 +101,15 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "max_bulk_result_bytes": ("max_bulk_result", int),
         "connect_timeout_seconds": ("connect_timeout_s", float),
         "read_timeout_seconds": ("read_timeout_s", float),
+        "max_header_bytes": ("max_header_bytes", int),
+        "body_read_timeout_seconds": ("body_read_timeout_s", float),
+        "max_concurrent_requests": ("max_concurrent_requests", int),
+        "max_upstream_connections": ("max_upstream_connections", int),
+        "pool_timeout_seconds": ("pool_timeout_s", float),
+        "breaker_failures": ("breaker_failures", int),
+        "breaker_cooldown_seconds": ("breaker_cooldown_s", float),
     },
+    "server": {"allowed_hosts": ("allowed_hosts", list)},
     "audit": {
         "fsync": ("audit_fsync", str),
         "on_full": ("audit_on_full", str),
@@ -121,6 +141,16 @@ def _sensitivities(key: str, value: Any) -> frozenset[str]:
     if not lowered <= SENSITIVITIES:
         raise PolicyError(key, "sensitivities are 'high' and 'low'")
     return lowered
+
+
+def _hosts(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise PolicyError(key, "expected a non-empty list of host names")
+    hosts = tuple(v.strip().lower() for v in value)
+    for host in hosts:
+        if not _HOST_PATTERN.fullmatch(host):
+            raise PolicyError(key, "expected host names without a port, such as 'crm-gw.internal'")
+    return hosts
 
 
 def _client(index: int, raw: Any) -> ClientRule:
@@ -166,6 +196,8 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
             raise PolicyError(top, "unknown key")
     if "show" in values:
         values["show"] = _sensitivities("redaction.show", values["show"])
+    if "allowed_hosts" in values:
+        values["allowed_hosts"] = _hosts("server.allowed_hosts", values["allowed_hosts"])
     fsync = values.get("audit_fsync", "always")
     if fsync not in ("always", "never") and not (
         fsync.startswith("interval:") and fsync[9:].isdigit() and int(fsync[9:]) > 0
@@ -215,7 +247,16 @@ def explain(policy: Policy) -> list[str]:
         + ("refused" if policy.require_consent else "allowed"),
         "mass update by custom view or territory is "
         + ("allowed" if policy.allow_mass_update_by_cvid else "refused"),
-        f"request bodies over {policy.max_request_body} bytes are refused (413)",
+        f"request bodies over {policy.max_request_body} bytes are refused (413), and bodies "
+        f"not complete within {policy.body_read_timeout_s:g}s are cut off (408)",
+        f"request headers over {policy.max_header_bytes} bytes are refused (431)",
+        "clients may address the gateway as: "
+        + (", ".join(policy.allowed_hosts) or "its listen address, localhost, 127.0.0.1"),
+        f"more than {policy.max_concurrent_requests} requests in flight are refused at once "
+        f"(503); a request waits at most {policy.pool_timeout_s:g}s for one of "
+        f"{policy.max_upstream_connections} connections to the CRM (then 503)",
+        f"after {policy.breaker_failures} consecutive failures the CRM is not called for "
+        f"{policy.breaker_cooldown_s:g}s (503), then one probe request is let through",
         f"audit: fsync {policy.audit_fsync}, when the sink is full: {policy.audit_on_full}",
     ]
     return lines

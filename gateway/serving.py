@@ -1,9 +1,19 @@
-"""A uvicorn server in a background thread, bound to a local port: for the demo, the
-benchmark and the tests, which run the real servers exactly as ``serve`` does."""
+"""How the gateway meets HTTP/1.1: uvicorn's options, the request-head checks that hold
+whichever parser runs, and a uvicorn server in a background thread (for the demo, the
+benchmark and the tests, which run the real servers exactly as ``serve`` does).
+
+``uvicorn_options`` is the one place both ``serve`` and ``ThreadedServer`` take uvicorn's
+HTTP/1.1 settings from. The two parsers do not refuse the same things: h11 unfolds obs-fold
+lines, takes bare LF line ends and passes Content-Length beside Transfer-Encoding on, and
+refuses two Host headers; httptools refuses the first three itself and passes two Host
+headers on. Whatever a parser refuses gets uvicorn's plain-text 400, before the app (and the
+audit trail) sees it; whatever it passes on, ``check_head`` judges from the ASGI scope.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -11,6 +21,111 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from starlette.types import Scope
+
+from gateway.errors import BodyTooLarge, HeadersTooLarge, InvalidData, NotSupported
+from gateway.policy import Policy
+
+# A Host value: a name or an IPv4 address, or a bracketed IPv6 address, and an optional port.
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.\-]+)(?::[0-9]{1,5})?")
+
+#: uvicorn's HTTP/1.1 parsers; "auto" is httptools when it is installed, else h11
+PARSERS = ("auto", "h11", "httptools")
+#: room for the request line on top of the header bytes h11 buffers (its own default)
+_REQUEST_LINE_ROOM = 16 * 1024
+_DEFAULT_HEADER_BYTES = Policy().max_header_bytes
+
+
+# -- the request head -------------------------------------------------------------------
+
+
+def default_hosts(listen: str) -> tuple[str, ...]:
+    """The hosts served when the policy names none: the listen address and loopback. A
+    wildcard listen address (``0.0.0.0``, ``::``: a container, a sidecar) names no host of
+    its own, so any Host is served until the policy's ``allowed_hosts`` names them."""
+    listen = listen.lower()
+    if listen in ("0.0.0.0", "::", ""):
+        return ("*",)
+    return (f"[{listen}]" if ":" in listen else listen, "localhost", "127.0.0.1")
+
+
+def host_allowed(value: bytes, patterns: tuple[str, ...]) -> bool:
+    """Whether a ``Host`` value (any port) names a host in ``patterns``: exact names, "*",
+    or "*.example.com" for its subdomains (Starlette's ``TrustedHostMiddleware`` rule)."""
+    m = _HOST.fullmatch(value.decode("latin-1").lower())
+    if m is None:
+        return False
+    name = m.group(1)
+    return any(
+        p == "*" or p == name or (p.startswith("*.") and name.endswith(p[1:])) for p in patterns
+    )
+
+
+def check_head(scope: Scope, policy: Policy, hosts: tuple[str, ...]) -> None:
+    """Refuse a request head before any body byte is read: pure, the ASGI scope in, an
+    error out. Exactly one ``Host`` is required, HTTP/1.0 included."""
+    size = 0
+    lengths: list[bytes] = []
+    host: list[bytes] = []
+    chunked = upgrade = False
+    for name, value in scope["headers"]:
+        size += len(name) + len(value) + 4  # "name: value\r\n"
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"upgrade":
+            upgrade = True
+        elif name == b"host":
+            host.append(value)
+    if size > policy.max_header_bytes:
+        raise HeadersTooLarge()
+    # RFC 9112 §6.3: "If a message is received with both a Transfer-Encoding and a
+    # Content-Length header field, ... Such a message might indicate an attempt to perform
+    # request smuggling ... and ought to be handled as an error." h11 passes it on.
+    if chunked and lengths:
+        raise InvalidData(details={"reason": "both Content-Length and Transfer-Encoding"})
+    if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
+        raise InvalidData(details={"reason": "Content-Length is not one decimal number"})
+    # RFC 9110 §7.8: a server "MAY ignore a received Upgrade header field"; a proxy that
+    # passed one on could end up tunnelling a protocol it cannot check.
+    if upgrade:
+        raise NotSupported(details={"reason": "protocol upgrades are not supported"})
+    # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    # HTTP/1.1 request message that lacks a Host header field and to any request message
+    # that contains more than one Host header field line or a Host header field with an
+    # invalid field value." A Host outside the allowed list is refused too (DNS rebinding).
+    if len(host) != 1 or not host_allowed(host[0], hosts):
+        raise InvalidData(details={"reason": "the Host header names no host served here"})
+    # RFC 9110 §15.5.14: a server "MAY close the connection" after a 413 rather than read
+    # a body it will refuse. (More than 15 digits is over any limit, and int() of a
+    # very long digit string raises.)
+    if lengths and (len(lengths[0]) > 15 or int(lengths[0]) > policy.max_request_body):
+        raise BodyTooLarge()
+
+
+# -- uvicorn ----------------------------------------------------------------------------
+
+
+def uvicorn_options(
+    http: str = "auto", max_header_bytes: int = _DEFAULT_HEADER_BYTES
+) -> dict[str, Any]:
+    """The parser and its bounds. ``ws="none"``: a WebSocket upgrade is never taken over by
+    uvicorn, so it reaches the gateway as a plain request and is refused there (400).
+
+    h11 refuses a request head still incomplete past its buffer limit with uvicorn's
+    plain-text 400. The limit sits above ``max_header_bytes``, so a head just over the
+    gateway's bound reaches the gateway, which answers 431 in the CRM envelope. httptools
+    has no such limit: uvicorn buffers any head, however large, and only the gateway's
+    check, once the head is complete, bounds it (the front proxy must cap what it buffers).
+    """
+    if http not in PARSERS:
+        raise ValueError(f"http must be one of {', '.join(PARSERS)}")
+    return {
+        "http": http,
+        "ws": "none",
+        "h11_max_incomplete_event_size": max_header_bytes + _REQUEST_LINE_ROOM,
+    }
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -23,7 +138,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ThreadedServer:
     """Serve an ASGI app in a background thread until ``stop()``."""
 
-    def __init__(self, app: Any, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        app: Any,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        *,
+        http: str = "auto",
+        max_header_bytes: int = _DEFAULT_HEADER_BYTES,
+    ) -> None:
         self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
         config = uvicorn.Config(
@@ -34,6 +157,7 @@ class ThreadedServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
+            **uvicorn_options(http, max_header_bytes),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import structlog
 
 from gateway.errors import GatewayError
-from gateway.jsonbody import normal_id, record_id
+from gateway.jsonbody import UNREADABLE, is_record_id, normal_id, record_id
 from gateway.privacy import writes
 from gateway.upstream import Headers, Upstream, fetch_json
 from gateway.view import View, Views
@@ -93,8 +93,8 @@ class RecordStates:
         """The state of records whose module the write does not say (a note's parent, an
         upload's ids): looked for in every GDPR module (ids are unique within an org). An
         id no GDPR module holds, when every module answered, has no such state (free)."""
-        remaining = list(dict.fromkeys(ids))
-        found: dict[str, bool | None] = {}
+        found: dict[str, bool | None] = {i: None for i in ids if not is_record_id(i)}
+        remaining = [i for i in dict.fromkeys(ids) if is_record_id(i)]
         complete = True
         for module in await self.views.gdpr_modules(view, strict=True):
             if not remaining:
@@ -172,9 +172,21 @@ class RecordStates:
             f"{self.base}/crm/{view.version}/{quote(module, safe='')}/{quote(value, safe='')}"
             "?fields=id,$stop_processing"
         )
-        body = await self._get(url, [*view.headers, ("x-external", external_field)])
-        data = body.get("data") if isinstance(body, dict) else None
-        states = self._states(module, data)
+        try:
+            answer = await fetch_json(
+                self.upstream,
+                "GET",
+                url,
+                [*view.headers, ("x-external", external_field)],
+                b"",
+                STATE_LIMIT,
+            )
+        except GatewayError:
+            return Target(None, None)
+        if answer.status == 204:
+            return FREE  # no record holds that value
+        data = answer.body.get("data") if isinstance(answer.body, dict) else None
+        states = self._states(module, data) if answer.status == 200 else {}
         if len(states) != 1:
             return Target(None, None)
         ((rid, state),) = states.items()
@@ -187,7 +199,13 @@ class RecordStates:
         duplicate-check field that matches (``fields``; None when the gateway cannot know
         them). No id and no duplicate-check value: an insert (``FREE``)."""
         by_id = await self.states(
-            view, module, [rid for r in records if isinstance(r, dict) and (rid := record_id(r))]
+            view,
+            module,
+            [
+                rid
+                for r in records
+                if isinstance(r, dict) and (rid := record_id(r)) and rid != UNREADABLE
+            ],
         )
         sem = asyncio.Semaphore(8)
 
@@ -195,6 +213,8 @@ class RecordStates:
             if not isinstance(record, dict):
                 return Target(None, None)
             rid = record_id(record)
+            if rid == UNREADABLE:
+                return Target(None, None)
             if rid:
                 return Target(rid, by_id.get(rid))
             if fields is None:

@@ -6,6 +6,11 @@ Neither transport keeps a cookie jar (a shared jar would leak one caller's sessi
 another), follows redirects, reads proxy settings from the environment, or decodes bodies:
 the gateway decodes itself, with a bound, in ``decode_body``.
 
+A request that finds every connection busy waits at most the pool timeout, then gets
+``Overloaded`` (503 with ``Retry-After``): a full pool is the gateway's capacity, not a slow
+CRM, so it is not reported as a 504. ``BreakerUpstream`` wraps either transport with one
+``CircuitBreaker`` per CRM host.
+
 aiohttp is the default transport. httpx is kept behind the same seam so ``make bench`` can
 measure both on this machine (httpcore's pool bookkeeping grows with concurrency,
 encode/httpx#3215).
@@ -13,16 +18,29 @@ encode/httpx#3215).
 
 from __future__ import annotations
 
+import asyncio
+import enum
+import math
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
 import orjson
 
-from gateway.errors import BodyTooLarge, UnreadableUpstream, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import (
+    BodyTooLarge,
+    Overloaded,
+    Reason,
+    UnreadableUpstream,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
 Headers = list[tuple[str, str]]
 
@@ -122,20 +140,66 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _pool_exhausted() -> Overloaded:
+    return Overloaded("Every connection to the CRM is busy; retry later.")
+
+
+class _PoolWait:
+    """The deadline of one request's wait for a pooled connection (aiohttp's ``connect``
+    timeout covers that wait and the connecting alike, so it cannot tell them apart)."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.deadline: asyncio.Timeout | None = None
+        self.expired = False
+
+    def queued(self) -> None:
+        if self.deadline is not None:
+            self.expired = True  # stays true only if the wait is not over in time
+            self.deadline.reschedule(asyncio.get_running_loop().time() + self.limit)
+
+    def dequeued(self) -> None:
+        if self.deadline is not None:
+            self.expired = False
+            self.deadline.reschedule(None)
+
+
+async def _on_queued(_s: object, ctx: SimpleNamespace, _p: object) -> None:
+    if isinstance(ctx.trace_request_ctx, _PoolWait):
+        ctx.trace_request_ctx.queued()
+
+
+async def _on_dequeued(_s: object, ctx: SimpleNamespace, _p: object) -> None:
+    if isinstance(ctx.trace_request_ctx, _PoolWait):
+        ctx.trace_request_ctx.dequeued()
+
+
 class AiohttpUpstream:
-    def __init__(self, connect_timeout: float, read_timeout: float, max_connections: int = 200):
+    def __init__(
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        max_connections: int = 200,
+        pool_timeout: float = 5.0,
+    ):
         self._timeout = aiohttp.ClientTimeout(
             total=None,
-            connect=connect_timeout,
+            # aiohttp's connect bound includes the pool wait; the pool wait has its own
+            # (shorter) deadline in send(), so this bounds only the rest.
+            connect=connect_timeout + pool_timeout,
             sock_connect=connect_timeout,
             sock_read=read_timeout,
         )
         self._max_connections = max_connections
+        self._pool_timeout = pool_timeout
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily so it binds to the server's running event loop.
         if self._session is None:
+            tracing = aiohttp.TraceConfig()
+            tracing.on_connection_queued_start.append(_on_queued)
+            tracing.on_connection_queued_end.append(_on_dequeued)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300),
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -143,15 +207,25 @@ class AiohttpUpstream:
                 auto_decompress=False,
                 trust_env=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                trace_configs=[tracing],
             )
         return self._session
 
     async def send(self, method: str, url: str, headers: Headers, body: bytes) -> UpstreamResponse:
+        wait = _PoolWait(self._pool_timeout)
         try:
-            resp = await self._client().request(
-                method, url, headers=headers, data=body or None, allow_redirects=False
-            )
+            async with asyncio.timeout(None) as wait.deadline:
+                resp = await self._client().request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body or None,
+                    allow_redirects=False,
+                    trace_request_ctx=wait,
+                )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            if wait.expired:
+                raise _pool_exhausted() from exc
             raise UpstreamTimeout() from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable() from exc
@@ -179,14 +253,20 @@ class AiohttpUpstream:
 
 
 class HttpxUpstream:
-    def __init__(self, connect_timeout: float, read_timeout: float, max_connections: int = 200):
+    def __init__(
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        max_connections: int = 200,
+        pool_timeout: float = 5.0,
+    ):
         # The transport alone: no Client, hence no cookie jar, no redirects, no env proxies.
         self._transport = httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
             trust_env=False,
         )
         self._timeout = httpx.Timeout(
-            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=pool_timeout
         )
 
     async def send(self, method: str, url: str, headers: Headers, body: bytes) -> UpstreamResponse:
@@ -199,6 +279,8 @@ class HttpxUpstream:
         )
         try:
             resp = await self._transport.handle_async_request(request)
+        except httpx.PoolTimeout as exc:
+            raise _pool_exhausted() from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout() from exc
         except httpx.TransportError as exc:
@@ -222,10 +304,121 @@ class HttpxUpstream:
         await self._transport.aclose()
 
 
-def make_upstream(kind: str, connect_timeout: float, read_timeout: float) -> Upstream:
+def make_upstream(
+    kind: str,
+    connect_timeout: float,
+    read_timeout: float,
+    max_connections: int = 200,
+    pool_timeout: float = 5.0,
+) -> Upstream:
     if kind == "httpx":
-        return HttpxUpstream(connect_timeout, read_timeout)
-    return AiohttpUpstream(connect_timeout, read_timeout)
+        return HttpxUpstream(connect_timeout, read_timeout, max_connections, pool_timeout)
+    return AiohttpUpstream(connect_timeout, read_timeout, max_connections, pool_timeout)
+
+
+# -- the circuit breaker ------------------------------------------------------------------
+
+
+class _State(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    PROBING = "probing"  # half-open, with its one probe in flight
+
+
+class CircuitBreaker:
+    """The failure record of one CRM host; pure (the caller passes the time).
+
+    ``failures`` consecutive failures (a connection that failed or timed out, or a 5xx)
+    open the circuit: ``admit`` then answers how long to wait, without calling the CRM,
+    for ``cooldown`` seconds. After that one request is admitted as a probe; its success
+    closes the circuit, its failure opens it for another ``cooldown``. A 4xx, 429
+    included, is the CRM answering, so it counts as a success.
+    """
+
+    def __init__(self, failures: int, cooldown: float) -> None:
+        self.failures = failures
+        self.cooldown = cooldown
+        self.state = _State.CLOSED
+        self._count = 0
+        self._until = 0.0
+
+    def admit(self, now: float) -> float:
+        """0.0 to go ahead; otherwise the seconds until a request may be admitted."""
+        if self.state is _State.CLOSED:
+            return 0.0
+        if self.state is _State.OPEN:
+            if now >= self._until:
+                self.state = _State.PROBING
+                return 0.0
+            return self._until - now
+        return min(self.cooldown, 1.0)  # the probe's answer is due soon
+
+    def succeeded(self) -> None:
+        self.state = _State.CLOSED
+        self._count = 0
+
+    def failed(self, now: float) -> None:
+        self._count += 1
+        if self.state is _State.PROBING or self._count >= self.failures:
+            self.state = _State.OPEN
+            self._until = now + self.cooldown
+
+    def abandoned(self) -> None:
+        """An admitted request ended without a verdict (cancelled, or never sent): a probe's
+        turn passes to the next request."""
+        if self.state is _State.PROBING:
+            self.state = _State.OPEN
+
+
+class BreakerUpstream:
+    """An ``Upstream`` that consults one ``CircuitBreaker`` per host before each call."""
+
+    def __init__(
+        self,
+        inner: Upstream,
+        failures: int,
+        cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner
+        self._failures = failures
+        self._cooldown = cooldown
+        self._clock = clock
+        self.breakers: dict[str, CircuitBreaker] = {}
+
+    def breaker(self, url: str) -> CircuitBreaker:
+        host = urlsplit(url).netloc.lower()
+        found = self.breakers.get(host)
+        if found is None:
+            found = self.breakers[host] = CircuitBreaker(self._failures, self._cooldown)
+        return found
+
+    async def send(self, method: str, url: str, headers: Headers, body: bytes) -> UpstreamResponse:
+        breaker = self.breaker(url)
+        wait = breaker.admit(self._clock())
+        if wait:
+            raise Overloaded(
+                "The CRM is failing; requests to it are paused.",
+                retry_after=math.ceil(wait),
+                code="GATEWAY_UPSTREAM_UNAVAILABLE",
+                reason=Reason.UPSTREAM_UNREACHABLE,
+            )
+        try:
+            resp = await self.inner.send(method, url, headers, body)
+        except (UpstreamUnreachable, UpstreamTimeout):
+            breaker.failed(self._clock())
+            raise
+        except BaseException:
+            breaker.abandoned()
+            raise
+        if resp.status >= 500:
+            breaker.failed(self._clock())
+        else:
+            breaker.succeeded()
+        return resp
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:

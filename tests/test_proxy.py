@@ -153,7 +153,7 @@ def _raw_get(url: str, target: str) -> tuple[int, bytes]:
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(
-            f"GET {target} HTTP/1.1\r\nHost: crm\r\n"
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Authorization: {AUTH['Authorization']}\r\nConnection: close\r\n\r\n".encode()
         )
         data = b""

@@ -225,28 +225,30 @@ def test_a_batch_update_by_external_id_is_refused_as_state_unknown(
     assert not [x for x in crm.received("/crm/v8/Leads") if x["method"] == "PUT"]
 
 
-def test_an_upsert_by_external_id_is_refused_but_rows_with_ids_are_checked(
+def test_an_upsert_by_external_id_resolves_each_rows_value_through_the_crm(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    (normal, *_), _ = _leads(crm)
+    """Under X-EXTERNAL each row names its record by the external field's value: the CRM
+    resolves it. A row whose value the CRM does not know, or that carries no value (only an
+    id: which of the two the CRM would use is not documented), is state_unknown."""
+    (normal, *_), (stopped, *_) = _leads(crm)
+    crm.edit("Leads", normal["id"], External_Ref="ext-normal")
+    crm.edit("Leads", stopped["id"], External_Ref="ext-stopped")
     crm.clear()
-    r = _post(
-        gw,
-        "/crm/v8/Leads/upsert",
-        {
-            "data": [
-                {"id": normal["id"], "Lead_Status": "Contacted"},
-                {"External_Ref": "ext-2", "Last_Name": "New"},
-            ]
-        },
-        **{"X-EXTERNAL": "Leads.External_Ref"},
-    )
+    rows = [
+        {"External_Ref": "ext-normal", "Lead_Status": "Contacted"},
+        {"External_Ref": "ext-stopped", "Lead_Status": "Contacted"},
+        {"External_Ref": "ext-new", "Last_Name": "New"},
+        {"id": normal["id"], "Lead_Status": "Contacted"},
+    ]
+    r = _post(gw, "/crm/v8/Leads/upsert", {"data": rows}, **{"X-EXTERNAL": "Leads.External_Ref"})
     assert r.status_code == 207, r.text
-    first, second = r.json()["data"]
+    first, second, third, fourth = r.json()["data"]
     assert first["status"] == "success"
-    assert second["details"]["reason"] == "state_unknown"
+    assert second == _refusal(stopped["id"])
+    assert third["details"]["reason"] == fourth["details"]["reason"] == "state_unknown"
     (sent,) = [x for x in crm.received("/upsert") if x["method"] == "POST"]
-    assert [rec.get("id") for rec in orjson.loads(sent["body"])["data"]] == [normal["id"]]
+    assert orjson.loads(sent["body"])["data"] == [rows[0]]
 
 
 # -- upsert -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ entries are merged back in input order. Delete never comes here: erasure must st
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from gateway.decision import REFUSED, Decision
 from gateway.errors import InvalidData, NotAllowed, Reason, TooManyRecords
 from gateway.forward import echoed_values, json_reply_of
 from gateway.handlers import Context
-from gateway.jsonbody import loads_request, normal_id, record_id
+from gateway.jsonbody import UNREADABLE, loads_request, normal_id, record_id
 from gateway.privacy import writes
 from gateway.privacy.errors_body import scrub_answer
 from gateway.privacy.writes import Split
@@ -52,22 +53,25 @@ async def write(ctx: Context, req: CanonicalRequest, view: View, decision: Decis
         decision.refuse(Reason.TOO_MANY_RECORDS)
         raise TooManyRecords(details={"limit": MAX_RECORDS})
     gdpr = await ctx.views.is_gdpr_module(view, module)
-    ids = [record_id(r) if isinstance(r, dict) else None for r in records]
+    ids = [record_id(r) if isinstance(r, dict) else UNREADABLE for r in records]
     own: list[Target]
     if req.kind is Kind.INSERT:
         own = [FREE] * len(records)
+    elif gdpr and req.external is not None:
+        own = await _external_targets(ctx, view, module, req.external, records, ids, req.kind)
     elif req.kind is Kind.UPSERT and gdpr:
         fields = await _duplicate_fields(ctx, view, module, body, decision)
-        if req.external is not None:
-            fields = None  # the external field decides the target: unknown to the gateway
         own = await ctx.states.upsert_targets(view, module, records, fields)
-    elif gdpr:  # UPDATE: every input names its record by id (or by X-EXTERNAL: not knowable)
-        states = await ctx.states.states(view, module, [i for i in ids if i])
-        keyless = Target(None, None) if req.external is not None else FREE
-        own = [Target(i, states.get(i)) if i else keyless for i in ids]
+    elif gdpr:  # UPDATE: every input names its record by id
+        states = await ctx.states.states(view, module, [i for i in ids if i and i != UNREADABLE])
+        own = [
+            Target(None, None) if i == UNREADABLE else Target(i, states.get(i)) if i else FREE
+            for i in ids
+        ]
     else:
-        own = [Target(i, False) for i in ids]
-    parents = [writes.parent_ids(r) if isinstance(r, dict) else [] for r in records]
+        own = [Target(i if i != UNREADABLE else None, False) for i in ids]
+    links = await _link_names(ctx, view, module, decision)
+    parents = [writes.parent_ids(r, links) if isinstance(r, dict) else [] for r in records]
     if req.kind is not Kind.INSERT:
         await _add_current_parents(ctx, view, module, decision, [t.id for t in own], parents)
     targets = await _deciding(ctx, view, own, parents)
@@ -94,8 +98,10 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
         state = (await ctx.states.states(view, module, [rid])).get(rid) if gdpr else False
         own = Target(rid, state)
     decision.add_record_id(own.id)
-    body = None if req.kind is Kind.RELATED_WRITE and req.method != "PUT" else _optional_json(req)
+    body = _optional_json(req)
     data = body.get("data") if isinstance(body, dict) else None
+    if body is not None and data is not None and not isinstance(data, list):
+        raise InvalidData(details={"reason": "data must be a list"})
     items = data if isinstance(data, list) else []
     named: list[Ref] = []
     parents: list[str | None] = []
@@ -103,8 +109,12 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
         objects = [i for i in items if isinstance(i, dict)]
         if len(objects) != len(items):
             raise InvalidData(details={"reason": "data must be a list of records"})
-        _body_names_only(objects, {normal_id(path_id), own.id})
-        parents = [p for item in objects for p in writes.parent_ids(item)]
+        # Under X-EXTERNAL the path holds a value, not an id: only the record the CRM
+        # resolved it to may be named.
+        allowed = {own.id} if req.external is not None else {normal_id(path_id), own.id}
+        _body_names_only(objects, allowed)
+        links = await _link_names(ctx, view, module, decision)
+        parents = [p for item in objects for p in writes.parent_ids(item, links)]
         per = [parents]
         await _add_current_parents(ctx, view, module, decision, [own.id], per)
         parents = per[0]
@@ -127,6 +137,52 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
     decision.add_record_id(target.id)
     decision.refuse(Reason(reason))
     return json_reply_of(400, {"data": [writes.refusal(target.id, reason, target.cause)]})
+
+
+async def _external_targets(
+    ctx: Context,
+    view: View,
+    module: str,
+    external: str,
+    records: list[Any],
+    ids: list[str | None],
+    kind: Kind,
+) -> list[Target]:
+    """Under ``X-EXTERNAL: Module.Field`` each row names its record by that field's value:
+    the CRM resolves it (``by_external``). A row that also carries an ``id`` naming another
+    record, or no value at all, is ambiguous: unknown. An upsert row whose value names no
+    record inserts."""
+    name = external.rpartition(".")[2].lower()
+    sem = asyncio.Semaphore(8)
+
+    async def one(record: Any, rid: str | None) -> Target:
+        value = (
+            next((v for k, v in record.items() if str(k).lower() == name), None)
+            if isinstance(record, dict)
+            else None
+        )
+        if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+            return Target(None, None)
+        async with sem:
+            found = await ctx.states.by_external(view, module, external, str(value))
+        if rid is not None and rid != found.id:
+            return Target(None, None)
+        if found.id is None and found.state is False and kind is not Kind.UPSERT:
+            return Target(None, None)  # an update of a record that is not there: unknown
+        return found
+
+    return list(await asyncio.gather(*(one(r, i) for r, i in zip(records, ids, strict=True))))
+
+
+async def _link_names(ctx: Context, view: View, module: str, decision: Decision) -> frozenset[str]:
+    """The fields through which a written record links to others (lower case): its lookup
+    fields and a note's or activity's parent. Setting one attaches the record to the
+    record it names, so that record is a target too."""
+    catalog = await ctx.views.catalog(view, module, decision)
+    lookups = {
+        n for n, f in catalog.fields.items() if f.data_type in ("lookup", "multiselectlookup")
+    }
+    return frozenset(lookups) | writes.PARENT_FIELDS
 
 
 def _item_id(item: Any) -> Any:
@@ -292,7 +348,8 @@ async def _mass_update(
     # The values a mass update writes apply to every record it names.
     data = body.get("data")
     values = [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
-    applied = [p for d in values for p in writes.parent_ids(d)]
+    links = await _link_names(ctx, view, module, decision)
+    applied = [p for d in values for p in writes.parent_ids(d, links)]
     parents = [list(applied) for _ in str_ids]
     await _add_current_parents(ctx, view, module, decision, str_ids, parents)
     targets = await _deciding(ctx, view, own, parents)
@@ -335,21 +392,31 @@ def _body_names_only(items: list[dict[str, Any]], allowed: set[str | None]) -> N
             raise InvalidData(details={"reason": "the body names another record than the path"})
 
 
-def _convert_contacts(items: list[dict[str, Any]]) -> list[str]:
-    """Ids of the existing Contacts a lead conversion merges into."""
+def _convert_contacts(items: list[Any]) -> list[str]:
+    """Ids of the existing Contacts a lead conversion merges into (``UNREADABLE`` for one
+    given in a shape the gateway cannot read)."""
     out: list[str] = []
     for item in items:
+        if not isinstance(item, dict):
+            out.append(UNREADABLE)
+            continue
         for key, value in item.items():
-            if key.lower() != "contacts" or not value:
+            if key.lower() != "contacts" or value in (None, "", {}, []):
                 continue
-            cid = record_id(value) if isinstance(value, dict) else normal_id(value)
-            if cid:
-                out.append(cid)
+            for one in value if isinstance(value, list) else [value]:
+                cid = record_id(one) if isinstance(one, dict) else normal_id(one)
+                out.append(cid or UNREADABLE)
     return out
 
 
 def _optional_json(req: CanonicalRequest) -> Any:
-    return json_object(req.body) if req.body.strip() else None
+    """A write's JSON body, if it has one. A file (a photo, an attachment, sent as
+    multipart) carries no record ids."""
+    if not req.body.strip():
+        return None
+    if (req.header("content-type") or "").lower().startswith("multipart/"):
+        return None
+    return json_object(req.body)
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

@@ -12,7 +12,7 @@ Pure. The pipeline looks up each target's current ``$stop_processing`` upstream 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ SYSTEM_DUPLICATE_CHECK = {
 }
 CUSTOM_DUPLICATE_CHECK = ("Name",)
 #: fields that attach a record to a parent (notes, attachments, activities)
-PARENT_FIELDS = ("parent_id", "what_id", "who_id")
+PARENT_FIELDS = frozenset({"parent_id", "what_id", "who_id"})
 #: the modules a Who_Id may name
 WHO_MODULES = ("Contacts", "Leads")
 
@@ -61,15 +61,22 @@ def missing_consent(index: int) -> dict[str, Any]:
     }
 
 
-def parent_ids(record: Mapping[str, Any]) -> list[str | None]:
-    """The records ``record`` hangs under (``Parent_Id``, ``What_Id``, ``Who_Id``, in any
-    letter case; an id or ``{"id": ...}``), None for one the gateway cannot read. Their
-    modules are not taken from ``$se_module``: the gateway finds each id itself."""
+def parent_ids(
+    record: Mapping[str, Any], names: Collection[str] = PARENT_FIELDS
+) -> list[str | None]:
+    """The records ``record`` links to through the fields ``names`` (lower case; by default
+    the parent of a note or activity: ``Parent_Id``, ``What_Id``, ``Who_Id``), in any
+    letter case; a value is an id, ``{"id": ...}`` or a list of them. None stands for one
+    the gateway cannot read. Modules are not taken from ``$se_module``: the gateway finds
+    each id itself."""
     out: list[str | None] = []
     for key, value in record.items():
-        if str(key).lower() not in PARENT_FIELDS or value in (None, "", {}):
+        if str(key).lower() not in names or value in (None, "", {}, []):
             continue
-        out.append(normal_id(value.get("id") if isinstance(value, Mapping) else value))
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Mapping):
+                item = next((v for k, v in item.items() if str(k).lower() == "id"), None)
+            out.append(normal_id(item))
     return out
 
 
