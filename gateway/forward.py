@@ -49,10 +49,10 @@ def withheld_header(counts: Counts) -> str:
 _BINARY = frozenset({Kind.BLOB, Kind.BULK_READ_RESULT})
 
 
-def _has_errors(body: Any) -> bool:
+def _has_errors(body: Any, status: int) -> bool:
     if not isinstance(body, dict):
         return False
-    if body.get("status") == "error" or ("code" in body and "data" not in body):
+    if body.get("status") == "error" or status >= 400:
         return True
     data = body.get("data")
     return isinstance(data, list) and any(
@@ -151,8 +151,8 @@ class Forwarder:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UnreadableUpstream() from exc
-        if _has_errors(parsed):
-            parsed = scrub_answer(parsed, echoed_values(req))
+        if _has_errors(parsed, resp.status):
+            parsed = scrub_answer(parsed, echoed_values(req), failed=resp.status >= 400)
             raw = orjson.dumps(parsed)
             hdrs = [(n, v) for n, v in hdrs if n not in STALE_AFTER_REWRITE]
             hdrs.append(("content-type", JSON_TYPE))
@@ -196,8 +196,9 @@ class Forwarder:
         if resp.status < 300 or (isinstance(body, dict) and "data" in body):
             rewrite(body, counts)
             decision.outcome = REDACTED if counts else decision.outcome
-        if _has_errors(body):
-            body = scrub_answer(body, echoed_values(req) if req is not None else frozenset())
+        if _has_errors(body, resp.status):
+            echoed = echoed_values(req) if req is not None else frozenset()
+            body = scrub_answer(body, echoed, failed=resp.status >= 400)
         decision.withheld(counts)
         hdrs += [("content-type", JSON_TYPE), ("x-privacy-withheld", withheld_header(counts))]
         return Reply(resp.status, hdrs, orjson.dumps(body))

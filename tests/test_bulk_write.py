@@ -57,18 +57,46 @@ def test_a_bulk_update_that_finds_records_by_another_field_is_refused(
 
 
 def test_bulk_insert_and_update_by_id_jobs_are_forwarded(crm: Crm, gw: GatewayHandle) -> None:
+    lead = crm.records("Leads")[0]
+    assert lead["$stop_processing"] is False
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("Leads.csv", f"id,City\n{lead['id']},Bulk-Town\n")
+    up = gw.http.post(
+        "/crm/v8/upload",
+        files={"file": ("Leads.zip", buf.getvalue(), "application/zip")},
+        headers={"feature": "bulk-write"},
+    )
+    assert up.status_code == 200, up.text
+    file_id = up.json()["details"]["file_id"]
     crm.clear()
-    for operation, find_by in (("insert", "Email"), ("update", "id")):
+    for operation, find_by, fid in (("insert", "Email", "1"), ("update", "id", file_id)):
         job = {
             "operation": operation,
             "resource": [
                 {
                     "type": "data",
                     "module": {"api_name": "Leads"},
-                    "file_id": "1",
+                    "file_id": fid,
                     "find_by": find_by,
                 }
             ],
         }
         gw.http.post("/crm/bulk/v8/write", content=orjson.dumps(job))
     assert len([x for x in crm.received("/crm/bulk/v8/write") if x["method"] == "POST"]) == 2
+
+
+def test_an_update_job_running_a_file_not_uploaded_through_the_gateway_is_refused(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """The gateway checks a job's records in the file it saw uploaded; a file it never saw
+    (uploaded straight to the CRM) names records it cannot check."""
+    job = {
+        "operation": "update",
+        "resource": [{"type": "data", "module": {"api_name": "Leads"}, "file_id": "1",
+                      "find_by": "id"}],
+    }  # fmt: skip
+    crm.clear()
+    r = gw.http.post("/crm/bulk/v8/write", content=orjson.dumps(job))
+    assert envelope(r, 400, "NOT_ALLOWED") == {"reason": "unknown_targets"}
+    assert not crm.received("/crm/bulk/v8/write")

@@ -13,6 +13,7 @@ Refused here, because the CRM (or a server in front of it) could read them diffe
   (``%252e``), or a path matching no row of the route table (404, ``routes.py``);
 - a query parameter given twice in any letter case, a parameter name that is not a plain
   word, or a field-naming value (``fields``, ``sort_by``) that still decodes further (400);
+- a GET or HEAD with a body (no guard reads it; a server upstream might);
 - a request header the gateway decides on (``Authorization``, ``X-CRM-ORG``,
   ``X-EXTERNAL``, ...) given twice, or a request body with a ``Content-Encoding``: the CRM
   could decode a body the gateway read as it came (400).
@@ -174,6 +175,9 @@ def canonicalize(
 ) -> CanonicalRequest:
     if method not in METHODS:
         raise MethodNotAllowed()
+    if method in ("GET", "HEAD") and body:
+        # No guard reads a read's body; a server upstream might.
+        raise InvalidData(details={"reason": "a read carries no body"})
     headers, gateway_key, accepts_gzip = _headers(raw_headers)
     segments = _segments(raw_path)
     try:

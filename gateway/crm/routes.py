@@ -136,14 +136,16 @@ TABLE: tuple[Route, ...] = (
     _r(M + "/{id}/actions/convert", POST=K.CONVERT),
     _r(M + "/{id}/photo", GET=K.BLOB, POST=K.RELATED_WRITE, DELETE=K.DELETE),
     _r(M + "/{id}/Attachments/{related_id}", GET=K.BLOB, DELETE=K.DELETE),
+    # A delink changes both records (it clears the lookup that tied them): it is a
+    # related write, checked at both ends, not an erasure.
     _r(
         M + "/{id}/{related_list}",
         GET=K.RELATED,
         POST=K.RELATED_WRITE,
         PUT=K.RELATED_WRITE,
-        DELETE=K.DELETE,
+        DELETE=K.RELATED_WRITE,
     ),
-    _r(M + "/{id}/{related_list}/{related_id}", PUT=K.RELATED_WRITE, DELETE=K.DELETE),
+    _r(M + "/{id}/{related_list}/{related_id}", PUT=K.RELATED_WRITE, DELETE=K.RELATED_WRITE),
 )
 
 #: the literal words of the table (lower case): a {module} may not be one of them

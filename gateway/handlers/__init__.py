@@ -4,12 +4,22 @@ Reply; none reads anything the upstream will not receive."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cachetools import TTLCache
 
 from gateway.forward import Forwarder
 from gateway.policy import Policy
 from gateway.state import RecordStates
 from gateway.view import Views
+
+#: file_id -> (the ids an uploaded bulk-write file names, the other id-like values in it)
+UploadedFiles = TTLCache[str, tuple[tuple[str, ...], tuple[str, ...]]]
+
+
+def _uploaded_files() -> UploadedFiles:
+    # The CRM keeps an uploaded file for a few days; a job after that has nothing to run.
+    return TTLCache(maxsize=10_000, ttl=7 * 24 * 3600)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,3 +28,5 @@ class Context:
     views: Views
     states: RecordStates
     policy: Policy
+    #: what each file uploaded through this gateway named, to check again when a job runs it
+    uploads: UploadedFiles = field(default_factory=_uploaded_files)

@@ -22,10 +22,11 @@ from gateway.crm.routes import Kind
 from gateway.decision import REFUSED, Decision
 from gateway.errors import InvalidData, NotAllowed, Reason, TooManyRecords
 from gateway.forward import echoed_values, json_reply_of
-from gateway.handlers import Context
+from gateway.handlers import Context, uploads
 from gateway.jsonbody import UNREADABLE, loads_request, normal_id, record_id
 from gateway.privacy import writes
 from gateway.privacy.errors_body import scrub_answer
+from gateway.privacy.redact import Counts, MaskPlan, redact_write_answer
 from gateway.privacy.writes import Split
 from gateway.state import FREE, Ref, Target
 from gateway.types import Reply
@@ -38,8 +39,7 @@ MAX_RECORDS = 100
 async def write(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
     match req.kind:
         case Kind.BULK_WRITE_CREATE:
-            _check_bulk_write_job(json_object(req.body), decision)
-            return await ctx.forward.passthrough(req, decision)
+            return await _bulk_write_job(ctx, req, view, decision)
         case Kind.MASS_UPDATE:
             return await _mass_update(ctx, req, view, decision)
         case Kind.RECORD_UPDATE | Kind.CONVERT | Kind.RELATED_WRITE:
@@ -79,7 +79,7 @@ async def write(ctx: Context, req: CanonicalRequest, view: View, decision: Decis
     if req.kind is Kind.INSERT or req.kind is Kind.UPSERT:
         inserts = [i for i, t in enumerate(own) if t.id is None and t.state is False]
         refused = await missing_consent(ctx, view, module, records, inserts, decision)
-    return await batch(ctx, req, decision, body, targets, refused=refused)
+    return await batch(ctx, req, view, decision, body, targets, refused=refused)
 
 
 async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
@@ -125,6 +125,8 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
         related = await ctx.views.related_module(view, module, req.related_list)
         if await ctx.views.is_gdpr_module(view, related):
             ids = [req.related_id] if req.related_id else [_item_id(i) for i in items]
+            if req.method == "DELETE" and not req.related_id:
+                ids = (req.param("ids") or "").split(",")  # delink several: ?ids=1,2
             named += [((related,), normal_id(i) or "") for i in ids]
     states = await ctx.states.resolve(view, [r for r in named if r[1]])
     targets = [own, *(Target(rid or None, states.get((m, rid))) for m, rid in named)]
@@ -132,7 +134,7 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
     targets.append(deciding)
     blocked = [(t, r) for t in targets if (r := writes.verdict(t.state)) is not None]
     if not blocked:
-        return await ctx.forward.passthrough(req, decision)
+        return await forward_write(ctx, req, view, decision)
     target, reason = blocked[0]
     decision.add_record_id(target.id)
     decision.refuse(Reason(reason))
@@ -257,6 +259,7 @@ async def _duplicate_fields(
 async def batch(
     ctx: Context,
     req: CanonicalRequest,
+    view: View,
     decision: Decision,
     body: dict[str, Any],
     targets: Sequence[Target],
@@ -277,7 +280,7 @@ async def batch(
     split = Split([i for i in range(len(targets)) if i not in refused], refused)
     total = len(targets)
     if not split.refused:
-        return await ctx.forward.passthrough(req, decision)
+        return await forward_write(ctx, req, view, decision)
     decision.outcome = REFUSED
     if not split.forward:
         entries = writes.merge(total, split, [], None)
@@ -285,11 +288,37 @@ async def batch(
     items = body[list_key]
     sent = dict(body, **{list_key: [items[i] for i in split.forward]})
     resp = await ctx.forward.send(req.with_body(orjson.dumps(sent)), decision)
-    # The CRM's own errors are scrubbed of echoed values; the gateway's refusals hold none.
-    answer = scrub_answer(await ctx.forward.read_json(resp), echoed_values(req))
+    # The CRM's own entries are redacted and its errors scrubbed of echoed values; the
+    # gateway's refusals hold neither.
+    answer = scrub_answer(
+        await ctx.forward.read_json(resp), echoed_values(req), failed=resp.status >= 400
+    )
+    counts: Counts = {}
+    redact_write_answer(answer, await _answer_plan(ctx, req, view, decision), counts)
+    decision.withheld(counts)
     upstream_entries = answer.get("data") if isinstance(answer, dict) else None
     entries = writes.merge(total, split, upstream_entries, answer)
     return json_reply_of(writes.batch_status(split, resp.status), {"data": entries})
+
+
+async def forward_write(
+    ctx: Context, req: CanonicalRequest, view: View, decision: Decision
+) -> Reply:
+    """Forward a write whose targets are all free; its answer is read and redacted too (a
+    write's entries may carry field values in ``details``)."""
+    plan = await _answer_plan(ctx, req, view, decision)
+    resp = await ctx.forward.send(req, decision)
+
+    def rewrite(body: Any, counts: Counts) -> None:
+        redact_write_answer(body, plan, counts)
+
+    return await ctx.forward.json_reply(resp, rewrite, decision, req)
+
+
+async def _answer_plan(
+    ctx: Context, req: CanonicalRequest, view: View, decision: Decision
+) -> MaskPlan | None:
+    return await ctx.views.plan(view, req.module, decision) if req.module else None
 
 
 async def missing_consent(
@@ -328,7 +357,7 @@ async def _mass_update(
         # whatever ``ids`` holds.
         if ctx.policy.allow_mass_update_by_cvid:
             decision.note(Reason.MASS_UPDATE_UNCHECKED)
-            return await ctx.forward.passthrough(req, decision)
+            return await forward_write(ctx, req, view, decision)
         decision.refuse(Reason.UNKNOWN_TARGETS)
         raise NotAllowed(
             "Mass update by custom view or territory cannot be checked for records in "
@@ -353,27 +382,41 @@ async def _mass_update(
     parents = [list(applied) for _ in str_ids]
     await _add_current_parents(ctx, view, module, decision, str_ids, parents)
     targets = await _deciding(ctx, view, own, parents)
-    return await batch(ctx, req, decision, body, targets, list_key="ids")
+    return await batch(ctx, req, view, decision, body, targets, list_key="ids")
 
 
-def _check_bulk_write_job(body: dict[str, Any], decision: Decision) -> None:
-    """An update or upsert job whose rows find their records by anything but ``id`` names
-    targets the upload check could not see: refused."""
+async def _bulk_write_job(
+    ctx: Context, req: CanonicalRequest, view: View, decision: Decision
+) -> Reply:
+    """A bulk-write job runs files uploaded earlier: their records are checked again now
+    (a record free at upload may be in stop processing since). An update or upsert job
+    whose rows find their records by anything but ``id``, or that runs a file the gateway
+    did not see uploaded, names targets it cannot check: refused."""
+    body = json_object(req.body)
     operation = str(body.get("operation") or "").lower()
     resources = body.get("resource")
     if operation == "insert":
-        return
+        return await ctx.forward.passthrough(req, decision)
     if not isinstance(resources, list):
         raise InvalidData(details={"reason": "resource must be a list"})
+    ids: list[str] = []
+    others: list[str] = []
     for res in resources:
         find_by = res.get("find_by") if isinstance(res, dict) else None
-        if find_by not in (None, "id"):
+        file_id = res.get("file_id") if isinstance(res, dict) else None
+        named = ctx.uploads.get(str(file_id)) if isinstance(file_id, str | int) else None
+        if find_by not in (None, "id") or named is None:
             decision.refuse(Reason.UNKNOWN_TARGETS)
             raise NotAllowed(
-                "A bulk write that finds records by another field than id cannot be checked "
-                "for records in stop processing.",
+                "A bulk write that finds records by another field than id, or runs a file "
+                "not uploaded through the gateway, cannot be checked for records in stop "
+                "processing.",
                 details={"reason": "unknown_targets"},
             )
+        ids += named[0]
+        others += named[1]
+    refusal = await uploads.check_ids(ctx, view, decision, ids, others)
+    return refusal or await ctx.forward.passthrough(req, decision)
 
 
 def _has_consent(record: dict[str, Any]) -> bool:

@@ -54,11 +54,12 @@ def request_values(params: Iterable[tuple[str, str]], body: Any) -> frozenset[st
     return frozenset(v for v in out if len(v) >= 2)
 
 
-def scrub_answer(body: Any, echoed: frozenset[str]) -> Any:
-    """``body`` with every error envelope in it (the answer itself, or entries of its
-    ``data`` list) rewritten; anything else is returned as it is."""
+def scrub_answer(body: Any, echoed: frozenset[str], *, failed: bool = False) -> Any:
+    """``body`` with every error envelope in it (the answer itself when it says
+    ``"status": "error"`` or the HTTP status said it ``failed``, or entries of its ``data``
+    list) rewritten; anything else is returned as it is."""
     if isinstance(body, dict):
-        if body.get("status") == "error" or ("code" in body and "data" not in body):
+        if body.get("status") == "error" or (failed and "data" not in body):
             return scrub_error(body, echoed)
         data = body.get("data")
         if isinstance(data, list):
@@ -72,32 +73,75 @@ def scrub_answer(body: Any, echoed: frozenset[str]) -> Any:
 def scrub_error(envelope: dict[str, Any], echoed: frozenset[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in envelope.items():
-        if key == "message":
-            out[key] = value if _plain_message(value, echoed) else WITHHELD_MESSAGE
-        elif key in ("code", "status"):
+        if key in ("code", "status"):
             out[key] = value if isinstance(value, str) and _TOKEN.fullmatch(value) else None
+        elif key == "message":
+            names = _names_in(envelope.get("details"))
+            out[key] = value if _plain_sentence(value, echoed, names) else WITHHELD_MESSAGE
         else:
-            out[key] = _scrub_value(value, echoed)
+            out[key] = _scrub_value(key, value, echoed)
     return out
 
 
-def _scrub_value(value: Any, echoed: frozenset[str]) -> Any:
+#: ``details`` keys whose values are the CRM's vocabulary (names, paths, ids, limits)
+_VOCABULARY = frozenset(
+    {"api_name", "json_path", "param", "param_name", "id", "ids", "reason", "limit",
+     "maximum_length", "minimum_length", "expected_data_type", "index", "module",
+     "parent_api_name", "resource_path_index", "supported_values", "permissions",
+     "data_type", "field", "fields", "header", "code", "status", "reason_code"}
+)  # fmt: skip
+
+
+def _scrub_value(key: str, value: Any, echoed: frozenset[str]) -> Any:
+    """Keys outside the vocabulary keep their shape but not their values; inside it, a
+    value must look like a name, a path or an id, and not be one the request carried."""
     if isinstance(value, dict):
-        return {k: _scrub_value(v, echoed) for k, v in value.items()}
+        return {k: _scrub_value(str(k), v, echoed) for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrub_value(v, echoed) for v in value]
+        return [_scrub_value(key, v, echoed) for v in value]
     if value is None or isinstance(value, bool):
         return value
+    if key.lower() not in _VOCABULARY:
+        return None
     text = str(value)
     if isinstance(value, str) and not _TOKEN.fullmatch(text):
-        return None
+        return text if key == "reason" and _plain_sentence(text, echoed, set()) else None
     return None if text.lower() in echoed else value
 
 
-def _plain_message(value: Any, echoed: frozenset[str]) -> bool:
-    if not isinstance(value, str):
+def _names_in(details: Any) -> set[str]:
+    out: set[str] = set()
+    stack = [details]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "api_name" and isinstance(v, str):
+                    out.add(v.lower())
+                else:
+                    stack.append(v)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
+
+
+_WORD = re.compile(r"[A-Za-z0-9_$.]+")
+
+
+def _plain_sentence(value: Any, echoed: frozenset[str], names: set[str]) -> bool:
+    """A CRM message ("the id given seems to be invalid", "Cannot use the restricted
+    field."): words in lower case (the first may be capitalised), short upper-case
+    abbreviations (URL, API), and the field names its details name. Anything else (a
+    name, a number, an e-mail address, a value the request carried) may be data."""
+    if not isinstance(value, str) or "@" in value:
         return False
-    lowered = value.lower()
-    if "@" in lowered:
-        return False
-    return not any(len(v) >= 3 and v in lowered for v in echoed)
+    words = _WORD.findall(value)
+    for i, word in enumerate(words):
+        lowered = word.lower()
+        plain = word.isalpha() and (word.islower() or (i == 0 and word[1:].islower()))
+        abbreviation = word.isalpha() and word.isupper() and len(word) <= 5
+        if not (plain or abbreviation or lowered in names):
+            return False
+        if len(lowered) >= 3 and lowered in echoed:
+            return False
+    return True

@@ -14,7 +14,8 @@ Counts name every private field *present* in an answer, whatever its value: whet
 withheld value was empty is a fact about it too, so ``X-Privacy-Withheld`` must not tell.
 
 Nested shapes: a lookup value (``{"name", "id", ...}``) may carry fields of its target, so
-it is redacted with the target module's plan; an object or a list of objects under a key
+it is redacted with the target module's plan (a multi-module lookup, whose target is not
+known, keeps only ``name`` and ``id``); an object or a list of objects under a key
 that is no field of the module (``$``-keys, embedded records) is redacted with the record's
 own plan, at any depth. Redacting twice gives the same result.
 """
@@ -85,6 +86,10 @@ def _deep_marker() -> MaskPlan:
 
 #: "an object under a key that is no field: redact it with the record's own plan"
 DEEP = _deep_marker()
+#: "a lookup into a module the gateway has no metadata for (a multi-module lookup such as
+#: What_Id): keep its ``name`` and ``id``, withhold the rest"
+NAME_AND_ID = _deep_marker()
+_LOOKUP_KEEPS = frozenset({"name", "id"})
 
 
 def build_plan(
@@ -125,7 +130,8 @@ def build_plan(
                 by_lower[lower] = (info.api_name, plan)
         elif info.data_type in LOOKUPS:
             target = look_by_lower.get((info.target_module or "").lower())
-            by_lower[lower] = (info.api_name, build_plan(target, shown, {}) if target else DEEP)
+            nested = build_plan(target, shown, {}) if target else NAME_AND_ID
+            by_lower[lower] = (info.api_name, nested)
     return MaskPlan(
         catalog.module,
         tuple(masked),
@@ -151,10 +157,26 @@ def redact_record(record: dict[str, Any], plan: MaskPlan, counts: Counts) -> Non
             counts[api_name] = counts.get(api_name, 0) + 1
         elif rows_plan is DEEP:
             _redact_nested(record[key], plan, counts)
+        elif rows_plan is NAME_AND_ID:
+            _name_and_id(record[key], api_name, counts)
         elif api_name in plan.subforms:
             redact_rows(record[key], rows_plan, counts)  # rows of a subform, strictly
         else:
             _redact_nested(record[key], rows_plan, counts)  # a lookup's object
+
+
+def _name_and_id(value: Any, api_name: str, counts: Counts) -> None:
+    """Keep a lookup object's ``name`` and ``id`` (scalars); withhold everything else in it,
+    at any depth."""
+    if isinstance(value, list):
+        for item in value:
+            _name_and_id(item, api_name, counts)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key.lower() not in _LOOKUP_KEEPS or isinstance(item, dict | list):
+                value[key] = None
+                label = f"{api_name}.{key}"
+                counts[label] = counts.get(label, 0) + 1
 
 
 def _redact_nested(value: Any, plan: MaskPlan, counts: Counts) -> None:
@@ -195,6 +217,20 @@ def redact_records(
             record["private_fields"] = [
                 entry for name, entry in plan.private_fields.items() if name.lower() in present
             ]
+
+
+def redact_write_answer(body: Any, plan: MaskPlan | None, counts: Counts) -> None:
+    """A write's answer, ``{"data": [{"code", "details": {...}, ...}]}``: each entry's
+    ``details`` is checked as a record of the module (``plan``; without one, a record of an
+    unknown module: every value but ids withheld)."""
+    data = body.get("data") if isinstance(body, dict) else None
+    for entry in data if isinstance(data, list) else ():
+        details = entry.get("details") if isinstance(entry, dict) else None
+        if isinstance(details, dict):
+            if plan is not None:
+                redact_record(details, plan, counts)
+            else:
+                _name_and_id(details, "details", counts)
 
 
 def redact_body(

@@ -37,7 +37,7 @@ def segs(path: str) -> tuple[str, ...]:
         ("POST", "/crm/v8/Leads/actions/mass_update", Kind.MASS_UPDATE, None),
         ("GET", "/crm/v8/Leads/actions/mass_update", Kind.JOB_STATUS, None),
         ("PUT", "/crm/v8/Campaigns/1/Leads/2", Kind.RELATED_WRITE, None),
-        ("DELETE", "/crm/v8/Campaigns/1/Leads/2", Kind.DELETE, None),
+        ("DELETE", "/crm/v8/Campaigns/1/Leads/2", Kind.RELATED_WRITE, None),
         ("DELETE", "/crm/v8/Leads/1", Kind.DELETE, None),
         ("POST", "/crm/v8/upload", Kind.UPLOAD, None),
         ("POST", "/crm/v8/__composite_requests", Kind.COMPOSITE, None),

@@ -228,8 +228,12 @@ def test_c08_a_body_cut_short_by_a_client_disconnect_is_never_forwarded(
 @pytest.mark.parametrize(
     "lines",
     [
-        ("Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13",
-         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="),
+        (
+            "Connection: Upgrade",
+            "Upgrade: websocket",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ),
         ("Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c", "HTTP2-Settings: AAMAAABkAAQ"),
         ("Upgrade: h2c",),  # not named in Connection: still refused
     ],
@@ -273,9 +277,7 @@ def test_c14_the_default_list_is_the_listen_address_and_loopback_on_any_port(
     assert len(crm.received("/settings/modules")) == 1
 
 
-def test_c14_two_host_headers_are_400(
-    crm: Crm, edge_gateway: EdgeGateway, parser: str
-) -> None:
+def test_c14_two_host_headers_are_400(crm: Crm, edge_gateway: EdgeGateway, parser: str) -> None:
     """h11 refuses two Host lines in the parser; httptools passes both on to the gateway."""
     gw = edge_gateway(http=parser)
     crm.clear()

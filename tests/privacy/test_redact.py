@@ -308,15 +308,27 @@ def test_private_values_are_withheld_at_any_depth_and_twice_is_once(
 
 
 def test_a_lookup_carrying_its_targets_fields_is_redacted_by_the_target() -> None:
-    plan = build_plan(LEADS, frozenset(), {"Lead_Visits": VISITS}, {"Contacts": CONTACTS})
+    accounts = parse_fields(
+        "Accounts", {"fields": [_field("Email", HIGH_R, "email"), _field("Phone")]}
+    )
+    plan = build_plan(LEADS, frozenset(), {}, {"Accounts": accounts})
     rec = {
-        "Referrer": None,
-        "Account": {"name": "Co", "id": "1", "Email": "acc@x"},
+        "Account": {"name": "Co", "id": "1", "Email": "acc@x", "Phone": "555"},
         "$embedded": [{"Email": "e@x", "Last_Name": "Kept"}],
     }
     counts: dict[str, int] = {}
     redact_body({"data": [rec]}, plan, counts)
-    # Accounts' metadata is not at hand here: the lookup is redacted with the Leads plan.
-    assert rec["Account"] == {"name": "Co", "id": "1", "Email": None}
+    assert rec["Account"] == {"name": "Co", "id": "1", "Email": None, "Phone": "555"}
     assert rec["$embedded"] == [{"Email": None, "Last_Name": "Kept"}]
-    assert counts == {"Referrer": 1, "Email": 2}
+    assert counts == {"Email": 2}
+
+
+def test_a_lookup_into_an_unknown_module_keeps_only_name_and_id() -> None:
+    """A multi-module lookup (What_Id, Parent_Id) names no module in the metadata: what
+    else its value carries cannot be checked."""
+    plan = build_plan(LEADS, frozenset(), {})
+    rec = {"Account": {"name": "Co", "id": "1", "Email": "acc@x", "Phone": "555"}}
+    counts: dict[str, int] = {}
+    redact_body({"data": [rec]}, plan, counts)
+    assert rec["Account"] == {"name": "Co", "id": "1", "Email": None, "Phone": None}
+    assert counts == {"Account.Email": 1, "Account.Phone": 1}
