@@ -35,6 +35,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.audit import AuditTrail
+from gateway.audit.config import trail_from_settings
 from gateway.crm.request import METHODS, canonicalize
 from gateway.decision import ERROR, REFUSED, Decision
 from gateway.errors import (
@@ -108,15 +109,7 @@ class Gateway:
             ttl=policy.metadata_ttl_s,
             max_stale=policy.metadata_max_stale_s,
         )
-        self.audit = audit or AuditTrail(
-            settings.audit_log,
-            secret=self.secret,
-            stdout=policy.audit_stdout or settings.audit_log is None,
-            fsync=policy.audit_fsync,
-            on_full=policy.audit_on_full,
-            checkpoint_interval_s=policy.audit_checkpoint_interval_s,
-            max_bytes=policy.audit_max_bytes,
-        )
+        self.audit = audit or trail_from_settings(settings, self.secret)
         self.pipeline = Pipeline(
             upstream=self.upstream,
             upstream_url=settings.upstream,

@@ -7,14 +7,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from gateway.audit.config import checkpoint_signer
 from gateway.keys import KeyFileError, KeyRing
 from gateway.policy import PolicyError, explain, load_policy
 from gateway.settings import Settings, SettingsError
-
-if TYPE_CHECKING:
-    from gateway.audit import AuditTrail
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
             checkpoint_file=args.checkpoint_file,
             checkpoint_key=args.checkpoint_key,
         )
-        audit = _checkpointed_trail(settings)
+        checkpoint_signer(settings)  # a bad key stops serve before any file is created
     except (SettingsError, PolicyError, KeyFileError) as exc:
         return _fail(str(exc))
     try:
@@ -136,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     configure_logging()
-    app = create_app(settings) if audit is None else create_app(settings, audit=audit)
+    app = create_app(settings)
     uvicorn.run(
         app,
         host=settings.host,
@@ -148,18 +145,6 @@ def _serve(args: argparse.Namespace) -> int:
         **options,
     )
     return 0
-
-
-def _checkpointed_trail(settings: Settings) -> AuditTrail | None:
-    """The trail with the configured checkpoint file and key; None when neither is set."""
-    if settings.checkpoint_file is None and settings.checkpoint_key is None:
-        return None
-    from gateway.audit.config import checkpoint_signer, trail_from_settings
-    from gateway.keys import load_or_create_secret
-
-    signer = checkpoint_signer(settings)  # a bad key fails before any file is created
-    secret = load_or_create_secret(settings.secret_file, settings.secret)
-    return trail_from_settings(settings, secret, signer)
 
 
 def _audit_keys(args: argparse.Namespace) -> tuple[bytes | None, KeyRing | None]:

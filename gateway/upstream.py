@@ -33,6 +33,7 @@ import aiohttp
 import httpx
 import orjson
 
+from gateway.crm.request import end_to_end
 from gateway.errors import (
     BodyTooLarge,
     Overloaded,
@@ -44,47 +45,12 @@ from gateway.errors import (
 
 Headers = list[tuple[str, str]]
 
-# RFC 9110 §7.6.1: "a proxy MUST ... remove any header or trailer fields [listed in Connection]"
-# and the hop-by-hop fields themselves; Host and Content-Length are recomputed per hop.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "trailers",
-        "upgrade",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "host",
-        "content-length",
-    }
-)
-
-
 # The gateway's own server writes these for every answer.
 _SERVER_WRITTEN = frozenset({"date", "server"})
 
 
 def response_headers(raw: Headers) -> Headers:
     return [(n, v) for n, v in end_to_end(raw) if n not in _SERVER_WRITTEN]
-
-
-def end_to_end(headers: Headers) -> Headers:
-    """Headers with hop-by-hop fields removed, including every field named in Connection."""
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name == "connection"
-        for token in value.split(",")
-    }
-    return [
-        (n, v)
-        for n, v in headers
-        if n not in HOP_BY_HOP and n not in named and not n.startswith("proxy-")
-    ]
 
 
 @dataclass(slots=True)

@@ -254,19 +254,25 @@ def _decode(raw: bytes) -> str:
         raise InvalidData(details={"reason": "a query parameter is not UTF-8"}) from None
 
 
-def _headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[Headers, str | None, bool]:
-    decoded = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
+def end_to_end(headers: Headers) -> Headers:
+    """Headers with hop-by-hop fields removed, including every field named in Connection
+    (both directions: the client's request, the CRM's answer)."""
     named = {
         token.strip().lower()
-        for name, value in decoded
+        for name, value in headers
         if name == "connection"
         for token in value.split(",")
     }
-    kept = [
+    return [
         (n, v)
-        for n, v in decoded
+        for n, v in headers
         if n not in HOP_BY_HOP and n not in named and not n.startswith("proxy-")
     ]
+
+
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[Headers, str | None, bool]:
+    decoded = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
+    kept = end_to_end(decoded)
     counts: dict[str, int] = {}
     for n, _ in kept:
         counts[n] = counts.get(n, 0) + 1
