@@ -239,6 +239,7 @@ class Gateway:
                 scope.get("query_string", b""),
                 scope["headers"],
                 body,
+                self.settings.policy.routes,
             )
             reply = await self.pipeline.handle(req, decision)
             self.upstream_seen = self.upstream_seen or decision.upstream_status is not None

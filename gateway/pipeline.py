@@ -14,7 +14,7 @@ from typing import assert_never
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import Decision
-from gateway.errors import InvalidData, Reason, RestrictedField
+from gateway.errors import InvalidData, InvalidUrl, Reason, RestrictedField
 from gateway.forward import Forwarder
 from gateway.handlers import Context, bulk, composite, coql, reads, uploads, writes
 from gateway.keys import fingerprint
@@ -73,6 +73,8 @@ class Pipeline:
         req = await self.views.resolve(view, req, decision)
         if req.external is not None:
             await self._check_external(req, view, decision)
+        if req.kind is Kind.PASS_THROUGH:
+            return await self._policy_pass_through(req, view, decision)
         if req.kind in _PASS_WITH_VIEW:
             return await self.forward.passthrough(req, decision)
         return await self.dispatch(req, view, decision)
@@ -102,10 +104,27 @@ class Pipeline:
                 | Kind.BULK_WRITE_CREATE
             ):
                 return await writes.write(ctx, req, view, decision)
-            case Kind.METADATA | Kind.JOB_STATUS | Kind.BLOB | Kind.DELETE | Kind.COMPOSITE:
+            case (
+                Kind.METADATA
+                | Kind.JOB_STATUS
+                | Kind.BLOB
+                | Kind.DELETE
+                | Kind.COMPOSITE
+                | Kind.PASS_THROUGH
+            ):
                 raise AssertionError("handled before dispatch")  # pragma: no cover
             case _:
                 assert_never(kind)
+
+    async def _policy_pass_through(
+        self, req: CanonicalRequest, view: View, decision: Decision
+    ) -> Reply:
+        """A route the policy adds carries no records, unless its first word is a module
+        of this org (a custom module named like it): then the CRM would read the path as
+        that module's records, so it is refused."""
+        if req.external is not None or req.segments[2].lower() in await self.views.modules(view):
+            raise InvalidUrl()
+        return await self.forward.passthrough(req, decision)
 
     async def _check_external(self, req: CanonicalRequest, view: View, decision: Decision) -> None:
         """``X-EXTERNAL: Module.Field`` keys a record by a field's value: a read or write

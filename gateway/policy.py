@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.crm.routes import Route, policy_route
+
 SENSITIVITIES = frozenset({"high", "low"})
 _DEFAULT_TTL = 300.0
 _DEFAULT_MAX_STALE = 900.0
@@ -71,6 +73,8 @@ class Policy:
     pool_timeout_s: float = 5.0
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
+    #: pass-through rows for non-record routes (crm/routes.py ``policy_route``)
+    routes: tuple[Route, ...] = ()
     _by_key: Mapping[str, ClientRule] = field(default_factory=dict, repr=False, compare=False)
 
     def shown_for(self, gateway_key: str | None) -> tuple[str | None, frozenset[str]]:
@@ -153,6 +157,24 @@ def _hosts(key: str, value: Any) -> tuple[str, ...]:
     return hosts
 
 
+def _routes(raw: Any) -> tuple[Route, ...]:
+    if not isinstance(raw, list):
+        raise PolicyError("routes", "expected an array of tables ([[routes]])")
+    out = []
+    for i, row in enumerate(raw):
+        where = f"routes[{i}]"
+        if not isinstance(row, dict) or set(row) - {"template", "methods"}:
+            raise PolicyError(where, "expected a table with template and methods")
+        template, methods = row.get("template"), row.get("methods", ["GET"])
+        if not isinstance(template, str) or not isinstance(methods, list):
+            raise PolicyError(where, "template is a string, methods a list")
+        try:
+            out.append(policy_route(template, [str(m) for m in methods]))
+        except ValueError as exc:
+            raise PolicyError(f"{where}.template", str(exc)) from None
+    return tuple(out)
+
+
 def _client(index: int, raw: Any) -> ClientRule:
     where = f"clients[{index}]"
     if not isinstance(raw, dict):
@@ -181,6 +203,8 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
             if not isinstance(body, list):
                 raise PolicyError("clients", "expected an array of tables ([[clients]])")
             clients = [_client(i, c) for i, c in enumerate(body)]
+        elif top == "routes":
+            values["routes"] = _routes(body)
         elif top in _SCHEMA and top:
             if not isinstance(body, dict):
                 raise PolicyError(top, "expected a table")
@@ -232,6 +256,11 @@ def explain(policy: Policy) -> list[str]:
     shown = ", ".join(sorted(policy.show)) or "nothing"
     lines = [
         f"policy version {policy.version}",
+        *(
+            f"passes on {route.template} ({', '.join(sorted(set(route.methods) - {'HEAD'}))}) "
+            "unrewritten: its answers are checked as JSON, never as records"
+            for route in policy.routes
+        ),
         "restricted private fields are always withheld (null) in every record API",
         f"non-restricted private fields shown to clients without a rule: {shown}",
     ]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.policy import PolicyError, load_policy, policy_from_mapping
+from tests.conftest import Crm, MakeGateway, envelope
 
 
 def test_the_shipped_default_policy_loads() -> None:
@@ -54,3 +55,52 @@ def test_not_toml_is_reported(tmp_path: Path) -> None:
     bad.write_text("[unclosed")
     with pytest.raises(PolicyError, match="not valid TOML"):
         load_policy(bad)
+
+
+# -- pass-through rows for non-record routes -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("/crm/{v}/{module}", "after the version"),
+        ("/crm/{v}/search/x", "new literal word"),
+        ("/crm/{v}/functions/{related_list}", "segments are"),
+        ("/api/{v}/functions", "must start with"),
+    ],
+)
+def test_a_pass_through_row_that_could_stand_for_records_is_refused(
+    template: str, why: str
+) -> None:
+    with pytest.raises(PolicyError) as err:
+        policy_from_mapping({"routes": [{"template": template, "methods": ["GET"]}]})
+    assert err.value.key == "routes[0].template"
+
+
+def test_a_pass_through_row_forwards_its_route_and_nothing_else(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway(
+        {"routes": [{"template": "/crm/{v}/functions/{name}/actions/execute", "methods": ["POST"]}]}
+    )
+    crm.clear()
+    r = gw.http.post("/crm/v8/functions/send_mail/actions/execute", content=b"{}")
+    assert r.headers["content-type"].startswith("application/json")
+    assert [x["path"] for x in crm.received("/functions/")] == [
+        "/crm/v8/functions/send_mail/actions/execute"
+    ]
+    # Only the row's methods, only its shape.
+    envelope(
+        gw.http.get("/crm/v8/functions/send_mail/actions/execute"), 405, "INVALID_REQUEST_METHOD"
+    )
+    envelope(gw.http.post("/crm/v8/functions/send_mail", content=b"{}"), 404, "INVALID_URL_PATTERN")
+
+
+def test_a_pass_through_row_named_like_a_module_of_the_org_is_refused(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    """The CRM would read /crm/v8/leads/... as records of Leads: never passed on unchecked."""
+    gw = make_gateway({"routes": [{"template": "/crm/{v}/leads/{name}/x", "methods": ["GET"]}]})
+    crm.clear()
+    envelope(gw.http.get("/crm/v8/leads/abc/x"), 404, "INVALID_URL_PATTERN")
+    assert not crm.received("/leads/")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
@@ -172,6 +172,7 @@ def canonicalize(
     query_string: bytes,
     raw_headers: Iterable[tuple[bytes, bytes]],
     body: bytes,
+    extra_routes: Sequence[Route] = (),
 ) -> CanonicalRequest:
     if method not in METHODS:
         raise MethodNotAllowed()
@@ -181,7 +182,9 @@ def canonicalize(
     headers, gateway_key, accepts_gzip = _headers(raw_headers)
     segments = _segments(raw_path)
     try:
-        found: Match = match(method, segments, external=_has(headers, "x-external"))
+        found: Match = match(
+            method, segments, external=_has(headers, "x-external"), extra=extra_routes
+        )
     except NoRoute as exc:
         raise (MethodNotAllowed() if exc.status == 405 else InvalidUrl()) from None
     p = found.params

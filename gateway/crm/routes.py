@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -42,6 +42,7 @@ class Kind(enum.Enum):
     UPLOAD = "upload"  # bulk-write file, to the upload host
     BULK_WRITE_CREATE = "bulk_write_create"
     DELETE = "delete"  # never refused: erasure must stay possible
+    PASS_THROUGH = "pass_through"  # a non-record route the policy adds (checked JSON)
     COMPOSITE = "composite"  # refused until each sub-request goes through the corridor
 
 
@@ -171,12 +172,44 @@ class NoRoute(Exception):
         self.status = status
 
 
-def match(method: str, segments: tuple[str, ...], *, external: bool = False) -> Match:
+_POLICY_LITERAL = re.compile(r"[a-z_][a-z0-9_]{0,63}")
+_POLICY_PLACEHOLDERS = frozenset({"{v}", "{name}", "{id}"})
+_POLICY_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
+
+
+def policy_route(template: str, methods: Sequence[str]) -> Route:
+    """A pass-through row a policy adds, for a route that carries no records (functions,
+    notifications, ...). Refused (``ValueError``, with the reason) unless it is plainly
+    such a route: under ``/crm/{v}/``, a literal word right after the version that is no
+    word of the table (so it can never stand for a module or a record route), and only
+    ``{v}``, ``{name}`` and ``{id}`` placeholders."""
+    parts = template.strip().strip("/").split("/")
+    if parts[:2] != ["crm", "{v}"] or len(parts) < 3:
+        raise ValueError("must start with /crm/{v}/")
+    if not _POLICY_LITERAL.fullmatch(parts[2]) or parts[2] in KEYWORDS:
+        raise ValueError("the segment after the version must be a new literal word")
+    for part in parts[3:]:
+        if part not in _POLICY_PLACEHOLDERS and not _POLICY_LITERAL.fullmatch(part):
+            raise ValueError("segments are lower-case words, {name} or {id}")
+    wanted = {m.upper() for m in methods}
+    if not wanted or not wanted <= _POLICY_METHODS:
+        raise ValueError("methods must be some of GET, POST, PUT, DELETE")
+    table = {m: Kind.PASS_THROUGH for m in wanted | ({"HEAD"} if "GET" in wanted else set())}
+    return Route("/" + "/".join(parts), table)
+
+
+def match(
+    method: str,
+    segments: tuple[str, ...],
+    *,
+    external: bool = False,
+    extra: Sequence[Route] = (),
+) -> Match:
     """The row for decoded path ``segments`` (without the leading empty one). ``external``:
     the client sent X-EXTERNAL, so a route's ``external`` placeholder may hold a value
-    that is not numeric."""
+    that is not numeric. ``extra``: the policy's pass-through rows, tried after the table."""
     path_fits = False
-    for route in TABLE:
+    for route in (*TABLE, *extra):
         bound = _bind(route, segments, external)
         if bound is None:
             continue
