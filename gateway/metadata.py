@@ -79,7 +79,9 @@ class MetadataCache:
     async def fields(
         self, org_id: str, version: str, module: str, headers: Headers
     ) -> tuple[ModuleCatalog, float]:
-        url = f"{self._base}/crm/{version}/settings/fields?module="
+        # type=all: from v7 the default list leaves out unused fields, whose values a
+        # record may still hold (and which may be private).
+        url = f"{self._base}/crm/{version}/settings/fields?type=all&module="
         return await self._get(
             ("fields", org_id, version, module.lower()),
             lambda: self._fetch(

@@ -50,7 +50,16 @@ _SERVER_WRITTEN = frozenset({"date", "server"})
 
 
 def response_headers(raw: Headers) -> Headers:
-    return [(n, v) for n, v in end_to_end(raw) if n not in _SERVER_WRITTEN]
+    """The CRM's answer headers that may reach the client: end-to-end ones, without those
+    the gateway's server writes, and never one in the gateway's own namespace (an upstream
+    ``X-Privacy-Withheld`` beside the gateway's would contradict it)."""
+    return [
+        (n, v)
+        for n, v in end_to_end(raw)
+        if n not in _SERVER_WRITTEN
+        and n != "x-request-id"  # the gateway answers with its own
+        and not n.startswith(("x-privacy-", "x-gateway-"))
+    ]
 
 
 @dataclass(slots=True)
@@ -336,6 +345,9 @@ class CircuitBreaker:
             self.state = _State.OPEN
 
 
+_UNAVAILABLE = frozenset({502, 503, 504})
+
+
 class BreakerUpstream:
     """An ``Upstream`` that consults one ``CircuitBreaker`` per host before each call."""
 
@@ -377,7 +389,9 @@ class BreakerUpstream:
         except BaseException:
             breaker.abandoned()
             raise
-        if resp.status >= 500:
+        # Only an answer that says the CRM itself is unavailable counts: a 500 to one
+        # client's malformed query must not let that client pause everyone's traffic.
+        if resp.status in _UNAVAILABLE:
             breaker.failed(self._clock())
         else:
             breaker.succeeded()

@@ -274,8 +274,15 @@ def end_to_end(headers: Headers) -> Headers:
 
 
 def _headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[Headers, str | None, bool]:
-    decoded = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
-    kept = end_to_end(decoded)
+    pairs = list(raw)
+    # RFC 9110 §5.5: obs-text in a field value is for legacy use only; its bytes could be
+    # read as latin-1 here and re-sent as UTF-8 upstream. The gateway checks ASCII only.
+    if any(b > 0x7E for _, v in pairs for b in v):
+        raise InvalidData(details={"reason": "a header value is not ASCII"})
+    decoded = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in pairs]
+    # Some servers read "_" as "-" in a header name (CGI's HTTP_X_CRM_ORG): such a header
+    # could mean X-CRM-ORG upstream while the gateway reads another. None is forwarded.
+    kept = [(n, v) for n, v in end_to_end(decoded) if "_" not in n]
     counts: dict[str, int] = {}
     for n, _ in kept:
         counts[n] = counts.get(n, 0) + 1

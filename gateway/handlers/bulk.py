@@ -34,7 +34,10 @@ async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision:
         raise InvalidData(details={"reason": "query.module is missing"})
     module = await ctx.views.resolve_module(view, name)
     decision.module = module
-    paths = guards.bulk_criteria_fields(query.get("criteria"))
+    # Keys in any letter case: the CRM may read "Criteria" as criteria (the body parser has
+    # refused a key given twice in two cases).
+    criteria = next((v for k, v in query.items() if str(k).lower() == "criteria"), None)
+    paths = guards.bulk_criteria_fields(criteria)
     catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
     refuse_restricted(decision, lambda: guards.check_paths(module, paths, catalogs))
     return await ctx.forward.passthrough(req, decision)

@@ -4,9 +4,10 @@ metadata."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from gateway.crm.coql import CoqlError, parse_coql
+from gateway.crm.coql import Column, CoqlError, parse_coql
 from gateway.crm.request import CanonicalRequest
 from gateway.decision import Decision
 from gateway.errors import InvalidQuery, UnreadableUpstream
@@ -17,6 +18,21 @@ from gateway.privacy import guards
 from gateway.privacy.redact import Counts, build_coql_plan, redact_coql_rows
 from gateway.types import Reply
 from gateway.view import View
+
+
+def _check_row_keys(columns: Sequence[Column], fields: Collection[str]) -> None:
+    """Rows are redacted by their keys: a key must say which column it is whichever way the
+    CRM keys rows (by alias or by field). An alias that names a field of the module or
+    another column, or two columns with one key, would let a value pass under another
+    column's rule."""
+    keys = [c.key.lower() for c in columns]
+    paths = {".".join(c.path).lower() for c in columns}
+    if len(set(keys)) != len(keys):
+        raise InvalidQuery(details={"reason": "two columns have one name"})
+    for column in columns:
+        alias = (column.alias or "").lower()
+        if alias and (alias in fields or alias in paths):
+            raise InvalidQuery(details={"reason": "an alias may not be the name of a field"})
 
 
 async def coql(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
@@ -36,6 +52,7 @@ async def coql(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
     # An aggregate over a field uses it too: COUNT(Email) tells which records have one.
     used = [*query.condition_fields, *(c.path for c in query.columns if c.function)]
     refuse_restricted(decision, lambda: guards.check_paths(module, used, catalogs))
+    _check_row_keys(query.columns, catalogs[module.lower()].fields)
     columns = [(c.key, c.path, c.function is not None) for c in query.columns]
     plan = build_coql_plan(module, columns, catalogs, view.shown)
     resp = await ctx.forward.send(req, decision)

@@ -453,11 +453,15 @@ def _convert_contacts(items: list[Any]) -> list[str]:
 
 
 def _optional_json(req: CanonicalRequest) -> Any:
-    """A write's JSON body, if it has one. A file (a photo, an attachment, sent as
-    multipart) carries no record ids."""
+    """A write's JSON body, if it has one, whatever its Content-Type says (the CRM reads a
+    write's body as JSON). Only a record's photo and attachments take a file, which
+    carries no record ids."""
     if not req.body.strip():
         return None
-    if (req.header("content-type") or "").lower().startswith("multipart/"):
+    files = req.route.template.endswith("/photo") or (req.related_list or "").lower() == (
+        "attachments"
+    )
+    if files and (req.header("content-type") or "").lower().startswith("multipart/"):
         return None
     return json_object(req.body)
 

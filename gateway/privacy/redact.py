@@ -55,6 +55,23 @@ class MaskPlan:
     private_fields: dict[str, dict[str, Any]]  # exact api name -> include=private_fields entry
     known: frozenset[str] = frozenset()  # lower-case names of the module's fields
     _shapes: dict[tuple[str, ...], list[Step]] = field(default_factory=dict)
+    _unknown: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
+
+    def unknown(self, record: dict[str, Any]) -> list[str]:
+        """Keys of a top-level record that are no field of the module, no ``$``-key and not
+        ``id``: a value the metadata does not describe cannot be judged, so it is withheld
+        (as COQL and bulk do)."""
+        shape = tuple(record)
+        found = self._unknown.get(shape)
+        if found is None:
+            found = [
+                k
+                for k in shape
+                if k.lower() not in self.known and k.lower() != "id" and not k.startswith("$")
+            ]
+            if len(self._unknown) < _MEMO_LIMIT:
+                self._unknown[shape] = found
+        return found
 
     def steps(self, record: dict[str, Any]) -> list[Step]:
         """What to do to a record with these keys. Records of one answer share their keys,
@@ -212,6 +229,10 @@ def redact_records(
         if not isinstance(record, dict):
             raise UnreadableUpstream()
         redact_record(record, plan, counts)
+        for key in plan.unknown(record):
+            label = key if _safe_label(key) else "unknown"
+            record[key] = None
+            counts[label] = counts.get(label, 0) + 1
         if include_private:
             present = {k.lower() for k in record}
             record["private_fields"] = [
@@ -243,6 +264,9 @@ def redact_body(
         raise UnreadableUpstream()
     if "data" in body:
         redact_records(body["data"], plan, counts, include_private=include_private)
+        for key, value in body.items():
+            if key not in ("data", "info"):  # records under a key the gateway does not know
+                _redact_nested(value, plan, counts)
     else:
         redact_record(body, plan, counts)
 
