@@ -54,47 +54,42 @@ class MaskPlan:
     by_lower: dict[str, tuple[str, MaskPlan | None] | None]  # for keys of another case
     private_fields: dict[str, dict[str, Any]]  # exact api name -> include=private_fields entry
     known: frozenset[str] = frozenset()  # lower-case names of the module's fields
-    _shapes: dict[tuple[str, ...], list[Step]] = field(default_factory=dict)
-    _unknown: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
+    _shapes: dict[tuple[str, ...], Steps] = field(default_factory=dict)
 
-    def unknown(self, record: dict[str, Any]) -> list[str]:
-        """Keys of a top-level record that are no field of the module, no ``$``-key and not
-        ``id``: a value the metadata does not describe cannot be judged, so it is withheld
-        (as COQL and bulk do)."""
-        shape = tuple(record)
-        found = self._unknown.get(shape)
-        if found is None:
-            found = [
-                k
-                for k in shape
-                if k.lower() not in self.known and k.lower() != "id" and not k.startswith("$")
-            ]
-            if len(self._unknown) < _MEMO_LIMIT:
-                self._unknown[shape] = found
-        return found
-
-    def steps(self, record: dict[str, Any]) -> list[Step]:
+    def steps(self, record: dict[str, Any]) -> Steps:
         """What to do to a record with these keys. Records of one answer share their keys,
-        so the decision is made once per shape of record and memoised."""
+        so the decision is made once per shape of record and memoised: (keys to null with
+        the name to count them under, keys whose objects another plan redacts, keys that
+        are no field, whose objects this plan redacts, and of those the ones that are not
+        ``$``-keys or ``id``: in a top-level record, a value the metadata does not describe
+        cannot be judged, so it is withheld, as COQL and bulk do)."""
         shape = tuple(record)
         found = self._shapes.get(shape)
         if found is None:
-            found = []
+            nulls: list[tuple[str, str]] = []
+            nested: list[Step] = []
+            deep: list[str] = []
             for key in shape:
                 lower = key.lower()
                 act = self.by_lower.get(lower)
-                if act is not None:
-                    found.append((key, act[0], act[1]))
-                elif lower not in self.known:
-                    found.append((key, "", DEEP))  # no field: look inside, with this plan
+                if act is None:
+                    if lower not in self.known:
+                        deep.append(key)  # no field: look inside, with this plan
+                elif act[1] is None:
+                    nulls.append((key, act[0]))
+                else:
+                    nested.append((key, act[0], act[1]))
+            strange = tuple(k for k in deep if not k.startswith("$") and k.lower() != "id")
+            found = (tuple(nulls), tuple(nested), tuple(deep), strange)
             if len(self._shapes) < _MEMO_LIMIT:
                 self._shapes[shape] = found
         return found
 
 
-#: (key as the record spells it, api name to count it under, what to do): None nulls the
-#: value, a plan redacts the object(s) in it, DEEP redacts objects in it with the same plan
-Step = tuple[str, str, "MaskPlan | None"]
+#: (key as the record spells it, api name to count it under, the plan for its objects:
+#: a lookup's or subform's, or NAME_AND_ID)
+Step = tuple[str, str, "MaskPlan"]
+Steps = tuple[tuple[tuple[str, str], ...], tuple[Step, ...], tuple[str, ...], tuple[str, ...]]
 
 
 def _deep_marker() -> MaskPlan:
@@ -167,12 +162,22 @@ def _null(record: dict[str, Any], key: str, api_name: str, counts: Counts) -> No
     counts[api_name] = counts.get(api_name, 0) + 1
 
 
-def redact_record(record: dict[str, Any], plan: MaskPlan, counts: Counts) -> None:
-    for key, api_name, rows_plan in plan.steps(record):
-        if rows_plan is None:
+def redact_record(
+    record: dict[str, Any], plan: MaskPlan, counts: Counts, *, top: bool = False
+) -> None:
+    """``top``: a record of the answer's ``data``, whose keys that are no field are
+    withheld (a nested object's, such as a lookup's ``name``, are kept)."""
+    nulls, nested, deep, strange = plan.steps(record)
+    if top:
+        for key in strange:
+            label = key if _safe_label(key) else "unknown"
             record[key] = None
-            counts[api_name] = counts.get(api_name, 0) + 1
-        elif rows_plan is DEEP:
+            counts[label] = counts.get(label, 0) + 1
+    for key, api_name in nulls:
+        record[key] = None
+        counts[api_name] = counts.get(api_name, 0) + 1
+    for key, api_name, rows_plan in nested:
+        if rows_plan is DEEP:
             _redact_nested(record[key], plan, counts)
         elif rows_plan is NAME_AND_ID:
             _name_and_id(record[key], api_name, counts)
@@ -180,6 +185,10 @@ def redact_record(record: dict[str, Any], plan: MaskPlan, counts: Counts) -> Non
             redact_rows(record[key], rows_plan, counts)  # rows of a subform, strictly
         else:
             _redact_nested(record[key], rows_plan, counts)  # a lookup's object
+    for key in deep:
+        value = record[key]
+        if value.__class__ is dict or value.__class__ is list:  # scalars: nothing inside
+            _redact_nested(value, plan, counts)
 
 
 def _name_and_id(value: Any, api_name: str, counts: Counts) -> None:
@@ -228,11 +237,7 @@ def redact_records(
     for record in records:
         if not isinstance(record, dict):
             raise UnreadableUpstream()
-        redact_record(record, plan, counts)
-        for key in plan.unknown(record):
-            label = key if _safe_label(key) else "unknown"
-            record[key] = None
-            counts[label] = counts.get(label, 0) + 1
+        redact_record(record, plan, counts, top=True)
         if include_private:
             present = {k.lower() for k in record}
             record["private_fields"] = [
