@@ -58,7 +58,7 @@ from gateway.types import Reply
 from gateway.upstream import BreakerUpstream, GzipStreamDecoder, Upstream, make_upstream
 
 log = structlog.get_logger("gateway")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,128}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _CHUNK = 64 * 1024
 
 
@@ -198,13 +198,17 @@ class Gateway:
     async def proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        rid = next(
+        # The entry's key is always the gateway's own id; a client's X-Request-Id is kept
+        # beside it (and answered back) only when it is short and plain.
+        client_rid = next(
             (v.decode("latin-1") for n, v in raw_headers if n.lower() == b"x-request-id"), ""
         )
-        if not _REQUEST_ID.fullmatch(rid):
-            rid = uuid.uuid4().hex
         policy = self.settings.policy
-        decision = Decision(rid, _method_name(scope["method"]), policy_version=policy.version)
+        decision = Decision(
+            uuid.uuid4().hex, _method_name(scope["method"]), policy_version=policy.version
+        )
+        if _REQUEST_ID.fullmatch(client_rid):
+            decision.client_request_id = client_rid
         try:
             check_head(scope, policy, self.hosts)
             if self.in_flight >= policy.max_concurrent_requests:
@@ -261,7 +265,8 @@ class Gateway:
             # Nothing goes out unrecorded (the write, if any, already reached the CRM).
             await _discard(reply)
             reply = _error_reply(exc, decision)
-        reply.headers.append(("x-request-id", decision.request_id))
+        reply.headers.append(("x-request-id", decision.client_request_id or decision.request_id))
+        reply.headers.append(("x-gateway-request-id", decision.request_id))
         if close:
             # Body bytes left unread on the connection must never be parsed as a request.
             reply.headers.append(("connection", "close"))

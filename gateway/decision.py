@@ -26,9 +26,10 @@ _RECORD_ID = re.compile(r"\d{1,25}")
 
 @dataclass(slots=True)
 class Decision:
-    request_id: str
+    request_id: str  # the gateway's own id: the audit entry's key
     method: str
     client: str | None = None  # keyed fingerprint of the token, never the token
+    client_request_id: str | None = None  # the client's X-Request-Id, when short and plain
     route: str = "unknown"  # a template such as /crm/{v}/{module}/search
     api_version: str | None = None
     module: str | None = None
@@ -67,6 +68,7 @@ class Decision:
     def as_dict(self) -> dict[str, object]:
         return {
             "request_id": self.request_id,
+            "client_request_id": self.client_request_id,
             "client": self.client,
             "client_rule": self.client_rule,
             "method": self.method,

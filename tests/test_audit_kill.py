@@ -97,7 +97,7 @@ def request_ids(audit: Path) -> set[str]:
     ids = set()
     for line in audit.read_bytes().splitlines():
         with contextlib.suppress(ValueError):  # a torn last line: all a kill may leave
-            ids.add(json.loads(line).get("request_id"))
+            ids.add(json.loads(line).get("client_request_id"))
     return ids
 
 

@@ -97,15 +97,22 @@ def test_hop_by_hop_response_headers_are_dropped_and_no_cookie_jar_is_kept(
     assert seen_cookies == [None, None]  # the gateway kept no jar between callers
 
 
-def test_request_id_is_passed_on_or_created(crm: Crm, gw: GatewayHandle) -> None:
+def test_c73_a_client_request_id_is_kept_beside_the_gateways_never_as_the_key(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """The audit entry's key and the id the CRM receives are the gateway's own; a short,
+    plain X-Request-Id from the client is answered back and kept beside it."""
     crm.clear()
     r = gw.http.get("/crm/v8/settings/modules", headers={"X-Request-ID": "abc-123"})
-    assert r.headers["x-request-id"] == "abc-123"
-    assert crm.received()[-1]["headers"]["x-request-id"] == "abc-123"
-    created = gw.http.get("/crm/v8/settings/modules").headers["x-request-id"]
-    assert len(created) == 32
-    odd = gw.http.get("/crm/v8/settings/modules", headers={"X-Request-ID": "bad id; drop"})
-    assert odd.headers["x-request-id"] != "bad id; drop" and len(odd.headers["x-request-id"]) == 32
+    ours = r.headers["x-gateway-request-id"]
+    assert r.headers["x-request-id"] == "abc-123" and len(ours) == 32
+    assert crm.received()[-1]["headers"]["x-request-id"] == ours
+    (entry,) = gw.requests()
+    assert (entry["request_id"], entry["client_request_id"]) == (ours, "abc-123")
+    for odd in ("bad id; drop", "john.doe@example.com", "x" * 65):
+        r = gw.http.get("/crm/v8/settings/modules", headers={"X-Request-ID": odd})
+        assert r.headers["x-request-id"] == r.headers["x-gateway-request-id"]
+        assert gw.requests()[-1]["client_request_id"] is None
 
 
 def test_body_over_the_bound_is_refused_with_413(crm: Crm, make_gateway: MakeGateway) -> None:

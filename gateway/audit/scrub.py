@@ -36,6 +36,7 @@ REASONS = frozenset(r.value for r in Reason) | _TRAIL_REASONS
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_.$]+")
 _CLIENT = re.compile(r"[0-9a-f]{32}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]+")
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _METHOD = re.compile(r"[A-Z]{1,16}")
 _API_VERSION = re.compile(r"v?\d{1,3}(\.\d{1,3})?")
 _MODULE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -158,6 +159,7 @@ _SCALARS: dict[str, Check] = {
     "policy_version": _policy_version,
     "metadata_age_s": _amount,
     "client_rule": _name(_MODULE),
+    "client_request_id": _name(_CLIENT_REQUEST_ID),
 }
 _LISTS: dict[str, Check] = {
     "record_ids": _name(_RECORD_ID),
