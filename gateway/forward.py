@@ -151,17 +151,10 @@ class Forwarder:
         resp = await self.send(req, decision)
         if req.kind in _BINARY:
             return self._stream_checked(req, resp)
-        limit = self.policy.max_response_body
-        raw = decode_body(await resp.read(limit), resp.header("content-encoding"), limit)
+        raw, parsed = await self._json(resp, typed=True)
         hdrs = [(n, v) for n, v in resp.headers if n != "content-encoding"]
-        if not raw.strip():
+        if parsed is None:
             return Reply(resp.status, hdrs, raw)
-        if not has_json_type(resp.headers):
-            raise UnreadableUpstream()
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UnreadableUpstream() from exc
         if _has_errors(parsed, resp.status):
             parsed = scrub_answer(parsed, echoed_values(req), failed=resp.status >= 400)
             raw = orjson.dumps(parsed)
@@ -192,17 +185,15 @@ class Forwarder:
     ) -> Reply:
         """The upstream's JSON answer after ``rewrite``: a body that cannot be read is
         refused, never passed on. CRM errors in it are scrubbed of what ``req`` carried."""
-        limit = self.policy.max_response_body
-        raw = await resp.read(limit)
         hdrs = [(n, v) for n, v in resp.headers if n not in STALE_AFTER_REWRITE]
-        if resp.status in (204, 304) or (not raw and resp.status < 300):
+        if resp.status in (204, 304):
+            await resp.aclose()
             return Reply(resp.status, hdrs)
-        if not has_json_type(resp.headers):
-            raise UnreadableUpstream()
-        try:
-            body = orjson.loads(decode_body(raw, resp.header("content-encoding"), limit))
-        except orjson.JSONDecodeError as exc:
-            raise UnreadableUpstream() from exc
+        _raw, body = await self._json(resp, typed=True)
+        if body is None:
+            if resp.status < 300:
+                return Reply(resp.status, hdrs)
+            raise UnreadableUpstream()  # an error without a body the gateway can show
         counts: Counts = {}
         rewrite(body, counts)  # whatever the status: an error body is checked too
         decision.outcome = REDACTED if counts else decision.outcome
@@ -215,11 +206,19 @@ class Forwarder:
 
     async def read_json(self, resp: UpstreamResponse) -> Any:
         """A JSON answer the gateway reads itself (a write's per-record entries)."""
+        return (await self._json(resp, typed=False))[1]
+
+    async def _json(self, resp: UpstreamResponse, *, typed: bool) -> tuple[bytes, Any]:
+        """The answer, read whole (bounded) and decoded, and its JSON (None when empty).
+        ``typed``: an answer that does not say it is JSON is refused. What cannot be read
+        is refused, never passed on."""
         limit = self.policy.max_response_body
         raw = decode_body(await resp.read(limit), resp.header("content-encoding"), limit)
         if not raw.strip():
-            return None
+            return raw, None
+        if typed and not has_json_type(resp.headers):
+            raise UnreadableUpstream()
         try:
-            return orjson.loads(raw)
+            return raw, orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UnreadableUpstream() from exc

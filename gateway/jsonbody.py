@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -40,6 +41,12 @@ def loads_request(raw: bytes) -> Any:
 
 
 UNREADABLE = "?"  # an id given in a shape the gateway cannot read: its target is unknown
+
+
+def member(obj: Mapping[Any, Any], name: str) -> Any:
+    """The value of ``obj``'s member ``name`` (lower case) in any letter case, or None: the
+    CRM compares member names that way, and a body repeating one in two cases was refused."""
+    return next((v for k, v in obj.items() if str(k).lower() == name), None)
 
 
 def record_id(record: dict[str, Any]) -> str | None:

@@ -61,9 +61,7 @@ class Pipeline:
         decision.client = fingerprint(self.secret, token) if token else None
         if req.kind is Kind.COMPOSITE:
             # Never forwarded as one call: each sub-request walks this corridor on its own.
-            return await composite.composite(
-                req, decision, self.handle, self.policy.max_response_body
-            )
+            return await composite.composite(req, decision, self.handle)
         if req.kind in _NO_VIEW:
             return await self.forward.passthrough(req, decision)
         view = await self.views.load(req, decision)

@@ -10,7 +10,7 @@ that the CRM did not return the flag.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +20,7 @@ import structlog
 from gateway.errors import GatewayError
 from gateway.jsonbody import UNREADABLE, is_record_id, normal_id, record_id
 from gateway.privacy import writes
-from gateway.upstream import Headers, Upstream, fetch_json
+from gateway.upstream import Upstream, fetch_json
 from gateway.view import View, Views
 
 STATE_LIMIT = 32 * 1024 * 1024
@@ -44,9 +44,6 @@ class Target:
 
 FREE = Target(None, False)
 
-#: (the modules the record may be in, its id): one module when the write names it
-Ref = tuple[tuple[str, ...], str]
-
 
 class RecordStates:
     def __init__(self, upstream: Upstream, upstream_url: str, views: Views) -> None:
@@ -54,13 +51,6 @@ class RecordStates:
         self.base = upstream_url
         self.views = views
         self._flag_missing_logged: set[str] = set()
-
-    async def _get(self, url: str, headers: Headers) -> Any:
-        try:
-            answer = await fetch_json(self.upstream, "GET", url, headers, b"", STATE_LIMIT)
-        except GatewayError:
-            return None  # unknown: the targets are refused with state_unknown
-        return answer.body if answer.status == 200 else None
 
     async def _records(
         self, view: View, module: str, ids: Sequence[str], fields: str
@@ -89,10 +79,13 @@ class RecordStates:
                 complete = False
         return records, complete
 
-    async def locate(self, view: View, ids: Sequence[str]) -> dict[str, bool | None]:
+    async def locate(
+        self, view: View, ids: Sequence[str], *, absent: bool | None = False
+    ) -> dict[str, bool | None]:
         """The state of records whose module the write does not say (a note's parent, an
         upload's ids): looked for in every GDPR module (ids are unique within an org). An
-        id no GDPR module holds, when every module answered, has no such state (free)."""
+        id no GDPR module holds, when every module answered, gets ``absent``: free (no such
+        state) for a parent, unknown (None) for an id a file says must be a record."""
         found: dict[str, bool | None] = {i: None for i in ids if not is_record_id(i)}
         remaining = [i for i in dict.fromkeys(ids) if is_record_id(i)]
         complete = True
@@ -108,7 +101,7 @@ class RecordStates:
                     found[rid] = states.get(rid)  # returned without the flag: unknown
             remaining = [i for i in remaining if i not in present]
         for rid in remaining:
-            found[rid] = False if complete else None
+            found[rid] = absent if complete else None
         return found
 
     async def current_parents(
@@ -137,34 +130,6 @@ class RecordStates:
         """Current ``$stop_processing`` of ``ids``; an id missing from the answer is unknown."""
         records, _ = await self._records(view, module, ids, "id,$stop_processing")
         return self._states(module, records)
-
-    async def resolve(self, view: View, refs: Iterable[Ref]) -> dict[Ref, bool | None]:
-        """The state of every ref: each module is asked once for all its ids. A ref with
-        several candidate modules is looked for in each, in order, until found."""
-        wanted = list(dict.fromkeys(refs))
-        known: dict[tuple[str, str], bool] = {}  # (module lower, id) -> state
-        pending = wanted
-        depth = 0
-        while pending:
-            by_module: dict[str, list[str]] = {}
-            for modules, rid in pending:
-                if depth < len(modules):
-                    by_module.setdefault(modules[depth], []).append(rid)
-            for module, ids in by_module.items():
-                found = await self.states(view, module, ids)
-                known.update({(module.lower(), i): s for i, s in found.items()})
-            depth += 1
-            pending = [
-                (modules, rid)
-                for modules, rid in pending
-                if depth < len(modules)
-                and not any((m.lower(), rid) in known for m in modules[:depth])
-            ]
-        out: dict[Ref, bool | None] = {}
-        for modules, rid in wanted:
-            states = [known[(m.lower(), rid)] for m in modules if (m.lower(), rid) in known]
-            out[(modules, rid)] = states[0] if states else None
-        return out
 
     async def by_external(self, view: View, module: str, external_field: str, value: str) -> Target:
         """The record an ``X-EXTERNAL`` value names, resolved by the CRM."""

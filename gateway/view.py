@@ -98,28 +98,17 @@ class Views:
             return req
         module = await self.resolve_module(view, req.module)
         decision.module = module
-        related = None
-        if req.related_list is not None:
-            lists, age = await self.metadata.related_lists(
-                view.org.org_id, view.version, module, view.headers
-            )
-            view.age = max(view.age, age)
-            found = lists.get(req.related_list.lower())
-            if found is None:
-                # Records of an unknown related list cannot be checked.
-                raise MetadataUnavailable(details={"reason": "unknown related list"})
-            related = found[0]
-        return req.with_names(module=module, related_list=related)
-
-    async def related_module(self, view: View, module: str, related_list: str) -> str:
+        if req.related_list is None:
+            return req.with_names(module=module)
         lists, age = await self.metadata.related_lists(
             view.org.org_id, view.version, module, view.headers
         )
         view.age = max(view.age, age)
-        found = lists.get(related_list.lower())
+        found = lists.get(req.related_list.lower())
         if found is None:
+            # Records of an unknown related list cannot be checked.
             raise MetadataUnavailable(details={"reason": "unknown related list"})
-        return found[1]
+        return req.with_names(module=module, related_list=found[0], related_module=found[1])
 
     async def catalog(self, view: View, module: str, decision: Decision) -> ModuleCatalog:
         key = module.lower()

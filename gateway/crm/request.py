@@ -106,6 +106,7 @@ class CanonicalRequest:
     module: str | None = None  # as sent until the view resolves it against the org's list
     record_id: str | None = None  # the path's {id}; an external value under X-EXTERNAL
     related_list: str | None = None
+    related_module: str | None = None  # the related list's module, once the view knows it
     related_id: str | None = None
     job_id: str | None = None
 
@@ -145,9 +146,14 @@ class CanonicalRequest:
         return dataclasses.replace(self, body=body)
 
     def with_names(
-        self, *, module: str | None = None, related_list: str | None = None
+        self,
+        *,
+        module: str | None = None,
+        related_list: str | None = None,
+        related_module: str | None = None,
     ) -> CanonicalRequest:
-        """The module and related list in the CRM's own spelling (from its metadata)."""
+        """The module and related list in the CRM's own spelling (from its metadata), and
+        the module of the related list's records."""
         template = self.route.segments
         segments = list(self.segments)
         if module is not None and "{module}" in template:
@@ -159,6 +165,7 @@ class CanonicalRequest:
             segments=tuple(segments),
             module=module if module is not None else self.module,
             related_list=related_list if related_list is not None else self.related_list,
+            related_module=related_module,
         )
 
 

@@ -50,20 +50,6 @@ class Kind(enum.Enum):
 RECORD_BEARING = frozenset(
     {Kind.READ, Kind.SEARCH, Kind.COUNT, Kind.RELATED, Kind.COQL, Kind.BULK_READ_RESULT}
 )
-#: kinds that change or attach to records
-WRITES = frozenset(
-    {
-        Kind.INSERT,
-        Kind.UPDATE,
-        Kind.RECORD_UPDATE,
-        Kind.UPSERT,
-        Kind.CONVERT,
-        Kind.MASS_UPDATE,
-        Kind.RELATED_WRITE,
-        Kind.UPLOAD,
-        Kind.BULK_WRITE_CREATE,
-    }
-)
 
 #: placeholder -> the shape its value must have
 _VERSION = re.compile(r"v\d{1,2}(\.\d{1,2})?", re.IGNORECASE)

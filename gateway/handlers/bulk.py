@@ -15,7 +15,7 @@ from gateway.errors import BodyTooLarge, InvalidData, MetadataUnavailable, Unrea
 from gateway.forward import STALE_AFTER_REWRITE, withheld_header
 from gateway.handlers import Context
 from gateway.handlers.reads import refuse_restricted
-from gateway.jsonbody import loads_request
+from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
 from gateway.privacy.catalog import ModuleCatalog
 from gateway.privacy.redact import Counts, is_masked, path_mask
@@ -36,7 +36,7 @@ async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision:
     decision.module = module
     # Keys in any letter case: the CRM may read "Criteria" as criteria (the body parser has
     # refused a key given twice in two cases).
-    criteria = next((v for k, v in query.items() if str(k).lower() == "criteria"), None)
+    criteria = member(query, "criteria")
     paths = guards.bulk_criteria_fields(criteria)
     catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
     refuse_restricted(decision, lambda: guards.check_paths(module, paths, catalogs))

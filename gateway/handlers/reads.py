@@ -29,7 +29,7 @@ _FIELD_NAME = re.compile(r"\$?[A-Za-z0-9_]{1,100}")
 async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
     module = req.module or ""
     if req.kind is Kind.RELATED:
-        module = await ctx.views.related_module(view, module, req.related_list or "")
+        module = req.related_module or ""  # resolved by the view from the CRM's metadata
     params = req.params
     for name in ("fields", "sort_by"):
         value = req.param(name)

@@ -54,11 +54,11 @@ async def check_ids(
     state is unknown), or None."""
     if not ids and not other_ids:
         return None
-    modules = tuple(await ctx.views.gdpr_modules(view))
-    wanted = list(dict.fromkeys([*ids, *other_ids]))
-    found = await ctx.states.resolve(view, [(modules, i) for i in wanted])
-    verdicts = [(i, writes.verdict(found[(modules, i)])) for i in ids]
-    verdicts += [(i, writes.STOP_PROCESSING) for i in other_ids if found[(modules, i)]]
+    # A value of the id column must be a record of a GDPR module; any other id-like cell
+    # counts only when it is one in stop processing.
+    found = await ctx.states.locate(view, [*ids, *other_ids], absent=None)
+    verdicts = [(i, writes.verdict(found[i])) for i in ids]
+    verdicts += [(i, writes.STOP_PROCESSING) for i in other_ids if found[i]]
     bad = [(i, r) for i, r in verdicts if r is not None]
     if not bad:
         return None

@@ -23,12 +23,12 @@ from gateway.decision import REFUSED, Decision
 from gateway.errors import InvalidData, NotAllowed, Reason, TooManyRecords
 from gateway.forward import echoed_values, json_reply_of
 from gateway.handlers import Context, uploads
-from gateway.jsonbody import UNREADABLE, loads_request, normal_id, record_id
+from gateway.jsonbody import UNREADABLE, loads_request, member, normal_id, record_id
 from gateway.privacy import writes
 from gateway.privacy.errors_body import scrub_answer
 from gateway.privacy.redact import Counts, MaskPlan, redact_write_answer
 from gateway.privacy.writes import Split
-from gateway.state import FREE, Ref, Target
+from gateway.state import FREE, Target
 from gateway.types import Reply
 from gateway.view import View
 
@@ -103,7 +103,7 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
     if body is not None and data is not None and not isinstance(data, list):
         raise InvalidData(details={"reason": "data must be a list"})
     items = data if isinstance(data, list) else []
-    named: list[Ref] = []
+    named_module, named_ids = "", []  # the other records the write reaches by id
     parents: list[str | None] = []
     if req.kind is Kind.RECORD_UPDATE:
         objects = [i for i in items if isinstance(i, dict)]
@@ -115,21 +115,23 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
         _body_names_only(objects, allowed)
         links = await _link_names(ctx, view, module, decision)
         parents = [p for item in objects for p in writes.parent_ids(item, links)]
-        per = [parents]
-        await _add_current_parents(ctx, view, module, decision, [own.id], per)
-        parents = per[0]
+        await _add_current_parents(ctx, view, module, decision, [own.id], [parents])
     elif req.kind is Kind.CONVERT:
         # Converting into an existing Contact writes the lead's data onto it.
-        named += [(("Contacts",), cid) for cid in _convert_contacts(items)]
-    elif req.related_list is not None:
-        related = await ctx.views.related_module(view, module, req.related_list)
-        if await ctx.views.is_gdpr_module(view, related):
-            ids = [req.related_id] if req.related_id else [_item_id(i) for i in items]
-            if req.method == "DELETE" and not req.related_id:
-                ids = (req.param("ids") or "").split(",")  # delink several: ?ids=1,2
-            named += [((related,), normal_id(i) or "") for i in ids]
-    states = await ctx.states.resolve(view, [r for r in named if r[1]])
-    targets = [own, *(Target(rid or None, states.get((m, rid))) for m, rid in named)]
+        named_module, named_ids = "Contacts", _convert_contacts(items)
+    elif req.related_module is not None and await ctx.views.is_gdpr_module(
+        view, req.related_module
+    ):
+        ids = [req.related_id] if req.related_id else [_item_id(i) for i in items]
+        if req.method == "DELETE" and not req.related_id:
+            ids = (req.param("ids") or "").split(",")  # delink several: ?ids=1,2
+        named_module, named_ids = req.related_module, [normal_id(i) or UNREADABLE for i in ids]
+    readable = [i for i in named_ids if i != UNREADABLE]
+    states = await ctx.states.states(view, named_module, readable) if readable else {}
+    targets = [own]
+    targets += [
+        Target(None, None) if i == UNREADABLE else Target(i, states.get(i)) for i in named_ids
+    ]
     (deciding,) = await _deciding(ctx, view, [FREE], [parents])
     targets.append(deciding)
     blocked = [(t, r) for t in targets if (r := writes.verdict(t.state)) is not None]
@@ -158,11 +160,7 @@ async def _external_targets(
     sem = asyncio.Semaphore(8)
 
     async def one(record: Any, rid: str | None) -> Target:
-        value = (
-            next((v for k, v in record.items() if str(k).lower() == name), None)
-            if isinstance(record, dict)
-            else None
-        )
+        value = member(record, name) if isinstance(record, dict) else None
         if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
             return Target(None, None)
         async with sem:
@@ -243,7 +241,7 @@ async def _duplicate_fields(
     """The fields an upsert matches on, as the CRM chooses them: the request's
     ``duplicate_check_fields``, else the module's system-defined fields and then every
     field its metadata marks unique. None when the gateway cannot know them."""
-    given = body.get("duplicate_check_fields")
+    given = member(body, "duplicate_check_fields")
     if isinstance(given, list) and given and all(isinstance(f, str) for f in given):
         return list(given)
     system = writes.SYSTEM_DUPLICATE_CHECK.get(module.lower())
@@ -420,10 +418,8 @@ async def _bulk_write_job(
 
 
 def _has_consent(record: dict[str, Any]) -> bool:
-    for key, value in record.items():
-        if key.lower() == "data_processing_basis_details":
-            return isinstance(value, dict) and bool(value)
-    return False
+    value = member(record, "data_processing_basis_details")
+    return isinstance(value, dict) and bool(value)
 
 
 def _body_names_only(items: list[dict[str, Any]], allowed: set[str | None]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.jsonbody import normal_id
+from gateway.jsonbody import member, normal_id
 
 STOP_PROCESSING = "stop_processing"
 STATE_UNKNOWN = "state_unknown"
@@ -34,8 +34,6 @@ SYSTEM_DUPLICATE_CHECK = {
 CUSTOM_DUPLICATE_CHECK = ("Name",)
 #: fields that attach a record to a parent (notes, attachments, activities)
 PARENT_FIELDS = frozenset({"parent_id", "what_id", "who_id"})
-#: the modules a Who_Id may name
-WHO_MODULES = ("Contacts", "Leads")
 
 
 def refusal(record_id: str | None, reason: str, cause: str | None = None) -> dict[str, Any]:
@@ -75,7 +73,7 @@ def parent_ids(
             continue
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, Mapping):
-                item = next((v for k, v in item.items() if str(k).lower() == "id"), None)
+                item = member(item, "id")
             out.append(normal_id(item))
     return out
 
