@@ -37,7 +37,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.audit import AuditTrail
 from gateway.audit.config import trail_from_settings
 from gateway.crm.request import METHODS, canonicalize
-from gateway.decision import ERROR, REFUSED, Decision
+from gateway.decision import CANCELLED, ERROR, REFUSED, Decision
 from gateway.errors import (
     AuditUnavailable,
     BodyTimeout,
@@ -147,8 +147,13 @@ class Gateway:
         try:
             yield
         finally:
-            # uvicorn has already drained in-flight requests (bounded by its graceful
-            # shutdown timeout); closing the trail flushes and checkpoints what they wrote.
+            # uvicorn has drained in-flight requests (bounded by its graceful shutdown
+            # timeout) and cancelled the rest: let those write their entries, then close
+            # the trail, which flushes and checkpoints what they wrote.
+            for _ in range(200):
+                if not self.in_flight:
+                    break
+                await asyncio.sleep(0.01)
             await self.upstream.aclose()
             await self.audit.close()
 
@@ -193,6 +198,21 @@ class Gateway:
     async def render_metrics(self, _request: Request) -> Response:
         return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    def parser_refused(self, request_id: str, error: GatewayError) -> asyncio.Task[None]:
+        """The audit entry, metrics and log line for a request the HTTP parser refused
+        (``gateway.http1`` has already answered it). Its method and path were not read."""
+        decision = Decision(request_id, "OTHER", policy_version=self.settings.policy.version)
+        _error_reply(error, decision)
+        decision.status = error.status_code
+        return asyncio.get_running_loop().create_task(self._account(decision))
+
+    async def _account(self, decision: Decision) -> None:
+        try:
+            await self.audit.record(decision.as_dict())
+        except AuditUnavailable:
+            log.error("audit_unavailable", request_id=decision.request_id)
+        self._observe(decision, decision.status)
+
     # -- the proxy ------------------------------------------------------------------------
 
     async def proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -221,8 +241,35 @@ class Gateway:
         try:
             reply, read_through = await self._through(scope, receive, decision)
             await self._finish(reply, decision, started, send, close=not read_through)
+        except asyncio.CancelledError:
+            if not decision.status:  # not yet recorded by _finish
+                await self._cancelled(decision, started, send)
+            raise
         finally:
             self.in_flight -= 1
+
+    async def _cancelled(self, decision: Decision, started: float, send: Send) -> None:
+        """uvicorn cancels what is still running at the drain deadline: the request gets
+        its audit entry (outcome ``cancelled``; the CRM may have acted on it, see
+        ``upstream_status``) and, if no answer has started, a 503 the client can retry."""
+        exc = Overloaded(
+            "The gateway is shutting down; retry later.",
+            code="GATEWAY_SHUTTING_DOWN",
+            reason=Reason.CANCELLED,
+        )
+        reply = _error_reply(exc, decision)
+        decision.outcome = CANCELLED
+        decision.status = reply.status
+        decision.duration_ms = (time.perf_counter() - started) * 1000
+        try:
+            await self.audit.record(decision.as_dict())
+        except AuditUnavailable:
+            log.error("audit_unavailable", request_id=decision.request_id)
+        _stamp(reply, decision)
+        reply.headers.append(("connection", "close"))
+        with contextlib.suppress(Exception):  # the answer may have started, or the client gone
+            await _send_reply(reply, send)
+        self._observe(decision, reply.status)
 
     async def _through(
         self, scope: Scope, receive: Receive, decision: Decision
@@ -265,29 +312,36 @@ class Gateway:
             # Nothing goes out unrecorded (the write, if any, already reached the CRM).
             await _discard(reply)
             reply = _error_reply(exc, decision)
-        reply.headers.append(("x-request-id", decision.client_request_id or decision.request_id))
-        reply.headers.append(("x-gateway-request-id", decision.request_id))
+        _stamp(reply, decision)
         if close:
             # Body bytes left unread on the connection must never be parsed as a request.
             reply.headers.append(("connection", "close"))
         try:
             await _send_reply(reply, send)
         finally:
-            self.metrics.observe(decision)
-            log.info(
-                "request",
-                request_id=decision.request_id,
-                method=decision.method,
-                route=decision.route,
-                status=reply.status,
-                outcome=decision.outcome,
-                duration_ms=round(decision.duration_ms, 3),
-            )
+            self._observe(decision, reply.status)
+
+    def _observe(self, decision: Decision, status: int) -> None:
+        self.metrics.observe(decision)
+        log.info(
+            "request",
+            request_id=decision.request_id,
+            method=decision.method,
+            route=decision.route,
+            status=status,
+            outcome=decision.outcome,
+            duration_ms=round(decision.duration_ms, 3),
+        )
 
 
 def _method_name(method: str) -> str:
     """The method for the audit trail and logs: a known one, or a placeholder."""
     return method if method in METHODS else "OTHER"
+
+
+def _stamp(reply: Reply, decision: Decision) -> None:
+    reply.headers.append(("x-request-id", decision.client_request_id or decision.request_id))
+    reply.headers.append(("x-gateway-request-id", decision.request_id))
 
 
 def _error_reply(exc: GatewayError, decision: Decision) -> Reply:

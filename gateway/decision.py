@@ -20,6 +20,7 @@ FORWARDED = "forwarded"
 REDACTED = "redacted"
 REFUSED = "refused"
 ERROR = "error"
+CANCELLED = "cancelled"  # stopped at shutdown, past the drain deadline
 
 _RECORD_ID = re.compile(r"\d{1,25}")
 

@@ -72,6 +72,8 @@ class Reason(enum.StrEnum):
     CLIENT_DISCONNECTED = "client_disconnected"
     HEADERS_TOO_LARGE = "headers_too_large"
     BODY_TIMEOUT = "body_timeout"
+    MALFORMED_HTTP = "malformed_http"
+    CANCELLED = "cancelled"
 
 
 def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -6,8 +6,9 @@ benchmark and the tests, which run the real servers exactly as ``serve`` does).
 HTTP/1.1 settings from. The two parsers do not refuse the same things: h11 unfolds obs-fold
 lines, takes bare LF line ends and passes Content-Length beside Transfer-Encoding on, and
 refuses two Host headers; httptools refuses the first three itself and passes two Host
-headers on. Whatever a parser refuses gets uvicorn's plain-text 400, before the app (and the
-audit trail) sees it; whatever it passes on, ``check_head`` judges from the ASGI scope.
+headers on. ``gateway.http1`` makes h11 refuse bare LF and obs-fold too, bounds the head
+under httptools too, and answers whatever a parser refuses in the CRM envelope with an
+audit entry; whatever the parser passes on, ``check_head`` judges from the ASGI scope.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import uvicorn
 from starlette.types import Scope
 
 from gateway.errors import BodyTooLarge, HeadersTooLarge, InvalidData, NotSupported
+from gateway.http1 import REQUEST_LINE_ROOM, protocol_class
 from gateway.policy import Policy
 
 # A Host value: a name or an IPv4 address, or a bracketed IPv6 address, and an optional port.
@@ -31,8 +33,6 @@ _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.\-]+)(?::[0-9]{1,5})?")
 
 #: uvicorn's HTTP/1.1 parsers; "auto" is httptools when it is installed, else h11
 PARSERS = ("auto", "h11", "httptools")
-#: room for the request line on top of the header bytes h11 buffers (its own default)
-_REQUEST_LINE_ROOM = 16 * 1024
 _DEFAULT_HEADER_BYTES = Policy().max_header_bytes
 
 
@@ -110,21 +110,21 @@ def check_head(scope: Scope, policy: Policy, hosts: tuple[str, ...]) -> None:
 def uvicorn_options(
     http: str = "auto", max_header_bytes: int = _DEFAULT_HEADER_BYTES
 ) -> dict[str, Any]:
-    """The parser and its bounds. ``ws="none"``: a WebSocket upgrade is never taken over by
-    uvicorn, so it reaches the gateway as a plain request and is refused there (400).
+    """The parser (``gateway.http1``'s protocol classes) and its bounds. ``ws="none"``: a
+    WebSocket upgrade is never taken over by uvicorn, so it reaches the gateway as a plain
+    request and is refused there (400).
 
-    h11 refuses a request head still incomplete past its buffer limit with uvicorn's
-    plain-text 400. The limit sits above ``max_header_bytes``, so a head just over the
-    gateway's bound reaches the gateway, which answers 431 in the CRM envelope. httptools
-    has no such limit: uvicorn buffers any head, however large, and only the gateway's
-    check, once the head is complete, bounds it (the front proxy must cap what it buffers).
+    A request head still incomplete past ``max_header_bytes`` plus room for the request
+    line is refused by the protocol, under either parser, with 431 in the CRM envelope; a
+    complete head just over ``max_header_bytes`` reaches ``check_head``, which answers the
+    same. uvicorn's option for h11's buffer carries the bound to both protocol classes.
     """
     if http not in PARSERS:
         raise ValueError(f"http must be one of {', '.join(PARSERS)}")
     return {
-        "http": http,
+        "http": protocol_class(http),
         "ws": "none",
-        "h11_max_incomplete_event_size": max_header_bytes + _REQUEST_LINE_ROOM,
+        "h11_max_incomplete_event_size": max_header_bytes + REQUEST_LINE_ROOM,
     }
 
 
@@ -146,6 +146,7 @@ class ThreadedServer:
         *,
         http: str = "auto",
         max_header_bytes: int = _DEFAULT_HEADER_BYTES,
+        graceful_shutdown_s: int = 5,
     ) -> None:
         self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
@@ -156,7 +157,7 @@ class ThreadedServer:
             log_level="warning",
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=graceful_shutdown_s,
             **uvicorn_options(http, max_header_bytes),
         )
         self.server = uvicorn.Server(config)

@@ -23,7 +23,7 @@ from gateway.errors import Reason
 MAX_STRING = 200  # any string longer than this is cut before it is checked
 MAX_LIST = 1000  # more ids or names than this is not an audit fact but a data dump
 
-OUTCOMES = frozenset({"forwarded", "redacted", "refused", "error"})
+OUTCOMES = frozenset({"forwarded", "redacted", "refused", "error", "cancelled"})
 EVENTS = frozenset({"request", "segment_start"})
 
 _RECORD_ID = re.compile(r"\d{1,25}")

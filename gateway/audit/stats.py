@@ -35,7 +35,7 @@ class Tally:
             self.redacted += 1
         elif outcome == "refused":
             self.refused += 1
-        elif outcome == "error":
+        elif outcome in ("error", "cancelled"):  # cancelled: stopped at shutdown
             self.errors += 1
         self.withheld += _withheld(entry)[1]
 

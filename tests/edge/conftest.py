@@ -184,7 +184,14 @@ def envelope_of(reply: RawReply, status: int, code: str) -> dict[str, Any]:
     return details
 
 
-def parser_refusal(reply: RawReply, status: int = 400) -> None:
-    """uvicorn's own refusal: its parser stopped the request before the gateway saw it."""
-    assert reply.status == status, (reply.status, reply.body)
-    assert reply.headers["content-type"].startswith("text/plain"), reply.headers
+def parser_refusal(
+    gw: GatewayHandle, reply: RawReply, status: int = 400, reason: str = "malformed_http"
+) -> None:
+    """A request the HTTP parser refused (``gateway.http1``): the CRM envelope, the
+    connection closed, and one audit entry, written once the answer has gone out."""
+    code = "INVALID_DATA" if status == 400 else "GATEWAY_HEADERS_TOO_LARGE"
+    envelope_of(reply, status, code)
+    assert reply.closed
+    (entry,) = wait_for(gw.requests)
+    assert entry["status"] == status and entry["reasons"] == [reason], entry
+    assert entry["request_id"] == reply.headers["x-gateway-request-id"]

@@ -1,0 +1,172 @@
+"""uvicorn's two HTTP/1.1 parsers, held to one standard.
+
+uvicorn answers a request its parser refuses with a plain-text 400 the application never
+hears of, and the two parsers do not refuse the same things: h11 takes bare LF line ends
+and unfolds obs-fold lines without telling anyone, and httptools buffers a request head of
+any size. The two protocol classes here close those gaps where the bytes still are:
+
+- a request head with a bare LF or an obs-fold line is refused under h11 too (RFC 9112
+  §2.2 lets a recipient accept a bare LF and §5.2 lets it unfold; a proxy that does either
+  reads a head differently from a server behind it that does not);
+- a request head still incomplete past the bound is refused with 431 under httptools too,
+  so what uvicorn buffers for one head is bounded whichever parser runs;
+- whatever either parser refuses is answered in the CRM's error envelope with
+  ``Connection: close``, and the gateway writes its one audit entry for it.
+
+The gateway is found behind whatever middleware uvicorn wrapped it in by its
+``parser_refused`` method (``RefusalSink``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, Protocol, cast
+
+import h11
+from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+from h11._readers import READERS
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gateway.errors import GatewayError, HeadersTooLarge, InvalidData, Reason
+
+#: room for the request line on top of the header bytes (h11's own default buffer size)
+REQUEST_LINE_ROOM = 16 * 1024
+
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # where h11 ends a head
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_OBS_FOLD = re.compile(rb"\n[ \t]")
+_IDLE_READER = cast(Callable[[Any], Any], READERS[(h11.CLIENT, h11.IDLE)])
+
+
+class RefusalSink(Protocol):
+    def parser_refused(self, request_id: str, error: GatewayError) -> asyncio.Task[None]: ...
+
+
+def _sink_of(app: Any) -> RefusalSink | None:
+    """The gateway, behind any middleware uvicorn wrapped around it (``.app`` chains)."""
+    for _ in range(8):
+        if app is None or hasattr(app, "parser_refused"):
+            return app  # type: ignore[no-any-return]
+        app = getattr(app, "app", None)
+    return None
+
+
+def _refusal_bytes(request_id: str, error: GatewayError) -> bytes:
+    body = error.body()
+    phrase = HTTPStatus(error.status_code).phrase
+    head = (
+        f"HTTP/1.1 {error.status_code} {phrase}\r\n"
+        "content-type: application/json; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\n"
+        f"x-gateway-request-id: {request_id}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def _head_limit(config: Config) -> int:
+    return config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+
+
+class _Refusing:
+    """What both protocol classes do with a request their parser refused."""
+
+    config: Config
+    transport: asyncio.Transport
+    server_state: ServerState
+
+    def _refuse(self, error: GatewayError) -> None:
+        if self.transport.is_closing():
+            return
+        request_id = uuid.uuid4().hex
+        self.transport.write(_refusal_bytes(request_id, error))
+        self.transport.close()
+        sink = _sink_of(self.config.loaded_app)
+        if sink is not None:
+            task = sink.parser_refused(request_id, error)
+            # uvicorn's shutdown waits for its tasks: the entry is written before exit.
+            self.server_state.tasks.add(task)
+            task.add_done_callback(self.server_state.tasks.discard)
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(self._parser_error())
+
+    def _parser_error(self) -> GatewayError:
+        return InvalidData(
+            message="The request is not well-formed HTTP/1.1.",
+            details={"reason": "the request could not be parsed"},
+            reason=Reason.MALFORMED_HTTP,
+        )
+
+
+def _strict_head_reader(buf: Any) -> Any:
+    """h11's reader for a request head, refusing bare LF line ends and obs-fold lines in a
+    complete head first (h11 would accept both)."""
+    raw = bytes(buf)
+    end = _BLANK_LINE.search(raw)
+    if end is not None:
+        head = raw[: end.end()].lstrip(b"\r\n")
+        if _BARE_LF.search(head) or _OBS_FOLD.search(head):
+            raise h11.RemoteProtocolError("bare LF or obs-fold in the request head")
+    return _IDLE_READER(buf)
+
+
+class _StrictConnection(h11.Connection):
+    def _get_io_object(self, role: Any, event: Any, io_dict: Any) -> Callable[..., Any] | None:
+        found = super()._get_io_object(role, event, io_dict)
+        return _strict_head_reader if found is _IDLE_READER else found
+
+
+class StrictH11Protocol(_Refusing, H11Protocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._head_limit = _head_limit(config)
+        self.conn = _StrictConnection(h11.SERVER, self._head_limit)
+
+    def _parser_error(self) -> GatewayError:
+        # A head still incomplete past h11's buffer is too large, not malformed.
+        if len(self.conn.trailing_data[0]) > self._head_limit:
+            return HeadersTooLarge()
+        return super()._parser_error()
+
+
+class BoundedHttpToolsProtocol(_Refusing, HttpToolsProtocol):
+    """httptools with a bound on the bytes of one request head: data that leaves the head
+    still incomplete is counted, and past the bound the request gets 431."""
+
+    _in_head = True  # until the parser calls on_headers_complete
+    _head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head:
+            # Every byte of this chunk went into a head that is still incomplete.
+            self._head_bytes += len(data)
+            if self._head_bytes > _head_limit(self.config):
+                self._refuse(HeadersTooLarge())
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
+
+
+def protocol_class(http: str) -> type[asyncio.Protocol]:
+    """The protocol for ``--http``; auto is httptools, as uvicorn's own auto would be."""
+    return StrictH11Protocol if http == "h11" else BoundedHttpToolsProtocol
