@@ -47,6 +47,22 @@ def test_list_nulls_every_private_field_and_keeps_every_key(crm: Crm, gw: Gatewa
         assert red["$stop_processing"] == raw["$stop_processing"]
 
 
+def test_c19_fields_naming_a_restricted_field_get_it_nulled(
+    crm: Crm, make_gateway: MakeGateway, parser: str
+) -> None:
+    """The default policy answers ``fields=`` naming restricted fields with them nulled (not
+    403); the other named fields come back as the CRM sent them."""
+    gw = make_gateway(http=parser)
+    params = {"per_page": 20, "fields": "Last_Name,Email,Mobile"}
+    direct = crm.http.get("/crm/v8/Leads", params=params).json()["data"]
+    assert any(rec["Email"] for rec in direct)  # there are values to withhold
+    r = gw.http.get("/crm/v8/Leads", params=params)
+    assert r.status_code == 200, r.text
+    for raw, red in zip(direct, r.json()["data"], strict=True):
+        assert red["Email"] is None and red["Mobile"] is None
+        assert red["Last_Name"] == raw["Last_Name"] and red["id"] == raw["id"]
+
+
 def test_withheld_header_counts_every_private_value_present_even_empty_ones(
     crm: Crm, gw: GatewayHandle
 ) -> None:
@@ -166,7 +182,10 @@ def test_policy_can_show_low_sensitivity_but_never_restricted(
         assert red["Email"] is None  # restricted: always withheld
 
 
-def test_per_client_rule_needs_the_clients_key(make_gateway: MakeGateway) -> None:
+def test_c56_per_client_rule_needs_the_clients_key(make_gateway: MakeGateway) -> None:
+    """Field metadata is the org's (cached per org, version and module); what a caller may
+    see is its rule, applied per request: a keyed caller's wider view never reaches the
+    next caller without the key."""
     import hashlib
 
     digest = hashlib.sha256(b"analytics-key").hexdigest()
@@ -207,7 +226,7 @@ def test_privacy_settings_off_passes_records_unchanged(crm: Crm, gw: GatewayHand
     assert gw.requests()[-1]["reasons"] == ["privacy_settings_off"]
 
 
-def test_orgs_are_cached_apart(crm: Crm, gw: GatewayHandle) -> None:
+def test_c56_orgs_are_cached_apart(crm: Crm, gw: GatewayHandle) -> None:
     # Org 2's Leads.Email is not private, and its Company is restricted.
     org2 = gw.http.get("/crm/v2/Leads", params={"per_page": 5}, headers=ORG2_AUTH).json()["data"]
     org1 = gw.http.get("/crm/v2/Leads", params={"per_page": 5}).json()["data"]
@@ -215,12 +234,17 @@ def test_orgs_are_cached_apart(crm: Crm, gw: GatewayHandle) -> None:
     assert all(r["Email"] is None for r in org1) and any(r["Company"] for r in org1)
 
 
-def test_gzip_upstream_is_decoded_redacted_and_sent_plain(crm: Crm, gw: GatewayHandle) -> None:
+def test_c57_gzip_upstream_is_decoded_redacted_and_sent_plain(crm: Crm, gw: GatewayHandle) -> None:
+    """The client's ``Accept-Encoding: br, gzip`` is not forwarded (the gateway asks for
+    what it can decode); the CRM compresses anyway; the client gets a plain, redacted body."""
     crm.config(gzip=True)
+    crm.clear()
     r = gw.http.get(
-        "/crm/v2/Leads", params={"per_page": 50}, headers={"Accept-Encoding": "identity"}
+        "/crm/v2/Leads", params={"per_page": 50}, headers={"Accept-Encoding": "br, gzip"}
     )
     assert r.status_code == 200
+    (sent,) = crm.received("/crm/v2/Leads")
+    assert sent["headers"]["accept-encoding"] == "gzip, identity"
     assert "content-encoding" not in r.headers
     assert all(rec["Email"] is None for rec in r.json()["data"])
     assert int(r.headers["content-length"]) == len(r.content)
@@ -369,7 +393,7 @@ def test_bulk_read_result_empties_private_columns_and_keeps_headers(
     assert int(r.headers["x-privacy-withheld"].split(";")[0]) > 0
 
 
-def test_metadata_unavailable_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
+def test_c35_metadata_unavailable_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
     crm.fault(path_contains="/settings/fields", status=500, json={"code": "INTERNAL_ERROR"})
     crm.clear()
     r = gw.http.get("/crm/v2/Leads", params={"per_page": 5})

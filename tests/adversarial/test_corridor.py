@@ -68,10 +68,12 @@ def test_coql_under_another_spelling_of_its_path_is_redacted(
         ("/crm/v8/Contacts/1/Leads", "fields=Last_Name&criteria=(Email:starts_with:a)"),
     ],
 )
-def test_every_search_channel_refuses_restricted_criteria_in_any_spelling(
-    crm: Crm, gw: GatewayHandle, path: str, query: str
+def test_c18_every_search_channel_refuses_restricted_criteria_in_any_spelling(
+    crm: Crm, make_gateway: MakeGateway, parser: str, path: str, query: str
 ) -> None:
-    """A count, a list or a search on a restricted value is a yes/no oracle on it."""
+    """A count, a list or a search on a restricted value is a yes/no oracle on it. Under
+    both parsers; COQL, bulk reads and sorting: tests/test_guards.py ``test_c18_*``."""
+    gw = make_gateway(http=parser)
     if "count" in path.lower():
         direct = crm.http.get(f"{path}?{query}")
         assert direct.status_code == 200 and "count" in direct.json()  # the oracle is real
