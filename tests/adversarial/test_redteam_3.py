@@ -419,7 +419,40 @@ def test_a_withheld_header_forged_by_the_crm_is_not_passed_on(
     assert "forged" not in r.headers.get_list("x-request-id")
 
 
-def test_a_crm_redirect_does_not_send_the_client_around_the_gateway(
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_c33_a_redirect_to_another_host_is_not_followed_and_gets_no_token(
+    make_gateway: MakeGateway, transport: str, status: int
+) -> None:
+    """The other host never hears from the gateway: no request, so no ``Authorization``;
+    the client gets the gateway's 502, not the redirect."""
+    elsewhere: list[dict[str, str]] = []
+
+    async def record(request: Request) -> Response:
+        elsewhere.append(dict(request.headers))
+        return _json(_lead_answer())
+
+    crm = FakeCrm()
+    other = Starlette(routes=[Route("/{path:path}", record, methods=["GET", "POST", "PUT"])])
+    with serve(other) as other_host, serve(crm.app()) as upstream:
+
+        async def away(request: Request) -> Response:
+            return Response(b"", status_code=status,
+                            headers={"Location": f"{other_host.url}{request.url.path}"})  # fmt: skip
+
+        crm.handler = away
+        gw = make_gateway(upstream=upstream.url, transport=transport)
+        r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name,Email"})
+        w = gw.http.post("/crm/v8/Leads", json={"data": [{"Last_Name": "Moved"}]})
+    assert crm.seen and crm.seen[0]["headers"]["authorization"] == AUTH["Authorization"]
+    assert elsewhere == []
+    for answer in (r, w):
+        assert answer.status_code == 502, answer.text
+        assert other_host.url not in answer.headers.get("location", "")
+        _no_mark(answer)
+
+
+def test_c33_a_crm_redirect_does_not_send_the_client_around_the_gateway(
     fake: tuple[FakeCrm, GatewayHandle],
 ) -> None:
     """A 3xx from the CRM (a data-centre move) with a Location on the CRM's own host: a
