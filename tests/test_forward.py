@@ -392,3 +392,74 @@ def test_c32_an_upstream_answer_with_ambiguous_framing_is_502(
     assert r.status_code == 502, r.text
     assert r.json()["code"] in ("GATEWAY_UPSTREAM_UNREACHABLE", "GATEWAY_UNREADABLE_UPSTREAM")
     assert b"wire-leak" not in r.content
+
+
+# -- 38, 59, 62: exceptions inside the gateway ----------------------------------------------
+
+
+def _generic_500(r: Any, *never: str) -> None:
+    """The gateway's own 500: the envelope, and nothing of where or why it broke."""
+    assert envelope(r, 500, "GATEWAY_INTERNAL_ERROR") == {}
+    for text in ("Traceback", 'File "', ".py", "gateway/", *never):
+        assert text not in r.text, text
+        for name, value in r.headers.items():
+            assert text not in value, (name, value)
+
+
+def test_c38_an_exception_inside_policy_code_is_a_generic_500_and_nothing_is_sent(
+    crm: Crm, gw: GatewayHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.privacy import guards
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError(f"guard broke at {crm.url}/crm/v8/Leads/search in {__file__}")
+
+    monkeypatch.setattr(guards, "check_search_params", broken)
+    gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": "Last_Name"})  # warm
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Last_Name:equals:Lee)"})
+    _generic_500(r, crm.url, "guard broke")
+    assert not [x for x in crm.received("/crm/") if "search" in x["path"]]
+    assert gw.requests()[-1]["outcome"] == "error"
+
+
+def test_c59_an_exception_half_way_through_redaction_sends_no_record_byte(
+    crm: Crm, gw: GatewayHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer is redacted whole before a byte goes out: a redactor that nulls the first
+    record and then fails leaves the client a generic 500, no record of the answer."""
+    from gateway.handlers import reads
+
+    real = reads.redact_body
+
+    def half(body: Any, plan: Any, counts: Any, **kw: Any) -> None:
+        real({"data": body["data"][:1]}, plan, counts, **kw)
+        raise RuntimeError(f"redaction broke at {crm.url}")
+
+    monkeypatch.setattr(reads, "redact_body", half)
+    leads = crm.records("Leads")[:5]
+    r = gw.http.get("/crm/v8/Leads", params={"per_page": 5, "fields": "Last_Name,Email"})
+    _generic_500(r, crm.url, "redaction broke")
+    for lead in leads:
+        assert lead["Last_Name"] not in r.text and lead["id"] not in r.text
+        assert not lead["Email"] or lead["Email"] not in r.text
+
+
+def test_c62_a_500_in_production_settings_carries_no_traceback_path_or_upstream_url(
+    crm: Crm, gw: GatewayHandle, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default settings are the production ones (there is no debug switch); the log
+    line names the error's type and the request id, nothing of its message or stack."""
+    from gateway import pipeline
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise ValueError(f"broke reading {crm.url}/crm/v8/Leads?token=test-token")
+
+    monkeypatch.setattr(pipeline.Pipeline, "dispatch", broken)
+    capsys.readouterr()
+    r = gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": "Last_Name"})
+    _generic_500(r, crm.url, "broke reading", "test-token", "ValueError")
+    out, err = capsys.readouterr()
+    assert "internal_error" in out + err
+    for text in ("Traceback", crm.url, "broke reading", "test-token"):
+        assert text not in out + err, text

@@ -437,8 +437,8 @@ def test_c33_a_redirect_to_another_host_is_not_followed_and_gets_no_token(
     with serve(other) as other_host, serve(crm.app()) as upstream:
 
         async def away(request: Request) -> Response:
-            return Response(b"", status_code=status,
-                            headers={"Location": f"{other_host.url}{request.url.path}"})  # fmt: skip
+            location = f"{other_host.url}{request.url.path}"
+            return Response(b"", status_code=status, headers={"Location": location})
 
         crm.handler = away
         gw = make_gateway(upstream=upstream.url, transport=transport)
