@@ -9,10 +9,14 @@ scrubbed of values the request carried.
 from __future__ import annotations
 
 import gzip
+import ipaddress
+import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -463,3 +467,102 @@ def test_c62_a_500_in_production_settings_carries_no_traceback_path_or_upstream_
     assert "internal_error" in out + err
     for text in ("Traceback", crm.url, "broke reading", "test-token"):
         assert text not in out + err, text
+
+
+# -- 39: an upstream whose TLS certificate does not verify ----------------------------------
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_c39_an_upstream_with_an_untrusted_certificate_is_502_and_gets_no_request(
+    make_gateway: MakeGateway, tmp_path: Path, transport: str
+) -> None:
+    """A self-signed certificate for the right address: the handshake fails, so no request
+    (and no token) is ever written to that server."""
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    requests: list[bytes] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve_tls() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    requests.append(tls.recv(65536))
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    thread = threading.Thread(target=serve_tls, daemon=True)
+    thread.start()
+    try:
+        gw = make_gateway(
+            upstream=f"https://127.0.0.1:{listener.getsockname()[1]}", transport=transport
+        )
+        r = gw.http.get("/crm/v8/settings/modules")
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    envelope(r, 502, "GATEWAY_UPSTREAM_UNREACHABLE")
+    assert requests == []
+
+
+def test_c39_no_code_path_turns_certificate_verification_off() -> None:
+    import gateway
+
+    root = Path(gateway.__file__).parent
+    switches = re.compile(r"verify\s*=\s*False|ssl\s*=\s*False|CERT_NONE|check_hostname\s*=\s*False"
+                          r"|_create_unverified_context|verify_ssl\s*=\s*False")  # fmt: skip
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for path in root.rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if switches.search(line)
+    ]
+    assert found == []
