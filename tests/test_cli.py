@@ -84,9 +84,12 @@ def test_demo_once_runs_the_tour() -> None:
     assert "checkpoints verified" in out and "unchecked" not in out  # signatures too
 
 
-def test_serve_logs_json_without_values_or_tokens_and_stops_cleanly_on_sigterm(
+def test_c53_serve_logs_json_without_values_or_tokens_and_stops_cleanly_on_sigterm(
     crm: Crm, tmp_path: Path
 ) -> None:
+    """``serve`` as shipped: uvicorn's access log (whose line holds the query string) is
+    off, and the gateway's own request lines carry the route template. A search whose
+    criteria hold an e-mail address leaves it nowhere, nor the token (item 54 too)."""
     port = free_port()
     audit = tmp_path / "audit.jsonl"
     env = {

@@ -802,7 +802,7 @@ def test_include_private_fields_in_any_spelling_reveals_no_value_and_stays_home(
         assert "private" not in sent["query"].lower(), sent["query"]
 
 
-def test_the_json_request_log_holds_no_value_token_or_query(
+def test_c53_the_json_request_log_holds_no_value_token_or_query(
     crm: Crm, gw: GatewayHandle, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """Every ``request`` log line the gateway writes (structlog, stderr/stdout) after a
