@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.conftest import ORG2_AUTH, Crm, GatewayHandle, MakeGateway, envelope
+from tests.conftest import AUTH, ORG2_AUTH, Crm, GatewayHandle, MakeGateway, envelope
 
 LEAD_MASKED = (
     "Email",
@@ -248,6 +248,46 @@ def test_c57_gzip_upstream_is_decoded_redacted_and_sent_plain(crm: Crm, gw: Gate
     assert "content-encoding" not in r.headers
     assert all(rec["Email"] is None for rec in r.json()["data"])
     assert int(r.headers["content-length"]) == len(r.content)
+
+
+def test_c58_a_rewritten_answer_has_exact_framing_and_no_stale_headers(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """Read with a strict HTTP/1.1 parser (h11, as a client): the CRM compressed the
+    answer and the gateway rewrote it, so Content-Length is the rewritten body's and no
+    Content-Encoding or ETag of the CRM's answer is left."""
+    import socket
+
+    import h11
+
+    crm.config(gzip=True)
+    lead = crm.records("Leads")[0]
+    host, port = gw.url.removeprefix("http://").split(":")
+    conn = h11.Connection(our_role=h11.CLIENT)
+    events: list[Any] = []
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        request = h11.Request(
+            method="GET",
+            target=f"/crm/v2/Leads/{lead['id']}",
+            headers=[("Host", "127.0.0.1"), ("Authorization", AUTH["Authorization"]),
+                     ("Accept-Encoding", "gzip, br"), ("Connection", "close")],
+        )  # fmt: skip
+        sock.sendall(conn.send(request) + conn.send(h11.EndOfMessage()))
+        while not events or not isinstance(events[-1], h11.EndOfMessage):
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            else:
+                events.append(event)
+    response, *data, _end = events
+    body = b"".join(bytes(d.data) for d in data)
+    headers = {k.decode().lower(): v.decode() for k, v in response.headers}
+    assert response.status_code == 200
+    assert int(headers["content-length"]) == len(body)
+    assert "content-encoding" not in headers and "etag" not in headers
+    assert "transfer-encoding" not in headers
+    rec = orjson.loads(body)["data"][0]
+    assert rec["id"] == lead["id"] and rec["Email"] is None
 
 
 def _fault_gw(crm: Crm, gw: GatewayHandle, **rule: Any) -> httpx.Response:

@@ -542,7 +542,7 @@ def test_no_media_type_or_charset_carries_a_private_value_through(
         assert probe not in r.content.decode("latin-1"), (r.status_code, r.text[:300])
 
 
-def test_head_of_a_record_read_tells_nothing_of_the_unredacted_answer(
+def test_c61_head_of_a_record_read_tells_nothing_of_the_unredacted_answer(
     fake: tuple[FakeCrm, GatewayHandle],
 ) -> None:
     """HEAD answers carry the CRM's headers of the full answer: its length and its
@@ -563,7 +563,7 @@ def test_head_of_a_record_read_tells_nothing_of_the_unredacted_answer(
     assert r.content == b""
 
 
-def test_an_etag_of_the_unredacted_answer_is_not_passed_on(
+def test_c61_an_etag_of_the_unredacted_answer_is_not_passed_on(
     fake: tuple[FakeCrm, GatewayHandle],
 ) -> None:
     crm, gw = fake
@@ -577,7 +577,7 @@ def test_an_etag_of_the_unredacted_answer_is_not_passed_on(
     assert "etag" not in r.headers
 
 
-def test_a_conditional_read_cannot_confirm_a_guessed_private_value(
+def test_c61_a_conditional_read_cannot_confirm_a_guessed_private_value(
     fake: tuple[FakeCrm, GatewayHandle],
 ) -> None:
     """The attacker takes the redacted answer, puts a guess where the null is, hashes it
