@@ -1,7 +1,9 @@
 """Request bodies the gateway inspects (writes, COQL, bulk jobs), parsed so that the CRM
 cannot read them differently: a JSON object that repeats a key, in any letter case, is
 refused. Parsers disagree on which of two ``"id"`` or ``"select_query"`` members wins, and
-the gateway must check exactly what the CRM will act on."""
+the gateway must check exactly what the CRM will act on. Nesting deeper than
+``MAX_DEPTH`` or an object with more than ``MAX_MEMBERS`` members is refused too: no CRM
+body comes near either, and the checks that walk a body must stay cheap."""
 
 from __future__ import annotations
 
@@ -14,15 +16,41 @@ import orjson
 
 from gateway.errors import InvalidData
 
+#: a record inside ``data`` inside a composite sub-request, with subform rows and
+#: lookups, is about 10 levels deep
+MAX_DEPTH = 64
+#: a module has at most a few hundred fields
+MAX_MEMBERS = 5_000
+
 
 class _RepeatedKey(ValueError):
     pass
 
 
+class _TooMany(ValueError):
+    pass
+
+
 def _no_repeats(pairs: list[tuple[str, Any]]) -> None:
+    if len(pairs) > MAX_MEMBERS:
+        raise _TooMany()
     seen = {key.lower() for key, _ in pairs}
     if len(seen) != len(pairs):
         raise _RepeatedKey()
+
+
+def _too_deep(value: Any) -> bool:
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def loads_request(raw: bytes) -> Any:
@@ -31,11 +59,17 @@ def loads_request(raw: bytes) -> Any:
     except orjson.JSONDecodeError:
         raise InvalidData(details={"reason": "the body is not valid JSON"}) from None
     if isinstance(value, dict | list):
+        if _too_deep(value):
+            raise InvalidData(details={"reason": "the body is nested too deeply"})
         try:
             json.loads(raw, object_pairs_hook=_no_repeats)
         except _RepeatedKey:
             raise InvalidData(
                 details={"reason": "a JSON object in the body repeats a key"}
+            ) from None
+        except _TooMany:
+            raise InvalidData(
+                details={"reason": "a JSON object in the body is too large"}
             ) from None
     return value
 

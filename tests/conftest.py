@@ -113,6 +113,16 @@ class GatewayHandle:
 
 MakeGateway = Callable[..., GatewayHandle]
 
+#: uvicorn's two HTTP parsers; ``parser`` runs a test under each (checklist B.4: "run the
+#: bad-input group under both uvicorn parser backends")
+PARSERS = ("h11", "httptools")
+
+
+@pytest.fixture(params=PARSERS)
+def parser(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
 
 @pytest.fixture
 def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
@@ -124,6 +134,7 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
         upstream: str | None = None,
         upload_upstream: str | None = None,
         transport: str = "aiohttp",
+        http: str = "auto",
     ) -> GatewayHandle:
         pol = (
             policy
@@ -140,7 +151,7 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
             env={"GATEWAY_SECRET": "test-secret"},
         )
         app = create_app(settings)
-        server = ThreadedServer(app).start()
+        server = ThreadedServer(app, http=http, max_header_bytes=pol.max_header_bytes).start()
         http = httpx.Client(base_url=server.url, headers=AUTH, timeout=30)
         started.append((server, http))
         return GatewayHandle(server.url, app, http, tmp_path / f"audit{n}.jsonl")

@@ -7,36 +7,49 @@ import time
 
 import httpx
 
-from tests.conftest import AUTH, LEAD_FIELDS, Crm, GatewayHandle, MakeGateway, envelope
+from tests.conftest import AUTH, LEAD_FIELDS, ORG2_AUTH, Crm, GatewayHandle, MakeGateway, envelope
 
 
 def _field_fetches(crm: Crm, module: str = "Leads") -> int:
     return len([r for r in crm.received("/settings/fields") if f"module={module}" in r["query"]])
 
 
-def test_hundred_concurrent_cold_requests_cause_one_metadata_fetch(
-    crm: Crm, gw: GatewayHandle
+def test_c44_a_thousand_concurrent_cold_requests_fetch_once_per_module_and_org(
+    crm: Crm, make_gateway: MakeGateway
 ) -> None:
+    gw = make_gateway({"limits": {"max_concurrent_requests": 2000}})
     crm.clear()
-    # Slow the metadata answer so that all requests arrive while it is in flight.
-    crm.fault(path_contains="/settings/fields", delay=0.5, times=1)
+    # Slow the metadata answers so that the requests arrive while they are in flight.
+    crm.fault(path_contains="/settings/fields", delay=1.0, times=4)
+    combos = [(m, a) for m in ("Leads", "Contacts") for a in (AUTH, ORG2_AUTH)]
 
     async def burst() -> list[int]:
-        async with httpx.AsyncClient(base_url=gw.url, headers=AUTH, timeout=30) as c:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async with httpx.AsyncClient(base_url=gw.url, timeout=60, limits=limits) as c:
             rs = await asyncio.gather(
                 *(
-                    c.get("/crm/v8/Leads", params={"per_page": 2, "fields": LEAD_FIELDS})
-                    for _ in range(100)
+                    c.get(
+                        f"/crm/v8/{module}",
+                        params={"per_page": 2, "fields": "Last_Name,Email"},
+                        headers=auth,
+                    )
+                    for i in range(1000)
+                    for module, auth in [combos[i % 4]]
                 )
             )
         return [r.status_code for r in rs]
 
-    assert asyncio.run(burst()) == [200] * 100
-    assert _field_fetches(crm) == 1
-    assert len(crm.received("/crm/v8/org")) == 1
+    assert asyncio.run(burst()) == [200] * 1000
+    fetches = [
+        (r["headers"]["authorization"], r["query"]) for r in crm.received("/settings/fields")
+    ]
+    # each org's token, each module (those the lookups point at included): one fetch
+    assert len(fetches) == len(set(fetches))
+    assert {(a["Authorization"], f"type=all&module={m}") for m, a in combos} <= set(fetches)
+    assert len(crm.received("/crm/v8/org")) == 2  # once per client token
 
 
-def test_metadata_is_refetched_after_the_ttl(crm: Crm, make_gateway: MakeGateway) -> None:
+def test_c45_metadata_is_refetched_after_the_ttl(crm: Crm, make_gateway: MakeGateway) -> None:
     gw = make_gateway({"metadata": {"ttl_seconds": 0.3, "max_stale_seconds": 5}})
     crm.clear()
     gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS})
@@ -45,6 +58,27 @@ def test_metadata_is_refetched_after_the_ttl(crm: Crm, make_gateway: MakeGateway
     time.sleep(0.4)
     gw.http.get("/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS})
     assert _field_fetches(crm) == 2
+
+
+def test_c45_an_expired_entry_under_load_is_refreshed_once(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    """Fifty requests arrive while the refresh is slow: they wait for that one fetch (or
+    use the old entry), and the CRM sees one refresh, not fifty."""
+    gw = make_gateway({"metadata": {"ttl_seconds": 0.3, "max_stale_seconds": 30}})
+    params = {"per_page": 1, "fields": LEAD_FIELDS}
+    assert gw.http.get("/crm/v8/Leads", params=params).status_code == 200
+    time.sleep(0.4)
+    crm.clear()
+    crm.fault(path_contains="/settings/fields", delay=0.8, times=1)
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=gw.url, headers=AUTH, timeout=30) as c:
+            rs = await asyncio.gather(*(c.get("/crm/v8/Leads", params=params) for _ in range(50)))
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(burst()) == [200] * 50
+    assert _field_fetches(crm) == 1
 
 
 def test_metadata_change_takes_effect_after_the_ttl(crm: Crm, make_gateway: MakeGateway) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import io
 import socket
+import threading
+import time
+import zipfile
 from typing import Any
 
 import httpx
@@ -25,76 +29,65 @@ def test_non_record_routes_pass_through_unchanged(crm: Crm, gw: GatewayHandle) -
     assert "x-privacy-withheld" not in r.headers
 
 
-def test_hop_by_hop_request_headers_are_dropped(crm: Crm, gw: GatewayHandle) -> None:
-    crm.clear()
-    gw.http.get(
-        "/crm/v8/settings/modules",
-        headers={
-            "Connection": "keep-alive, X-Hop",
-            "X-Hop": "1",
-            "Keep-Alive": "timeout=5",
-            "Proxy-Authorization": "Basic abc",
-            "TE": "trailers",
-            "X-End-To-End": "kept",
-        },
-    )
-    (sent,) = crm.received("/settings/modules")
-    h = sent["headers"]
-    for name in ("x-hop", "keep-alive", "proxy-authorization", "te"):
-        assert name not in h
-    assert h["x-end-to-end"] == "kept"
-    assert h["accept-encoding"] == "gzip, identity"
-    assert h["authorization"] == AUTH["Authorization"]
-
-
-def test_method_override_headers_never_reach_the_crm(crm: Crm, gw: GatewayHandle) -> None:
-    """A GET is checked as a read; nothing upstream may turn it into a write."""
-    crm.clear()
-    overrides = {
-        "X-HTTP-Method-Override": "PUT",
-        "X-HTTP-Method": "PUT",
-        "X-Method-Override": "PUT",
-    }
-    assert gw.http.get(
-        "/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}, headers=overrides
-    ).is_success
-    (sent,) = crm.received("/crm/v8/Leads")
-    assert sent["method"] == "GET"
-    assert not {n.lower() for n in overrides} & set(sent["headers"])
-
-
 def _fake_upstream(handler: Any) -> Starlette:
     return Starlette(routes=[Route("/{path:path}", handler, methods=["GET", "POST", "PUT"])])
 
 
-def test_hop_by_hop_response_headers_are_dropped_and_no_cookie_jar_is_kept(
+def test_c10_hop_by_hop_response_headers_never_reach_the_client(
     make_gateway: MakeGateway,
 ) -> None:
-    seen_cookies: list[str | None] = []
-
     async def handler(request: Request) -> Response:
-        seen_cookies.append(request.headers.get("cookie"))
         return Response(
             b"{}",
             media_type="application/json",
             headers={
                 "Connection": "X-Secret-Hop",
                 "X-Secret-Hop": "1",
+                "Keep-Alive": "timeout=99",
                 "Proxy-Authenticate": "Basic",
-                "Set-Cookie": "session=abc; Path=/",
+                "Trailer": "X-Checksum",
+                "Upgrade": "h2c",
                 "X-Kept": "yes",
             },
         )
 
     with serve(_fake_upstream(handler)) as upstream:
         gw = make_gateway(upstream=upstream.url)
-        r1 = gw.http.get("/crm/v8/settings/modules")
-        gw.http.cookies.clear()
-        gw.http.get("/crm/v8/settings/modules")
-    assert "x-secret-hop" not in r1.headers and "proxy-authenticate" not in r1.headers
-    assert r1.headers["x-kept"] == "yes"
-    assert r1.headers["set-cookie"].startswith("session=abc")  # the client's business
-    assert seen_cookies == [None, None]  # the gateway kept no jar between callers
+        r = gw.http.get("/crm/v8/settings/modules")
+    assert r.status_code == 200
+    for name in ("x-secret-hop", "keep-alive", "proxy-authenticate", "trailer", "upgrade"):
+        assert name not in r.headers, name
+    assert "x-secret-hop" not in r.headers.get("connection", "").lower()
+    assert r.headers["x-kept"] == "yes"
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_c55_a_cookie_the_crm_set_for_one_client_is_never_sent_for_another(
+    make_gateway: MakeGateway, transport: str
+) -> None:
+    """The gateway's one upstream client is shared by every caller: it keeps no jar. Client
+    A gets the CRM's Set-Cookie (its own business); client B's request carries none."""
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def handler(request: Request) -> Response:
+        auth = request.headers.get("authorization")
+        seen.append((auth, request.headers.get("cookie")))
+        cookie = {"Set-Cookie": "session=client-a-session; Path=/"}
+        return Response(
+            b"{}",
+            media_type="application/json",
+            headers=cookie if auth == AUTH["Authorization"] else {},
+        )
+
+    with serve(_fake_upstream(handler)) as upstream:
+        gw = make_gateway(upstream=upstream.url, transport=transport)
+        a = httpx.get(gw.url + "/crm/v8/settings/modules", headers=AUTH)
+        with httpx.Client(headers={"Authorization": "Zoho-oauthtoken client-b"}) as b:
+            b.get(gw.url + "/crm/v8/settings/modules")
+            b.get(gw.url + "/crm/v8/settings/modules")
+    assert a.headers["set-cookie"].startswith("session=client-a-session")
+    assert [cookie for _, cookie in seen] == [None, None, None]
+    assert [auth for auth, _ in seen][1:] == ["Zoho-oauthtoken client-b"] * 2
 
 
 def test_c73_a_client_request_id_is_kept_beside_the_gateways_never_as_the_key(
@@ -123,15 +116,65 @@ def test_body_over_the_bound_is_refused_with_413(crm: Crm, make_gateway: MakeGat
     assert not crm.received("/crm/v8/Leads")
 
 
-def test_unreachable_upstream_is_502(make_gateway: MakeGateway) -> None:
-    gw = make_gateway(upstream=f"http://127.0.0.1:{free_port()}")
-    envelope(gw.http.get("/crm/v8/settings/modules"), 502, "GATEWAY_UPSTREAM_UNREACHABLE")
+def test_c25_an_unreachable_upstream_is_502_generic_audited_and_never_retried(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    """Refused connections: a generic 502 and the audit's reason. Then an upload host that
+    accepts and drops each connection: the POST is tried once, never again."""
+    port = free_port()
+    gw = make_gateway(upstream=f"http://127.0.0.1:{port}")
+    r = gw.http.get("/crm/v8/settings/modules")
+    details = envelope(r, 502, "GATEWAY_UPSTREAM_UNREACHABLE")
+    assert str(port) not in r.text and "Traceback" not in r.text, details
+    (entry,) = gw.requests()
+    assert entry["outcome"] == "error" and entry["reasons"] == ["upstream_unreachable"]
+
+    accepted: list[int] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.2)
+        stop = threading.Event()
+
+        def drop_each() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                accepted.append(1)
+                conn.recv(65536)
+                conn.close()
+
+        dropper = threading.Thread(target=drop_each, daemon=True)
+        dropper.start()
+        dropping = make_gateway(upload_upstream=f"http://127.0.0.1:{listener.getsockname()[1]}")
+        r = dropping.http.post(
+            "/crm/v8/upload",
+            files={"file": ("rows.zip", _zip_of("Last_Name\nNew\n"))},
+            headers={"feature": "bulk-write"},
+        )
+        stop.set()
+        dropper.join(5)
+    envelope(r, 502, "GATEWAY_UPSTREAM_UNREACHABLE")
+    assert len(accepted) == 1
 
 
-def test_upstream_timeout_is_504(crm: Crm, make_gateway: MakeGateway) -> None:
+def _zip_of(csv: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("rows.csv", csv)
+    return buf.getvalue()
+
+
+def test_c26_an_upstream_that_never_answers_is_504_within_the_read_timeout(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
     gw = make_gateway({"limits": {"read_timeout_seconds": 0.3}})
-    crm.fault(path_contains="/settings/modules", delay=1.5, times=1)
+    crm.fault(path_contains="/settings/modules", delay=5, times=1)
+    started = time.monotonic()
     envelope(gw.http.get("/crm/v8/settings/modules"), 504, "GATEWAY_UPSTREAM_TIMEOUT")
+    assert time.monotonic() - started < 2
 
 
 def test_a_gzip_json_answer_is_decoded_checked_and_sent_plain(crm: Crm, gw: GatewayHandle) -> None:
@@ -153,43 +196,6 @@ def test_unknown_paths_are_not_forwarded(crm: Crm, gw: GatewayHandle) -> None:
     envelope(gw.http.get("/somewhere/else"), 404, "INVALID_URL_PATTERN")
     envelope(gw.http.get("/crm/v8/Leads/../../admin"), 404, "INVALID_URL_PATTERN")
     assert not crm.received("/")
-
-
-def _raw_get(url: str, target: str) -> tuple[int, bytes]:
-    """A request line sent as written (httpx would normalise dot segments itself)."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(
-            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: {AUTH['Authorization']}\r\nConnection: close\r\n\r\n".encode()
-        )
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), body
-
-
-@pytest.mark.parametrize(
-    "target",
-    [
-        "/crm/v8/settings/../Leads",
-        "/crm/v8/org/..%2FLeads",
-        "/crm/v8/settings/%2E%2E/Leads",
-        "/crm/v8/upload/../Leads",
-        "/crm/v8//Leads",
-        "/crm/v8/settings/..;/Leads",
-    ],
-)
-def test_paths_that_could_be_normalised_into_a_record_route_are_refused(
-    crm: Crm, gw: GatewayHandle, target: str
-) -> None:
-    crm.clear()
-    status, body = _raw_get(gw.url, target + "?per_page=5")
-    assert status == 404
-    assert orjson.loads(body)["code"] == "INVALID_URL_PATTERN"
-    assert b"@example.com" not in body
-    assert not crm.received("/")  # refused before the CRM could normalise it
 
 
 def test_gateway_endpoints_are_never_forwarded(crm: Crm, gw: GatewayHandle) -> None:
@@ -249,20 +255,14 @@ def test_gzip_request_body_from_client_is_forwarded_as_sent(crm: Crm, gw: Gatewa
 
 
 def test_uploads_go_to_the_upload_host(crm: Crm, make_gateway: MakeGateway) -> None:
-    import io
-    import zipfile
-
     from gateway.sandbox import create_app as create_sandbox
 
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("rows.csv", "Last_Name\nNew\n")
     with serve(create_sandbox()) as upload_host:
         gw = make_gateway(upload_upstream=upload_host.url)
         crm.clear()
         r = gw.http.post(
             "/crm/v8/upload",
-            files={"file": ("rows.zip", buf.getvalue())},
+            files={"file": ("rows.zip", _zip_of("Last_Name\nNew\n"))},
             headers={"feature": "bulk-write"},
         )
         received = httpx.get(upload_host.url + "/_sandbox/requests").json()["requests"]

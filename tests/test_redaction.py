@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.conftest import ORG2_AUTH, Crm, GatewayHandle, MakeGateway, envelope
+from tests.conftest import AUTH, ORG2_AUTH, Crm, GatewayHandle, MakeGateway, envelope
 
 LEAD_MASKED = (
     "Email",
@@ -45,6 +45,22 @@ def test_list_nulls_every_private_field_and_keeps_every_key(crm: Crm, gw: Gatewa
         assert red["Last_Name"] == raw["Last_Name"]
         assert red["Company"] == raw["Company"]
         assert red["$stop_processing"] == raw["$stop_processing"]
+
+
+def test_c19_fields_naming_a_restricted_field_get_it_nulled(
+    crm: Crm, make_gateway: MakeGateway, parser: str
+) -> None:
+    """The default policy answers ``fields=`` naming restricted fields with them nulled (not
+    403); the other named fields come back as the CRM sent them."""
+    gw = make_gateway(http=parser)
+    params = {"per_page": 20, "fields": "Last_Name,Email,Mobile"}
+    direct = crm.http.get("/crm/v8/Leads", params=params).json()["data"]
+    assert any(rec["Email"] for rec in direct)  # there are values to withhold
+    r = gw.http.get("/crm/v8/Leads", params=params)
+    assert r.status_code == 200, r.text
+    for raw, red in zip(direct, r.json()["data"], strict=True):
+        assert red["Email"] is None and red["Mobile"] is None
+        assert red["Last_Name"] == raw["Last_Name"] and red["id"] == raw["id"]
 
 
 def test_withheld_header_counts_every_private_value_present_even_empty_ones(
@@ -166,7 +182,10 @@ def test_policy_can_show_low_sensitivity_but_never_restricted(
         assert red["Email"] is None  # restricted: always withheld
 
 
-def test_per_client_rule_needs_the_clients_key(make_gateway: MakeGateway) -> None:
+def test_c56_per_client_rule_needs_the_clients_key(make_gateway: MakeGateway) -> None:
+    """Field metadata is the org's (cached per org, version and module); what a caller may
+    see is its rule, applied per request: a keyed caller's wider view never reaches the
+    next caller without the key."""
     import hashlib
 
     digest = hashlib.sha256(b"analytics-key").hexdigest()
@@ -207,7 +226,7 @@ def test_privacy_settings_off_passes_records_unchanged(crm: Crm, gw: GatewayHand
     assert gw.requests()[-1]["reasons"] == ["privacy_settings_off"]
 
 
-def test_orgs_are_cached_apart(crm: Crm, gw: GatewayHandle) -> None:
+def test_c56_orgs_are_cached_apart(crm: Crm, gw: GatewayHandle) -> None:
     # Org 2's Leads.Email is not private, and its Company is restricted.
     org2 = gw.http.get("/crm/v2/Leads", params={"per_page": 5}, headers=ORG2_AUTH).json()["data"]
     org1 = gw.http.get("/crm/v2/Leads", params={"per_page": 5}).json()["data"]
@@ -215,15 +234,60 @@ def test_orgs_are_cached_apart(crm: Crm, gw: GatewayHandle) -> None:
     assert all(r["Email"] is None for r in org1) and any(r["Company"] for r in org1)
 
 
-def test_gzip_upstream_is_decoded_redacted_and_sent_plain(crm: Crm, gw: GatewayHandle) -> None:
+def test_c57_gzip_upstream_is_decoded_redacted_and_sent_plain(crm: Crm, gw: GatewayHandle) -> None:
+    """The client's ``Accept-Encoding: br, gzip`` is not forwarded (the gateway asks for
+    what it can decode); the CRM compresses anyway; the client gets a plain, redacted body."""
     crm.config(gzip=True)
+    crm.clear()
     r = gw.http.get(
-        "/crm/v2/Leads", params={"per_page": 50}, headers={"Accept-Encoding": "identity"}
+        "/crm/v2/Leads", params={"per_page": 50}, headers={"Accept-Encoding": "br, gzip"}
     )
     assert r.status_code == 200
+    (sent,) = crm.received("/crm/v2/Leads")
+    assert sent["headers"]["accept-encoding"] == "gzip, identity"
     assert "content-encoding" not in r.headers
     assert all(rec["Email"] is None for rec in r.json()["data"])
     assert int(r.headers["content-length"]) == len(r.content)
+
+
+def test_c58_a_rewritten_answer_has_exact_framing_and_no_stale_headers(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """Read with a strict HTTP/1.1 parser (h11, as a client): the CRM compressed the
+    answer and the gateway rewrote it, so Content-Length is the rewritten body's and no
+    Content-Encoding or ETag of the CRM's answer is left."""
+    import socket
+
+    import h11
+
+    crm.config(gzip=True)
+    lead = crm.records("Leads")[0]
+    host, port = gw.url.removeprefix("http://").split(":")
+    conn = h11.Connection(our_role=h11.CLIENT)
+    events: list[Any] = []
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        request = h11.Request(
+            method="GET",
+            target=f"/crm/v2/Leads/{lead['id']}",
+            headers=[("Host", "127.0.0.1"), ("Authorization", AUTH["Authorization"]),
+                     ("Accept-Encoding", "gzip, br"), ("Connection", "close")],
+        )  # fmt: skip
+        sock.sendall(conn.send(request) + conn.send(h11.EndOfMessage()))
+        while not events or not isinstance(events[-1], h11.EndOfMessage):
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            else:
+                events.append(event)
+    response, *data, _end = events
+    body = b"".join(bytes(d.data) for d in data)
+    headers = {k.decode().lower(): v.decode() for k, v in response.headers}
+    assert response.status_code == 200
+    assert int(headers["content-length"]) == len(body)
+    assert "content-encoding" not in headers and "etag" not in headers
+    assert "transfer-encoding" not in headers
+    rec = orjson.loads(body)["data"][0]
+    assert rec["id"] == lead["id"] and rec["Email"] is None
 
 
 def _fault_gw(crm: Crm, gw: GatewayHandle, **rule: Any) -> httpx.Response:
@@ -369,7 +433,7 @@ def test_bulk_read_result_empties_private_columns_and_keeps_headers(
     assert int(r.headers["x-privacy-withheld"].split(";")[0]) > 0
 
 
-def test_metadata_unavailable_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
+def test_c35_metadata_unavailable_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
     crm.fault(path_contains="/settings/fields", status=500, json={"code": "INTERNAL_ERROR"})
     crm.clear()
     r = gw.http.get("/crm/v2/Leads", params={"per_page": 5})

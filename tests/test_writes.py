@@ -117,6 +117,39 @@ def test_a_mixed_batch_update_forwards_only_the_allowed_record_and_answers_207_i
     assert crm.one("Leads", stopped["id"])["City"] == stopped["City"]
 
 
+@pytest.mark.parametrize("route", ["PUT record", "PATCH record", "POST id", "PUT 1 of 100"])
+def test_c20_no_route_writes_a_stopped_lead_under_either_parser(
+    crm: Crm, make_gateway: MakeGateway, parser: str, route: str
+) -> None:
+    """PUT or PATCH on the record, an upsert naming its id, a batch of 100 in which one is
+    stopped: the stopped lead is never written. (Upserts matched by duplicate-check fields
+    and deletes: the other ``test_c20_*`` tests.)"""
+    gw = make_gateway(http=parser)
+    leads = crm.records("Leads")
+    stopped = next(r for r in leads if r["$stop_processing"])
+    free = [r for r in leads if not r["$stop_processing"]]
+    sid = stopped["id"]
+    crm.clear()
+    if route == "PUT record":
+        r = _put(gw, f"/crm/v8/Leads/{sid}", {"data": [{"City": "Written"}]})
+    elif route == "PATCH record":
+        r = gw.http.patch(f"/crm/v8/Leads/{sid}", content=b'{"data":[{"City":"Written"}]}')
+    elif route == "POST id":
+        r = _post(gw, "/crm/v8/Leads/upsert", {"data": [{"id": sid, "City": "Written"}]})
+    else:
+        rows = [{"id": rec["id"], "Description": "batch"} for rec in free[:99]]
+        rows.insert(50, {"id": sid, "City": "Written"})
+        assert len(rows) == 100
+        r = _put(gw, "/crm/v8/Leads", {"data": rows})
+        assert r.status_code == 207, r.text
+        assert r.json()["data"][50] == _refusal(sid)
+    assert r.status_code in (207, 400, 405), r.text
+    for sent in crm.received("/crm/"):
+        if sent["method"] != "GET":
+            assert sid not in sent["path"] and sid not in (sent["body"] or ""), sent["path"]
+    assert crm.one("Leads", sid)["City"] == stopped["City"]
+
+
 def test_a_batch_update_of_only_stopped_records_is_400_and_never_reaches_the_crm(
     crm: Crm, gw: GatewayHandle
 ) -> None:
@@ -156,7 +189,7 @@ def test_an_id_in_another_letter_case_is_checked_as_the_id(crm: Crm, gw: Gateway
 
 
 @pytest.mark.parametrize("version", ["v2", "v8"])
-def test_a_single_record_update_of_a_stopped_lead_is_refused(
+def test_c20_a_single_record_update_of_a_stopped_lead_is_refused(
     crm: Crm, gw: GatewayHandle, version: str
 ) -> None:
     _, (stopped, *_) = _leads(crm)
@@ -254,7 +287,7 @@ def test_an_upsert_by_external_id_resolves_each_rows_value_through_the_crm(
 # -- upsert -------------------------------------------------------------------------------
 
 
-def test_an_upsert_naming_a_stopped_lead_by_id_is_refused(crm: Crm, gw: GatewayHandle) -> None:
+def test_c20_an_upsert_naming_a_stopped_lead_by_id_is_refused(crm: Crm, gw: GatewayHandle) -> None:
     _, (stopped, *_) = _leads(crm)
     crm.clear()
     r = _post(gw, "/crm/v8/Leads/upsert", {"data": [{"id": stopped["id"], "City": "X"}]})
@@ -272,7 +305,7 @@ def test_an_upsert_naming_a_stopped_lead_by_id_is_refused(crm: Crm, gw: GatewayH
         (["email"], "Email"),
     ],
 )
-def test_an_upsert_whose_duplicate_check_finds_a_stopped_lead_is_refused(
+def test_c20_an_upsert_whose_duplicate_check_finds_a_stopped_lead_is_refused(
     crm: Crm, gw: GatewayHandle, check_fields: list[str] | None, key: str
 ) -> None:
     _, (stopped, *_) = _leads(crm)
@@ -478,7 +511,9 @@ def test_a_related_list_write_under_a_normal_lead_is_forwarded(crm: Crm, gw: Gat
     assert crm.one("Patients", patient["id"])["Referring_Lead"]["id"] == normal["id"]
 
 
-def test_deleting_stopped_leads_is_forwarded_and_succeeds(crm: Crm, gw: GatewayHandle) -> None:
+def test_c20_deleting_stopped_leads_is_forwarded_and_succeeds(crm: Crm, gw: GatewayHandle) -> None:
+    """The checklist lists DELETE among the writes to refuse; the contract overrides it:
+    "Delete is never blocked (erasure must stay possible)" (zoho-crm-api.md, GDPR)."""
     (normal, *_), (one, other) = _leads(crm)
     single = gw.http.delete(f"/crm/v8/Leads/{one['id']}")
     assert single.status_code == 200, single.text
@@ -703,11 +738,12 @@ def test_an_insert_without_consent_is_forwarded_when_the_policy_does_not_require
 # -- bodies the CRM could read differently ------------------------------------------------
 
 
-def test_a_body_the_crm_could_read_differently_is_refused_and_not_forwarded(
-    crm: Crm, gw: GatewayHandle
+def test_c22_a_body_the_crm_could_read_differently_is_refused_and_not_forwarded(
+    crm: Crm, make_gateway: MakeGateway, parser: str
 ) -> None:
     """Two parsers may disagree on which repeated member wins; the gateway refuses to
     guess which record the CRM will update."""
+    gw = make_gateway(http=parser)
     (normal, *_), (stopped, *_) = _leads(crm)
     crm.clear()
     s, n = stopped["id"], normal["id"]
@@ -721,6 +757,28 @@ def test_a_body_the_crm_could_read_differently_is_refused_and_not_forwarded(
     coql += b' "select_query": "select Last_Name from Leads where Last_Name is not null"}'
     envelope(gw.http.post("/crm/v8/coql", content=coql), 400, "INVALID_DATA")
     assert not crm.received("/crm/v8/Leads") and not crm.received("/coql")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"data": [{"id": "1", "City": "x"}', "the body is not valid JSON"),
+        (b'{"data": [{"id": "1", "City": "\\ud800"}]}', "the body is not valid JSON"),
+        (b'{"data": [{"Description": ' + b"[" * 70 + b"]" * 70 + b"}]}",
+         "the body is nested too deeply"),
+        (b'{"data": [{' + b",".join(b'"F%d": 1' % i for i in range(6000)) + b"}]}",
+         "a JSON object in the body is too large"),
+    ],
+    ids=["malformed", "lone-surrogate", "too-deep", "too-many-keys"],
+)  # fmt: skip
+def test_c23_a_body_that_is_not_plain_bounded_json_is_400_and_not_forwarded(
+    crm: Crm, make_gateway: MakeGateway, parser: str, raw: bytes, reason: str
+) -> None:
+    gw = make_gateway(http=parser)
+    crm.clear()
+    details = envelope(gw.http.put("/crm/v8/Leads", content=raw), 400, "INVALID_DATA")
+    assert details == {"reason": reason}
+    assert not [x for x in crm.received("/crm/") if x["method"] != "GET"]
 
 
 # -- the audit trail ----------------------------------------------------------------------

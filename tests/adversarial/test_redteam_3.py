@@ -419,7 +419,40 @@ def test_a_withheld_header_forged_by_the_crm_is_not_passed_on(
     assert "forged" not in r.headers.get_list("x-request-id")
 
 
-def test_a_crm_redirect_does_not_send_the_client_around_the_gateway(
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_c33_a_redirect_to_another_host_is_not_followed_and_gets_no_token(
+    make_gateway: MakeGateway, transport: str, status: int
+) -> None:
+    """The other host never hears from the gateway: no request, so no ``Authorization``;
+    the client gets the gateway's 502, not the redirect."""
+    elsewhere: list[dict[str, str]] = []
+
+    async def record(request: Request) -> Response:
+        elsewhere.append(dict(request.headers))
+        return _json(_lead_answer())
+
+    crm = FakeCrm()
+    other = Starlette(routes=[Route("/{path:path}", record, methods=["GET", "POST", "PUT"])])
+    with serve(other) as other_host, serve(crm.app()) as upstream:
+
+        async def away(request: Request) -> Response:
+            location = f"{other_host.url}{request.url.path}"
+            return Response(b"", status_code=status, headers={"Location": location})
+
+        crm.handler = away
+        gw = make_gateway(upstream=upstream.url, transport=transport)
+        r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name,Email"})
+        w = gw.http.post("/crm/v8/Leads", json={"data": [{"Last_Name": "Moved"}]})
+    assert crm.seen and crm.seen[0]["headers"]["authorization"] == AUTH["Authorization"]
+    assert elsewhere == []
+    for answer in (r, w):
+        assert answer.status_code == 502, answer.text
+        assert other_host.url not in answer.headers.get("location", "")
+        _no_mark(answer)
+
+
+def test_c33_a_crm_redirect_does_not_send_the_client_around_the_gateway(
     fake: tuple[FakeCrm, GatewayHandle],
 ) -> None:
     """A 3xx from the CRM (a data-centre move) with a Location on the CRM's own host: a
@@ -509,7 +542,7 @@ def test_no_media_type_or_charset_carries_a_private_value_through(
         assert probe not in r.content.decode("latin-1"), (r.status_code, r.text[:300])
 
 
-def test_head_of_a_record_read_tells_nothing_of_the_unredacted_answer(
+def test_c61_head_of_a_record_read_tells_nothing_of_the_unredacted_answer(
     fake: tuple[FakeCrm, GatewayHandle],
 ) -> None:
     """HEAD answers carry the CRM's headers of the full answer: its length and its
@@ -530,7 +563,7 @@ def test_head_of_a_record_read_tells_nothing_of_the_unredacted_answer(
     assert r.content == b""
 
 
-def test_an_etag_of_the_unredacted_answer_is_not_passed_on(
+def test_c61_an_etag_of_the_unredacted_answer_is_not_passed_on(
     fake: tuple[FakeCrm, GatewayHandle],
 ) -> None:
     crm, gw = fake
@@ -544,7 +577,7 @@ def test_an_etag_of_the_unredacted_answer_is_not_passed_on(
     assert "etag" not in r.headers
 
 
-def test_a_conditional_read_cannot_confirm_a_guessed_private_value(
+def test_c61_a_conditional_read_cannot_confirm_a_guessed_private_value(
     fake: tuple[FakeCrm, GatewayHandle],
 ) -> None:
     """The attacker takes the redacted answer, puts a guess where the null is, hashes it
@@ -769,7 +802,7 @@ def test_include_private_fields_in_any_spelling_reveals_no_value_and_stays_home(
         assert "private" not in sent["query"].lower(), sent["query"]
 
 
-def test_the_json_request_log_holds_no_value_token_or_query(
+def test_c53_the_json_request_log_holds_no_value_token_or_query(
     crm: Crm, gw: GatewayHandle, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """Every ``request`` log line the gateway writes (structlog, stderr/stdout) after a

@@ -92,7 +92,7 @@ def test_kill_9_loses_no_acknowledged_entry(tmp_path: Path) -> None:
     assert after.segments == 2 and after.entries == restarted.seq
 
 
-def test_a_torn_write_then_restart_is_a_recovered_crash(tmp_path: Path) -> None:
+def test_c71_a_torn_write_then_restart_is_a_recovered_crash(tmp_path: Path) -> None:
     """The damage a power cut can do (half a line), simulated exactly: verify says so."""
     path = tmp_path / "audit.jsonl"
     run(write_segment(path, 5, fsync="always"))

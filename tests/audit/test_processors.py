@@ -38,7 +38,7 @@ class TestChainHasher:
         body = {"seq": 2, "b": 1, "a": [1, 2], "prev_hash": "a" * 64}
         assert out["hash"] == sha256_hex(b"a" * 64 + canonical_json(body))
 
-    def test_hash_is_reproducible_and_independent_of_key_order(self) -> None:
+    def test_c74_hash_is_reproducible_and_independent_of_key_order(self) -> None:
         """Same content, same hash, whatever order the keys came in."""
         one = ChainHasher()(None, "msg", {"seq": 1, "x": 1, "y": 2})
         two = ChainHasher()(None, "msg", {"y": 2, "seq": 1, "x": 1})

@@ -110,7 +110,7 @@ class TestWhatIsWritten:
 
 
 class TestChain:
-    def test_concurrent_records_get_consecutive_seqs(self, tmp_path: Path) -> None:
+    def test_c72_concurrent_records_get_consecutive_seqs(self, tmp_path: Path) -> None:
         """2,000 gathered record() calls: seq 1..N, no gap, no duplicate, chain verifies."""
         path = tmp_path / "audit.jsonl"
 
@@ -130,7 +130,7 @@ class TestChain:
         ]
         assert verify_log(path, checkpoints_of(path), SECRET).ok
 
-    def test_restart_continues_the_chain_in_a_new_segment(self, tmp_path: Path) -> None:
+    def test_c69_restart_continues_the_chain_in_a_new_segment(self, tmp_path: Path) -> None:
         """Each start writes a segment_start linked to the previous head."""
         path = tmp_path / "audit.jsonl"
         first = run(write_segment(path, 3))
@@ -195,7 +195,7 @@ class TestLifecycle:
         cps = read_checkpoints(checkpoints_of(path))
         assert cps[-1].seq == 51
 
-    def test_checkpoints_are_written_while_idle(self, tmp_path: Path) -> None:
+    def test_c70_checkpoints_are_written_while_idle(self, tmp_path: Path) -> None:
         """With nothing to record, signed checkpoints still prove the gateway was alive."""
         path = tmp_path / "audit.jsonl"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_fixture_log_is_intact_and_shaped_as_promised(log: Path) -> None:
     assert len(log_files(log)) >= 2
 
 
-def test_every_edited_line_is_found_at_that_line(log: Path, tmp_path: Path) -> None:
+def test_c65_every_edited_line_is_found_at_that_line(log: Path, tmp_path: Path) -> None:
     """Changing one character of a value (a timestamp digit, a hash digit) names that line."""
     for fi, li in positions(read_lines(log)):
         for key in (b'"ts":"', b'"hash":"'):
@@ -85,7 +86,7 @@ def test_every_edited_line_is_found_at_that_line(log: Path, tmp_path: Path) -> N
             assert reason == HASH_MISMATCH
 
 
-def test_every_deleted_line_is_found(log: Path, tmp_path: Path) -> None:
+def test_c66_every_deleted_line_is_found(log: Path, tmp_path: Path) -> None:
     """Removing any line breaks the chain where the next line now stands (or the checkpoint)."""
     order = positions(read_lines(log))
     for n, (fi, li) in enumerate(order):
@@ -105,7 +106,7 @@ def test_every_deleted_line_is_found(log: Path, tmp_path: Path) -> None:
         assert reason == SEQ_GAP
 
 
-def test_every_swap_with_the_next_line_is_found(log: Path, tmp_path: Path) -> None:
+def test_c66_every_swap_with_the_next_line_is_found(log: Path, tmp_path: Path) -> None:
     """Two neighbours in the wrong order are found at the first of them."""
     order = positions(read_lines(log))
     for (fi, li), (gi, gj) in itertools.pairwise(order):
@@ -118,7 +119,7 @@ def test_every_swap_with_the_next_line_is_found(log: Path, tmp_path: Path) -> No
         assert (number, name) == (li + 1, lines[fi][0].name)
 
 
-def test_every_cut_tail_is_found_by_the_checkpoints(log: Path, tmp_path: Path) -> None:
+def test_c67_every_cut_tail_is_found_by_the_checkpoints(log: Path, tmp_path: Path) -> None:
     """Cutting the log after any line is caught, because a checkpoint names a later seq."""
     order = positions(read_lines(log))
     for n, (fi, li) in enumerate(order[:-1]):
@@ -139,6 +140,57 @@ def test_every_cut_tail_is_found_by_the_checkpoints(log: Path, tmp_path: Path) -
         assert alone.entries == n + 1
 
 
+def test_c66_every_duplicated_line_is_found_at_the_copy(log: Path, tmp_path: Path) -> None:
+    order = positions(read_lines(log))
+    for fi, li in order:
+        base = copy(log, tmp_path / f"dup-{fi}-{li}")
+        lines = read_lines(base)
+        lines[fi][1].insert(li + 1, lines[fi][1][li])
+        write_lines(lines)
+        ok, number, name, reason = verify(base)
+        assert not ok and reason == SEQ_GAP, (fi, li, reason)
+        assert (number, name) == (li + 2, lines[fi][0].name)
+
+
+def test_c66_an_inserted_forgery_that_links_to_its_predecessor_is_found(
+    log: Path, tmp_path: Path
+) -> None:
+    """A well-formed entry with the next seq and the right prev_hash, slipped in after line
+    3: the original that follows no longer links (or repeats a seq), and verify says so at
+    that first affected line."""
+    base = copy(log, tmp_path / "inserted")
+    lines = read_lines(base)
+    before = orjson.loads(lines[0][1][2])
+    forged = {**orjson.loads(lines[0][1][3]), "outcome": "forwarded"}
+    forged["seq"], forged["prev_hash"] = before["seq"] + 1, before["hash"]
+    forged["hash"] = entry_hash(forged)
+    lines[0][1].insert(3, canonical_json(forged) + b"\n")
+    write_lines(lines)
+    ok, number, name, reason = verify(base)
+    assert not ok and (number, name) == (5, lines[0][0].name)
+    assert reason in (SEQ_GAP, PREV_MISMATCH)
+
+
+def test_c74_a_log_reserialised_in_another_key_order_still_verifies(
+    log: Path, tmp_path: Path
+) -> None:
+    """The hash is over canonical JSON, not the bytes on disk: every line rewritten with
+    its keys reversed (and spaces after separators) still verifies."""
+    base = copy(log, tmp_path / "reordered")
+    lines = read_lines(base)
+    for _, content in lines:
+        for i, line in enumerate(content):
+            entry = orjson.loads(line)
+            reordered = dict(reversed(list(entry.items())))
+            assert list(reordered) != list(entry)
+            content[i] = json.dumps(reordered, separators=(", ", ": ")).encode() + b"\n"
+    write_lines(lines)
+    assert base.read_bytes() != log.read_bytes()
+    r = verify_log(base, checkpoints_of(base), SECRET)
+    assert r.ok, r.summary
+    assert r.entries == 50
+
+
 def test_a_line_that_is_not_json_is_found(log: Path, tmp_path: Path) -> None:
     """Garbage in the middle of the log is damage, reported at its line."""
     base = copy(log, tmp_path / "garbage")
@@ -148,7 +200,9 @@ def test_a_line_that_is_not_json_is_found(log: Path, tmp_path: Path) -> None:
     assert verify(base)[1:] == (4, lines[0][0].name, NOT_JSON)
 
 
-def test_a_forged_line_with_a_recomputed_hash_breaks_the_link(log: Path, tmp_path: Path) -> None:
+def test_c66_a_forged_line_with_a_recomputed_hash_breaks_the_link(
+    log: Path, tmp_path: Path
+) -> None:
     """Replacing an entry with a self-consistent forgery fails at the next line."""
     base = copy(log, tmp_path / "forged")
     lines = read_lines(base)
@@ -161,7 +215,7 @@ def test_a_forged_line_with_a_recomputed_hash_breaks_the_link(log: Path, tmp_pat
     assert verify(base)[1:] == (3, lines[0][0].name, PREV_MISMATCH)
 
 
-def test_a_rebuilt_chain_fails_the_checkpoints(log: Path, tmp_path: Path) -> None:
+def test_c68_a_rebuilt_chain_fails_the_checkpoints(log: Path, tmp_path: Path) -> None:
     """Editing an entry and rehashing everything after it no longer matches the checkpoints."""
     base = copy(log, tmp_path / "rebuilt")
     lines = read_lines(base)
@@ -222,7 +276,7 @@ def test_every_checkpoint_for_a_seq_is_checked(log: Path, tmp_path: Path) -> Non
 
 
 class TestTornTail:
-    def test_a_partial_last_line_is_reported_as_a_torn_tail(self, tmp_path: Path) -> None:
+    def test_c71_a_partial_last_line_is_reported_as_a_torn_tail(self, tmp_path: Path) -> None:
         """A crash mid-write leaves half a line: verify names it, distinct from tampering."""
         path = tmp_path / "audit.jsonl"
         run(write_segment(path, 3))
@@ -232,7 +286,7 @@ class TestTornTail:
         ok, number, _, reason = verify(path)
         assert not ok and number == 5 and reason == TORN_TAIL
 
-    def test_a_restart_after_a_torn_tail_recovers_visibly(
+    def test_c71_a_restart_after_a_torn_tail_recovers_visibly(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """The next segment links past the partial line and says so; verify accepts it."""

@@ -418,7 +418,7 @@ HOSTILE_ALPHABET = "()\\,:% aAndorOREmailequalsin_2.\t'\"é😀\x00"
 
 @settings(max_examples=400, deadline=None)
 @given(st.one_of(st.text(), st.text(alphabet=HOSTILE_ALPHABET, max_size=60)))
-def test_property_arbitrary_text_parses_or_raises_criteria_error(text: str) -> None:
+def test_c16_property_arbitrary_text_parses_or_raises_criteria_error(text: str) -> None:
     try:
         node = parse_criteria(text)
     except CriteriaError as err:

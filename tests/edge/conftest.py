@@ -2,7 +2,8 @@
 socket client for requests no HTTP library will send.
 
 ``edge_gateway`` starts a gateway like ``make_gateway`` does, but with the parser and the
-header bound ``serve`` would pass to uvicorn. ``parser`` runs a test under h11 and httptools.
+header bound ``serve`` would pass to uvicorn. ``parser`` (tests/conftest.py) runs a test
+under h11 and httptools.
 """
 
 from __future__ import annotations
@@ -24,14 +25,7 @@ from gateway.settings import Settings
 from tests.conftest import AUTH, Crm, GatewayHandle
 from tests.servers import ThreadedServer
 
-PARSERS = ("h11", "httptools")
 EdgeGateway = Callable[..., GatewayHandle]
-
-
-@pytest.fixture(params=PARSERS)
-def parser(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 @pytest.fixture

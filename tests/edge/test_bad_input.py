@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from structlog.testing import capture_logs
 
-from tests.conftest import Crm, GatewayHandle
+from tests.conftest import AUTH, LEAD_FIELDS, Crm, GatewayHandle
 from tests.edge.conftest import (
     EdgeGateway,
     RawClient,
@@ -293,3 +294,242 @@ def test_c14_the_policy_list_replaces_the_default(crm: Crm, edge_gateway: EdgeGa
     ]:
         assert exchange(gw.url, head("Connection: close", host=host)).status == status, host
     assert len(crm.received("/settings/modules")) == 2
+
+
+# -- 2, 3, 4: request framing the parser must refuse ----------------------------------------
+# Both parsers refuse these themselves today (uvicorn's plain 400); the CRM envelope and an
+# audit entry for parser refusals are the integrator's (custom protocol classes). What must
+# hold whichever parser runs: 400 (or 501 for an unknown coding) and nothing forwarded.
+
+
+def _refused_unforwarded(crm: Crm, reply: RawReply, allowed: tuple[int, ...]) -> None:
+    assert reply.status in allowed, (reply.status, reply.body)
+    assert not crm.received()
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ("Content-Length: 5", "Content-Length: 6"),
+        ("Content-Length: +5",),
+        ("Content-Length: \u0665".encode().decode("latin-1"),),  # ARABIC-INDIC FIVE, UTF-8
+        ("Content-Length: 5, 6",),
+    ],
+    ids=["two-different", "plus-sign", "unicode-digit", "list"],
+)
+def test_c02_a_content_length_that_is_not_one_plain_number_is_400(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str, lines: tuple[str, ...]
+) -> None:
+    gw = edge_gateway(http=parser)
+    crm.clear()
+    reply = exchange(gw.url, head(*lines, method="POST", target=LEADS) + b"hello!")
+    _refused_unforwarded(crm, reply, (400,))
+
+
+@pytest.mark.parametrize(
+    "coding", ["xchunked", "chunked, identity", "gzip", "chunked, chunked", "identity"]
+)
+def test_c03_a_transfer_encoding_other_than_one_chunked_is_400_or_501(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str, coding: str
+) -> None:
+    gw = edge_gateway(http=parser)
+    crm.clear()
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    reply = exchange(
+        gw.url, head(f"Transfer-Encoding: {coding}", method="POST", target=LEADS) + body
+    )
+    _refused_unforwarded(crm, reply, (400, 501))
+
+
+def test_c04_chunk_data_followed_by_garbage_instead_of_crlf_is_400(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str
+) -> None:
+    """The CVE-2025-43859 shape: the two bytes after the chunk data are not CRLF. A parser
+    that skips them would read what follows as the next chunk (or the next request)."""
+    gw = edge_gateway(http=parser)
+    crm.clear()
+    body = b"5\r\nhelloXX0\r\n\r\n"
+    reply = exchange(gw.url, head("Transfer-Encoding: chunked", method="POST", target=LEADS) + body)
+    _refused_unforwarded(crm, reply, (400,))
+
+
+# -- 6: CR, LF or NUL inside a header value -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [f"{MARKER}\x00x", f"{MARKER}\rx", f"{MARKER}\nx"], ids=["nul", "cr", "lf"]
+)
+def test_c06_a_header_value_holding_cr_lf_or_nul_is_400_and_never_echoed(
+    crm: Crm,
+    edge_gateway: EdgeGateway,
+    parser: str,
+    value: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    gw = edge_gateway(http=parser)
+    crm.clear()
+    caplog.set_level("DEBUG")
+    with capture_logs() as logs:
+        reply = exchange(gw.url, head(f"X-Note: {value}"))
+    assert reply.status == 400, reply
+    assert MARKER.encode() not in reply.body
+    assert not crm.received()
+    out, err = capfd.readouterr()
+    for text in (caplog.text, repr(logs), out, err, gw.audit_log.read_text()
+                 if gw.audit_log.exists() else ""):  # fmt: skip
+        assert MARKER not in text
+
+
+# -- 9, 10, 12, 21: headers that never reach the CRM ----------------------------------------
+
+
+def _sent_headers(crm: Crm) -> dict[str, str]:
+    (sent,) = crm.received("/settings/modules")
+    headers: dict[str, str] = sent["headers"]
+    return headers
+
+
+def test_c09_a_header_named_in_connection_reaches_the_crm_with_neither_header(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str
+) -> None:
+    gw = edge_gateway(http=parser)
+    crm.clear()
+    reply = exchange(gw.url, head("Connection: close, X-Field-Override", "X-Field-Override: 1"))
+    assert reply.status == 200
+    sent = _sent_headers(crm)
+    assert "x-field-override" not in sent
+    assert "x-field-override" not in sent.get("connection", "").lower()
+    assert "close" not in sent.get("connection", "").lower()
+
+
+def test_c10_hop_by_hop_request_headers_never_reach_the_crm(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str
+) -> None:
+    """``Upgrade`` is the one hop-by-hop field the gateway refuses outright (item 11)."""
+    gw = edge_gateway(http=parser)
+    crm.clear()
+    gw.http.get(
+        "/crm/v8/settings/modules",
+        headers={
+            "Connection": "keep-alive, X-Hop",
+            "X-Hop": "1",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Connection": "keep-alive",
+            "Proxy-Authorization": "Basic abc",
+            "TE": "trailers",
+            "Trailer": "X-Checksum",
+            "X-End-To-End": "kept",
+        },
+    )
+    h = _sent_headers(crm)
+    for name in ("x-hop", "keep-alive", "proxy-connection", "proxy-authorization", "te",
+                 "trailer", "upgrade"):  # fmt: skip
+        assert name not in h, name
+    assert h["x-end-to-end"] == "kept"
+    assert h["accept-encoding"] == "gzip, identity"
+    assert h["authorization"] == AUTH["Authorization"]
+
+
+def test_c12_headers_in_the_gateways_namespace_are_stripped_before_anything_reads_them(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str
+) -> None:
+    """A client cannot name its actor, its rule or the audit key: the entry is the gateway's,
+    and no ``X-Gateway-*`` header reaches the CRM (``X-Gateway-Key`` is read, then dropped)."""
+    gw = edge_gateway(http=parser)
+    crm.clear()
+    reply = exchange(
+        gw.url,
+        head(
+            f"X-Gateway-Actor: {MARKER}",
+            f"X-Gateway-Request-Id: {MARKER}",
+            f"X-Gateway-Client-Rule: {MARKER}",
+            "X-Gateway-Key: k",
+        ),
+    )
+    assert reply.status == 200
+    assert not [n for n in _sent_headers(crm) if n.startswith("x-gateway-")]
+    (entry,) = gw.requests()
+    assert reply.headers["x-gateway-request-id"] == entry["request_id"] != MARKER
+    assert entry["client_rule"] is None
+    assert MARKER not in gw.audit_log.read_text()
+
+
+def test_c21_method_override_headers_never_reach_the_crm(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str
+) -> None:
+    """A GET is checked as a read; nothing upstream may turn it into a write."""
+    gw = edge_gateway(http=parser)
+    crm.clear()
+    overrides = {
+        "X-HTTP-Method-Override": "PUT",
+        "X-HTTP-Method": "PUT",
+        "X-Method-Override": "PUT",
+    }
+    assert gw.http.get(
+        "/crm/v8/Leads", params={"per_page": 1, "fields": LEAD_FIELDS}, headers=overrides
+    ).is_success
+    (sent,) = crm.received("/crm/v8/Leads")
+    assert sent["method"] == "GET"
+    assert not {n.lower() for n in overrides} & set(sent["headers"])
+
+
+# -- 13: X-Forwarded-For ---------------------------------------------------------------------
+
+
+def test_c13_x_forwarded_for_does_not_change_the_actor_in_the_audit(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str
+) -> None:
+    """The audit's actor is a keyed fingerprint of the caller's token; no client address is
+    recorded, so no forwarding header (from any peer) can change who the entry names."""
+    gw = edge_gateway(http=parser)
+    crm.clear()
+    spoofed = "203.0.113.77"
+    plain = exchange(gw.url, head())
+    forged = exchange(
+        gw.url,
+        head(
+            f"X-Forwarded-For: {spoofed}",
+            f"Forwarded: for={spoofed}",
+            f"X-Real-IP: {spoofed}",
+        ),
+    )
+    assert plain.status == forged.status == 200
+    first, second = gw.requests()
+    volatile = {"request_id", "ts", "seq", "prev_hash", "hash", "duration_ms"}
+    assert {k: v for k, v in first.items() if k not in volatile} == {
+        k: v for k, v in second.items() if k not in volatile
+    }
+    assert first["client"] is not None
+    assert spoofed not in gw.audit_log.read_text()
+    assert "127.0.0.1" not in gw.audit_log.read_text()
+
+
+# -- 24: path tricks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/crm/v8/settings/../Leads",
+        "/crm/v2/Contacts/../Leads",
+        "/crm/v8/org/..%2FLeads",
+        "/crm/v8/settings%2Fmodules",
+        "/crm/v8/settings/%2E%2E/Leads",
+        "/crm/v8/upload/../Leads",
+        "/crm/v8//Leads",
+        "/crm/v8/Leads.",
+        "/crm/v8/Leads%2E",
+        "/crm/v8/settings/..;/Leads",
+    ],
+)
+def test_c24_a_path_another_server_could_normalise_differently_is_refused(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str, target: str
+) -> None:
+    gw = edge_gateway(http=parser)
+    crm.clear()
+    reply = exchange(gw.url, head(target=target + "?per_page=5&fields=Email"))
+    assert 400 <= reply.status < 500, (reply.status, reply.body)
+    assert reply.json()["code"] in ("INVALID_URL_PATTERN", "INVALID_MODULE", "INVALID_DATA")
+    assert b"@" not in reply.body
+    assert not [r for r in crm.received("/") if "/settings/" not in r["path"]]

@@ -4,16 +4,23 @@ request open past the body deadline."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
+import orjson
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from tests.conftest import AUTH, Crm, GatewayHandle, envelope
 from tests.edge.conftest import EdgeGateway, RawClient, envelope_of, head, wait_for
+from tests.servers import serve
 
 SLOW = "/crm/v8/settings/modules"
 
@@ -126,3 +133,55 @@ def test_c46_a_body_dripping_one_byte_a_second_is_cut_off_with_408(
     assert not crm.received("/crm/v8/Leads")
     (entry,) = [e for e in gw.requests() if e["status"] == 408]
     assert entry["outcome"] == "refused"
+
+
+# -- 47: slow readers of large responses ---------------------------------------------------
+
+_META = {
+    "/crm/v8/org": {"org": [{"id": "1", "privacy_settings": True}]},
+    "/crm/v8/settings/modules": {"modules": [{"api_name": "Leads", "generated_type": "default"}]},
+    "/crm/v8/settings/fields": {"fields": [{"api_name": "Last_Name", "data_type": "text"}]},
+}
+
+
+def test_c47_a_client_that_stops_reading_a_large_photo_holds_back_the_crm_not_memory(
+    edge_gateway: EdgeGateway, parser: str
+) -> None:
+    """A 256 MiB photo streams through; the client reads its first bytes and then nothing
+    for two seconds. Backpressure reaches the CRM: what it has been able to send (all that
+    can sit in the gateway and the socket buffers between) stays a few MiB."""
+    produced = [0]
+    chunk = b"\x00" * 65536
+
+    async def photo(request: Request) -> Response:
+        if request.url.path in _META:
+            return Response(orjson.dumps(_META[request.url.path]), media_type="application/json")
+
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(4096):  # 256 MiB
+                produced[0] += len(chunk)
+                yield chunk
+
+        return StreamingResponse(body(), media_type="image/png")
+
+    upstream_app = Starlette(routes=[Route("/{path:path}", photo)])
+    with serve(upstream_app) as upstream:
+        gw = edge_gateway(http=parser, upstream=upstream.url)
+        client = RawClient(gw.url)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        try:
+            client.send(head("Connection: close", target="/crm/v8/Leads/1/photo"))
+            while b"\r\n\r\n" not in client.buffer:
+                client._fill(time.monotonic() + 10)
+            assert b" 200 " in client.buffer.split(b"\r\n")[0]
+            time.sleep(2)
+            held_back = produced[0]
+            read = len(client.buffer)
+            deadline = time.monotonic() + 10
+            while read < 8 * 1024 * 1024 and client._fill(deadline):  # it still flows
+                read += len(client.buffer)
+                client.buffer = b""
+        finally:
+            client.close()
+    assert held_back < 32 * 1024 * 1024, held_back  # of 256 MiB
+    assert read >= 8 * 1024 * 1024

@@ -284,7 +284,7 @@ _tree = st.recursive(_scalar, _node, max_leaves=25)
 
 
 @given(records=st.lists(st.dictionaries(st.one_of(_private_key, _plain_key), _tree, max_size=6)))
-def test_private_values_are_withheld_at_any_depth_and_twice_is_once(
+def test_c50_private_values_are_withheld_at_any_depth_and_twice_is_once(
     records: list[dict[str, Any]],
 ) -> None:
     from copy import deepcopy
