@@ -48,6 +48,7 @@ from gateway.errors import (
     Reason,
 )
 from gateway.forward import JSON_TYPE
+from gateway.http1 import PARSER_REFUSAL
 from gateway.keys import load_or_create_secret
 from gateway.metadata import MetadataCache
 from gateway.metrics import Metrics
@@ -281,7 +282,14 @@ class Gateway:
             if not self.audit.healthy and policy.audit_on_full == "block":
                 # Refuse before anything reaches the CRM: it could not be recorded.
                 raise AuditUnavailable()
-            body = await _read_body(receive, policy.max_request_body, policy.body_read_timeout_s)
+            try:
+                body = await _read_body(
+                    receive, policy.max_request_body, policy.body_read_timeout_s
+                )
+            except InvalidData as exc:
+                # The parser refused the body half-way (gateway.http1) and has answered.
+                refused = scope.get(PARSER_REFUSAL)
+                raise (refused if isinstance(refused, GatewayError) else exc) from None
             read_through = True
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
             req = canonicalize(

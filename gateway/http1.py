@@ -42,6 +42,8 @@ REQUEST_LINE_ROOM = 16 * 1024
 _BLANK_LINE = re.compile(rb"\n\r?\n")  # where h11 ends a head
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _OBS_FOLD = re.compile(rb"\n[ \t]")
+#: the scope key under which a request whose body the parser refused carries the error
+PARSER_REFUSAL = "gateway.parser_refusal"
 _IDLE_READER = cast(Callable[[Any], Any], READERS[(h11.CLIENT, h11.IDLE)])
 
 
@@ -58,15 +60,15 @@ def _sink_of(app: Any) -> RefusalSink | None:
     return None
 
 
-def _refusal_bytes(request_id: str, error: GatewayError) -> bytes:
+def _refusal_bytes(request_id: str | None, error: GatewayError) -> bytes:
     body = error.body()
     phrase = HTTPStatus(error.status_code).phrase
+    rid = f"x-gateway-request-id: {request_id}\r\n" if request_id else ""
     head = (
         f"HTTP/1.1 {error.status_code} {phrase}\r\n"
         "content-type: application/json; charset=utf-8\r\n"
         f"content-length: {len(body)}\r\n"
-        f"x-gateway-request-id: {request_id}\r\n"
-        "connection: close\r\n\r\n"
+        f"{rid}connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
 
@@ -84,6 +86,15 @@ class _Refusing:
 
     def _refuse(self, error: GatewayError) -> None:
         if self.transport.is_closing():
+            return
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and not cycle.response_complete:
+            # The app has this request (its body went bad half-way): the app writes the
+            # entry when its read ends, under this error; an answer it began is cut off.
+            cycle.scope[PARSER_REFUSAL] = error
+            if not cycle.response_started:
+                self.transport.write(_refusal_bytes(None, error))
+            self.transport.close()
             return
         request_id = uuid.uuid4().hex
         self.transport.write(_refusal_bytes(request_id, error))
