@@ -14,7 +14,7 @@ from typing import assert_never
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import Decision
-from gateway.errors import InvalidData, InvalidUrl, Reason, RestrictedField
+from gateway.errors import InvalidData, InvalidUrl, Reason, RestrictedField, UnknownGatewayKey
 from gateway.forward import Forwarder
 from gateway.handlers import Context, bulk, composite, coql, reads, uploads, writes
 from gateway.keys import fingerprint
@@ -59,12 +59,13 @@ class Pipeline:
         # not know as a module may be any value.
         token = _token(req.header("authorization"))
         decision.client = fingerprint(self.secret, token) if token else None
+        shown = self._client_rule(req, decision)
         if req.kind is Kind.COMPOSITE:
             # Never forwarded as one call: each sub-request walks this corridor on its own.
             return await composite.composite(req, decision, self.handle)
         if req.kind in _NO_VIEW:
             return await self.forward.passthrough(req, decision)
-        view = await self.views.load(req, decision)
+        view = await self.views.load(req, decision, shown)
         if view is None:  # privacy_settings false: the CRM's GDPR rules do not apply
             decision.note(Reason.PRIVACY_SETTINGS_OFF)
             return await self.forward.passthrough(req, decision)
@@ -76,6 +77,17 @@ class Pipeline:
         if req.kind in _PASS_WITH_VIEW:
             return await self.forward.passthrough(req, decision)
         return await self.dispatch(req, view, decision)
+
+    def _client_rule(self, req: CanonicalRequest, decision: Decision) -> frozenset[str]:
+        """What the policy shows the client its ``X-Gateway-Key`` names; an unknown key is
+        served as the default or refused, as the policy says, and audited either way."""
+        rule, shown, reason = self.policy.shown_for(req.gateway_key)
+        decision.client_rule = rule
+        if reason is Reason.UNKNOWN_GATEWAY_KEY and self.policy.unknown_keys == "refuse":
+            raise UnknownGatewayKey()
+        if reason is not None:
+            decision.note(reason)
+        return shown
 
     async def dispatch(self, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
         ctx = self.ctx

@@ -11,10 +11,12 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gateway.crm.routes import Route, policy_route
+from gateway.errors import Reason
 
 SENSITIVITIES = frozenset({"high", "low"})
 _DEFAULT_TTL = 300.0
@@ -42,6 +44,13 @@ class ClientRule:
     name: str
     key_sha256: str
     show: frozenset[str]
+    #: a time-boxed exception: after this instant the client is served as the default
+    expires: datetime | None = None
+    owner: str = ""
+    reason: str = ""
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires is not None and now >= self.expires
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,8 @@ class Policy:
     metadata_max_stale_s: float = _DEFAULT_MAX_STALE
     show: frozenset[str] = frozenset()
     clients: tuple[ClientRule, ...] = ()
+    #: an X-Gateway-Key that matches no client: "default" (served as the default) or "refuse"
+    unknown_keys: str = "default"
     allow_word_search: bool = False
     require_consent: bool = False
     allow_mass_update_by_cvid: bool = False
@@ -77,18 +88,27 @@ class Policy:
     routes: tuple[Route, ...] = ()
     _by_key: Mapping[str, ClientRule] = field(default_factory=dict, repr=False, compare=False)
 
-    def shown_for(self, gateway_key: str | None) -> tuple[str | None, frozenset[str]]:
-        """(client rule name, sensitivities shown) for a request's ``X-Gateway-Key``."""
-        if gateway_key:
-            rule = self._by_key.get(hashlib.sha256(gateway_key.encode()).hexdigest())
-            if rule is not None:
-                return rule.name, rule.show
-        return None, self.show
+    def shown_for(
+        self, gateway_key: str | None, now: datetime | None = None
+    ) -> tuple[str | None, frozenset[str], Reason | None]:
+        """(client rule name, sensitivities shown, the audit reason) for a request's
+        ``X-Gateway-Key``. An expired exception and an unknown key get the default."""
+        if not gateway_key:
+            return None, self.show, None
+        rule = self._by_key.get(hashlib.sha256(gateway_key.encode()).hexdigest())
+        if rule is None:
+            return None, self.show, Reason.UNKNOWN_GATEWAY_KEY
+        if rule.expired(now or datetime.now(UTC)):
+            return rule.name, self.show, Reason.EXCEPTION_EXPIRED
+        return rule.name, rule.show, Reason.CLIENT_RULE
 
+
+#: the keys of one [[clients]] table
+CLIENT_KEYS = ("name", "key_sha256", "show", "expires", "owner", "reason")
 
 # section -> key -> (attribute, type)
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
-    "": {"version": ("version", str)},
+    "": {"version": ("version", str), "unknown_keys": ("unknown_keys", str)},
     "metadata": {
         "ttl_seconds": ("metadata_ttl_s", float),
         "max_stale_seconds": ("metadata_max_stale_s", float),
@@ -179,7 +199,7 @@ def _client(index: int, raw: Any) -> ClientRule:
     where = f"clients[{index}]"
     if not isinstance(raw, dict):
         raise PolicyError(where, "expected a table")
-    unknown = set(raw) - {"name", "key_sha256", "show"}
+    unknown = set(raw) - set(CLIENT_KEYS)
     if unknown:
         raise PolicyError(f"{where}.{sorted(unknown)[0]}", "unknown key")
     name = raw.get("name")
@@ -192,7 +212,33 @@ def _client(index: int, raw: Any) -> ClientRule:
         or not all(c in "0123456789abcdef" for c in digest)
     ):
         raise PolicyError(f"{where}.key_sha256", "expected 64 lower-case hex characters")
-    return ClientRule(name, digest, _sensitivities(f"{where}.show", raw.get("show", [])))
+    for key in ("owner", "reason"):
+        if not isinstance(raw.get(key, ""), str):
+            raise PolicyError(f"{where}.{key}", "expected text")
+    return ClientRule(
+        name,
+        digest,
+        _sensitivities(f"{where}.show", raw.get("show", [])),
+        _instant(f"{where}.expires", raw.get("expires")),
+        raw.get("owner", ""),
+        raw.get("reason", ""),
+    )
+
+
+def _instant(key: str, value: Any) -> datetime | None:
+    """An RFC 3339 date-time with an offset (a TOML offset date-time, or the same as text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, datetime):  # a TOML date alone is a date, not a datetime
+        raise PolicyError(key, "expected an RFC 3339 date-time such as 2026-01-31T00:00:00Z")
+    if value.tzinfo is None:
+        raise PolicyError(key, "needs an offset (Z or +01:00): a local time is ambiguous")
+    return value
 
 
 def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
@@ -227,6 +273,8 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
         fsync.startswith("interval:") and fsync[9:].isdigit() and int(fsync[9:]) > 0
     ):
         raise PolicyError("audit.fsync", "expected 'always', 'never' or 'interval:<ms>'")
+    if values.get("unknown_keys", "default") not in ("default", "refuse"):
+        raise PolicyError("unknown_keys", "expected 'default' or 'refuse'")
     if values.get("audit_on_full", "block") not in ("block", "drop"):
         raise PolicyError("audit.on_full", "expected 'block' or 'drop'")
     ttl = values.get("metadata_ttl_s", _DEFAULT_TTL)

@@ -17,7 +17,7 @@ from cachetools import LRUCache
 
 from gateway.crm.request import CanonicalRequest
 from gateway.decision import Decision
-from gateway.errors import GatewayError, InvalidModule, MetadataUnavailable, Reason
+from gateway.errors import GatewayError, InvalidModule, MetadataUnavailable
 from gateway.keys import fingerprint
 from gateway.metadata import MetadataCache
 from gateway.policy import Policy
@@ -57,8 +57,11 @@ class Views:
         self.secret = secret
         self._plans: LRUCache[tuple[Any, ...], tuple[tuple[Any, ...], MaskPlan]] = LRUCache(1024)
 
-    async def load(self, req: CanonicalRequest, decision: Decision) -> View | None:
-        """The view, or None when the org has privacy settings off."""
+    async def load(
+        self, req: CanonicalRequest, decision: Decision, shown: frozenset[str]
+    ) -> View | None:
+        """The view, or None when the org has privacy settings off. ``shown``: the
+        sensitivities the policy shows this request's client."""
         version = req.version or "v2"
         headers = lookup_headers(req, decision.request_id)
         # The org is cached per token fingerprint and per X-CRM-ORG (a multi-org user's
@@ -71,10 +74,6 @@ class Views:
         decision.metadata_age_s = age
         if not org.privacy_settings:
             return None
-        rule, shown = self.policy.shown_for(req.gateway_key)
-        if rule is not None:
-            decision.client_rule = rule
-            decision.note(Reason.CLIENT_RULE)
         return View(org, version, headers, shown, age=age)
 
     async def modules(self, view: View) -> dict[str, tuple[str, str]]:
