@@ -19,6 +19,8 @@ from gateway.crm.routes import Route, policy_route
 from gateway.errors import Reason
 
 SENSITIVITIES = frozenset({"high", "low"})
+#: what a module override may mark a field: shown by sensitivity, or always withheld
+OVERRIDE_SENSITIVITIES = frozenset({"high", "low", "restricted"})
 _DEFAULT_TTL = 300.0
 _DEFAULT_MAX_STALE = 900.0
 # A Host name, an IPv4 address or a bracketed IPv6 address; "*" or "*.example.com" match many.
@@ -86,6 +88,9 @@ class Policy:
     breaker_cooldown_s: float = 30.0
     #: pass-through rows for non-record routes (crm/routes.py ``policy_route``)
     routes: tuple[Route, ...] = ()
+    #: lower-case module -> lower-case field -> sensitivity: more private fields than the
+    #: CRM's metadata marks (never fewer; privacy/catalog.py ``with_overrides``)
+    private_fields: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     _by_key: Mapping[str, ClientRule] = field(default_factory=dict, repr=False, compare=False)
 
     def shown_for(
@@ -195,6 +200,33 @@ def _routes(raw: Any) -> tuple[Route, ...]:
     return tuple(out)
 
 
+def _modules(raw: Any) -> dict[str, dict[str, str]]:
+    """``[modules.<Module>.private]``: field = "high" | "low" | "restricted"."""
+    if not isinstance(raw, dict):
+        raise PolicyError("modules", "expected tables such as [modules.Leads.private]")
+    out: dict[str, dict[str, str]] = {}
+    for module, body in raw.items():
+        where = f"modules.{module}"
+        if not isinstance(body, dict):
+            raise PolicyError(where, "expected a table")
+        if set(body) - {"private"}:
+            raise PolicyError(f"{where}.{sorted(set(body) - {'private'})[0]}", "unknown key")
+        private = body.get("private", {})
+        if not isinstance(private, dict):
+            raise PolicyError(f"{where}.private", "expected a table of field = sensitivity")
+        fields: dict[str, str] = {}
+        for name, sensitivity in private.items():
+            if not isinstance(sensitivity, str) or sensitivity.lower() not in (
+                OVERRIDE_SENSITIVITIES
+            ):
+                raise PolicyError(
+                    f"{where}.private.{name}", "expected 'high', 'low' or 'restricted'"
+                )
+            fields[name.lower()] = sensitivity.lower()
+        out.setdefault(module.lower(), {}).update(fields)
+    return out
+
+
 def _client(index: int, raw: Any) -> ClientRule:
     where = f"clients[{index}]"
     if not isinstance(raw, dict):
@@ -251,6 +283,8 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
             clients = [_client(i, c) for i, c in enumerate(body)]
         elif top == "routes":
             values["routes"] = _routes(body)
+        elif top == "modules":
+            values["private_fields"] = _modules(body)
         elif top in _SCHEMA and top:
             if not isinstance(body, dict):
                 raise PolicyError(top, "expected a table")

@@ -21,7 +21,7 @@ from gateway.errors import GatewayError, InvalidModule, MetadataUnavailable
 from gateway.keys import fingerprint
 from gateway.metadata import MetadataCache
 from gateway.policy import Policy
-from gateway.privacy.catalog import ModuleCatalog, OrgInfo
+from gateway.privacy.catalog import ModuleCatalog, OrgInfo, with_overrides
 from gateway.privacy.redact import MaskPlan, build_plan
 from gateway.upstream import Headers
 
@@ -56,6 +56,8 @@ class Views:
         self.policy = policy
         self.secret = secret
         self._plans: LRUCache[tuple[Any, ...], tuple[tuple[Any, ...], MaskPlan]] = LRUCache(1024)
+        #: id(the CRM's catalog) -> (it, with the policy's module overrides)
+        self._overridden: LRUCache[int, tuple[ModuleCatalog, ModuleCatalog]] = LRUCache(1024)
 
     async def load(
         self, req: CanonicalRequest, decision: Decision, shown: frozenset[str]
@@ -116,10 +118,23 @@ class Views:
             found, age = await self.metadata.fields(
                 view.org.org_id, view.version, module, view.headers
             )
+            found = self._with_overrides(found)
             view.catalogs[key] = found
             view.age = max(view.age, age)
             decision.metadata_age_s = view.age
         return found
+
+    def _with_overrides(self, catalog: ModuleCatalog) -> ModuleCatalog:
+        """Every route reads a module's private fields here, the policy's overrides
+        included; built once per cached catalog."""
+        extra = self.policy.private_fields.get(catalog.module.lower())
+        if not extra:
+            return catalog
+        hit = self._overridden.get(id(catalog))
+        if hit is None or hit[0] is not catalog:
+            hit = (catalog, with_overrides(catalog, extra))
+            self._overridden[id(catalog)] = hit
+        return hit[1]
 
     async def catalogs_for_paths(
         self,
