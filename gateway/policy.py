@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.crm.routes import Route, policy_route
 from gateway.errors import Reason
+from gateway.rules import FAIL_CLOSED, Mode, Rule
 
 SENSITIVITIES = frozenset({"high", "low"})
 #: what a module override may mark a field: shown by sensitivity, or always withheld
@@ -58,6 +59,9 @@ class ClientRule:
 @dataclass(frozen=True, slots=True)
 class Policy:
     version: str = "default"
+    #: the mode of every rule the [rules] table does not name (gateway/rules.py)
+    mode: Mode = Mode.ENFORCE
+    rule_modes: Mapping[Rule, Mode] = field(default_factory=dict)
     metadata_ttl_s: float = _DEFAULT_TTL
     metadata_max_stale_s: float = _DEFAULT_MAX_STALE
     show: frozenset[str] = frozenset()
@@ -93,6 +97,9 @@ class Policy:
     private_fields: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     _by_key: Mapping[str, ClientRule] = field(default_factory=dict, repr=False, compare=False)
 
+    def rule_mode(self, rule: Rule) -> Mode:
+        return self.rule_modes.get(rule, self.mode)
+
     def shown_for(
         self, gateway_key: str | None, now: datetime | None = None
     ) -> tuple[str | None, frozenset[str], Reason | None]:
@@ -113,7 +120,11 @@ CLIENT_KEYS = ("name", "key_sha256", "show", "expires", "owner", "reason")
 
 # section -> key -> (attribute, type)
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
-    "": {"version": ("version", str), "unknown_keys": ("unknown_keys", str)},
+    "": {
+        "version": ("version", str),
+        "mode": ("mode", str),
+        "unknown_keys": ("unknown_keys", str),
+    },
     "metadata": {
         "ttl_seconds": ("metadata_ttl_s", float),
         "max_stale_seconds": ("metadata_max_stale_s", float),
@@ -227,6 +238,30 @@ def _modules(raw: Any) -> dict[str, dict[str, str]]:
     return out
 
 
+def _mode(key: str, value: Any, choices: tuple[str, ...]) -> Mode:
+    if value not in choices:
+        raise PolicyError(key, "expected " + " or ".join(f"'{c}'" for c in choices))
+    return Mode(value)
+
+
+def _rules(raw: Any) -> dict[Rule, Mode]:
+    """``[rules]``: rule = "enforce" | "shadow" | "off"; a check that fails closed may
+    only be named to say "enforce"."""
+    if not isinstance(raw, dict):
+        raise PolicyError("rules", "expected a table of rule = mode")
+    out: dict[Rule, Mode] = {}
+    for name, value in raw.items():
+        key = f"rules.{name}"
+        if name in FAIL_CLOSED:
+            if value != "enforce":
+                raise PolicyError(key, "fails closed, so it is always 'enforce'")
+        elif name in Rule.__members__.values():
+            out[Rule(name)] = _mode(key, value, ("enforce", "shadow", "off"))
+        else:
+            raise PolicyError(key, "unknown rule")
+    return out
+
+
 def _client(index: int, raw: Any) -> ClientRule:
     where = f"clients[{index}]"
     if not isinstance(raw, dict):
@@ -285,6 +320,8 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
             values["routes"] = _routes(body)
         elif top == "modules":
             values["private_fields"] = _modules(body)
+        elif top == "rules":
+            values["rule_modes"] = _rules(body)
         elif top in _SCHEMA and top:
             if not isinstance(body, dict):
                 raise PolicyError(top, "expected a table")
@@ -307,6 +344,7 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
         fsync.startswith("interval:") and fsync[9:].isdigit() and int(fsync[9:]) > 0
     ):
         raise PolicyError("audit.fsync", "expected 'always', 'never' or 'interval:<ms>'")
+    values["mode"] = _mode("mode", values.get("mode", "enforce"), ("enforce", "shadow"))
     if values.get("unknown_keys", "default") not in ("default", "refuse"):
         raise PolicyError("unknown_keys", "expected 'default' or 'refuse'")
     if values.get("audit_on_full", "block") not in ("block", "drop"):

@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
+from gateway.decision import Decision
+from gateway.errors import Reason
 from gateway.forward import Forwarder
 from gateway.policy import Policy
+from gateway.privacy.writes import STOP_PROCESSING, verdict
+from gateway.rules import Rule, refuses
 from gateway.state import RecordStates
 from gateway.view import Views
 
@@ -30,3 +34,13 @@ class Context:
     policy: Policy
     #: what each file uploaded through this gateway named, to check again when a job runs it
     uploads: UploadedFiles = field(default_factory=_uploaded_files)
+
+    def verdict(self, decision: Decision, state: bool | None) -> str | None:
+        """A write target's reason to refuse, or None. Stop processing follows its rule's
+        mode; an unknown state is refused in every mode (fail closed)."""
+        reason = verdict(state)
+        if reason == STOP_PROCESSING:
+            mode = self.policy.rule_mode(Rule.STOP_PROCESSING)
+            if not refuses(mode, decision, Rule.STOP_PROCESSING, Reason.STOP_PROCESSING):
+                return None
+        return reason
