@@ -52,6 +52,8 @@ from gateway.keys import load_or_create_secret
 from gateway.metadata import MetadataCache
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.policy import Policy
+from gateway.policy_store import PolicyStore
 from gateway.serving import check_head, default_hosts
 from gateway.settings import Settings
 from gateway.types import Reply
@@ -101,7 +103,7 @@ class Gateway:
             policy.breaker_failures,
             policy.breaker_cooldown_s,
         )
-        self.hosts = policy.allowed_hosts or default_hosts(settings.host)
+        self.default_hosts = default_hosts(settings.host)
         self.in_flight = 0
         self.metadata = MetadataCache(
             self.upstream,
@@ -118,11 +120,23 @@ class Gateway:
             policy=policy,
             secret=self.secret,
         )
+        self.policies = PolicyStore(
+            settings.policy_path,
+            policy,
+            self._use_policy,
+            lambda fields: self.audit.record(fields, event="policy_reload"),
+        )
         self.metrics = Metrics()
+        self.metrics.info["gateway_policy_info"] = lambda: {
+            "version": self.pipeline.policy.version,
+            "hash": self.pipeline.policy.digest,
+        }
         self.metrics.gauges.update(
             {
                 "gateway_audit_dropped_total": lambda: float(self.audit.dropped),
                 "gateway_audit_written_total": lambda: float(self.audit.written),
+                "gateway_policy_reloads_total": lambda: float(self.policies.reloads),
+                "gateway_policy_rejected_total": lambda: float(self.policies.rejected),
                 "gateway_metadata_fetches_total": lambda: float(self.metadata.stats.fetches),
                 "gateway_metadata_cache_hits_total": lambda: float(self.metadata.stats.hits),
                 "gateway_metadata_failures_total": lambda: float(self.metadata.stats.failures),
@@ -145,12 +159,17 @@ class Gateway:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         await self.audit.start()
         try:
-            yield
+            async with self.policies.running():
+                yield
         finally:
             # uvicorn has already drained in-flight requests (bounded by its graceful
             # shutdown timeout); closing the trail flushes and checkpoints what they wrote.
             await self.upstream.aclose()
             await self.audit.close()
+
+    def _use_policy(self, policy: Policy) -> None:
+        """A reloaded policy: new requests take the corridor built for it."""
+        self.pipeline = self.pipeline.with_policy(policy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith("/_gateway/"):
@@ -175,7 +194,8 @@ class Gateway:
             "status": "ready" if not problems else "not_ready",
             "problems": problems,
             "audit_dropped": self.audit.dropped,
-            "policy_version": self.settings.policy.version,
+            "policy_version": self.pipeline.policy.version,
+            "policy_hash": self.pipeline.policy.digest or None,
         }
         return JSONResponse(body, status_code=200 if not problems else 503)
 
@@ -203,14 +223,18 @@ class Gateway:
         client_rid = next(
             (v.decode("latin-1") for n, v in raw_headers if n.lower() == b"x-request-id"), ""
         )
-        policy = self.settings.policy
+        pipeline = self.pipeline  # the request keeps it, whatever a reload does meanwhile
+        policy = pipeline.policy
         decision = Decision(
-            uuid.uuid4().hex, _method_name(scope["method"]), policy_version=policy.version
+            uuid.uuid4().hex,
+            _method_name(scope["method"]),
+            policy_version=policy.version,
+            policy_hash=policy.digest or None,
         )
         if _REQUEST_ID.fullmatch(client_rid):
             decision.client_request_id = client_rid
         try:
-            check_head(scope, policy, self.hosts)
+            check_head(scope, policy, policy.allowed_hosts or self.default_hosts)
             if self.in_flight >= policy.max_concurrent_requests:
                 # Refused at once: a queue would only make every waiting client time out.
                 raise Overloaded("Too many requests are in flight; retry later.")
@@ -219,16 +243,16 @@ class Gateway:
             return
         self.in_flight += 1
         try:
-            reply, read_through = await self._through(scope, receive, decision)
+            reply, read_through = await self._through(pipeline, scope, receive, decision)
             await self._finish(reply, decision, started, send, close=not read_through)
         finally:
             self.in_flight -= 1
 
     async def _through(
-        self, scope: Scope, receive: Receive, decision: Decision
+        self, pipeline: Pipeline, scope: Scope, receive: Receive, decision: Decision
     ) -> tuple[Reply, bool]:
         """The corridor: the reply, and whether the request body was read through."""
-        policy = self.settings.policy
+        policy = pipeline.policy
         read_through = False
         try:
             if not self.audit.healthy and policy.audit_on_full == "block":
@@ -243,9 +267,9 @@ class Gateway:
                 scope.get("query_string", b""),
                 scope["headers"],
                 body,
-                self.settings.policy.routes,
+                policy.routes,
             )
-            reply = await self.pipeline.handle(req, decision)
+            reply = await pipeline.handle(req, decision)
             self.upstream_seen = self.upstream_seen or decision.upstream_status is not None
         except GatewayError as exc:
             reply = _error_reply(exc, decision)

@@ -75,6 +75,8 @@ class Reason(enum.StrEnum):
     BODY_TIMEOUT = "body_timeout"
     UNKNOWN_GATEWAY_KEY = "unknown_gateway_key"
     EXCEPTION_EXPIRED = "exception_expired"
+    POLICY_RELOADED = "policy_reloaded"
+    POLICY_INVALID = "policy_invalid"
 
 
 def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -22,6 +22,8 @@ class Metrics:
         self.duration_buckets = [0] * (len(_BUCKETS) + 1)
         self.duration_sum = 0.0
         self.gauges: dict[str, Callable[[], float]] = {}
+        #: name -> its labels now, rendered as a gauge of 1 (the policy version in force)
+        self.info: dict[str, Callable[[], dict[str, str]]] = {}
 
     def observe(self, d: Decision) -> None:
         self.requests[(d.route, d.outcome, d.status)] += 1
@@ -78,4 +80,11 @@ class Metrics:
         for name, read in sorted(self.gauges.items()):
             lines.append(f"# TYPE {name} gauge")
             lines.append(f"{name} {read():g}")
+        for name, read_labels in sorted(self.info.items()):
+            pairs = ",".join(f'{k}="{_escaped(v)}"' for k, v in sorted(read_labels().items()))
+            lines += [f"# TYPE {name} gauge", f"{name}{{{pairs}}} 1"]
         return "\n".join(lines) + "\n"
+
+
+def _escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

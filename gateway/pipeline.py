@@ -16,7 +16,17 @@ from gateway.crm.routes import Kind
 from gateway.decision import Decision
 from gateway.errors import InvalidData, InvalidUrl, Reason, RestrictedField, UnknownGatewayKey
 from gateway.forward import Forwarder
-from gateway.handlers import Context, bulk, composite, coql, reads, uploads, writes
+from gateway.handlers import (
+    Context,
+    UploadedFiles,
+    bulk,
+    composite,
+    coql,
+    reads,
+    uploaded_files,
+    uploads,
+    writes,
+)
 from gateway.keys import fingerprint
 from gateway.metadata import MetadataCache
 from gateway.policy import Policy
@@ -44,13 +54,28 @@ class Pipeline:
         metadata: MetadataCache,
         policy: Policy,
         secret: bytes,
+        uploads: UploadedFiles | None = None,
     ) -> None:
         self.policy = policy
         self.secret = secret
         self.forward = Forwarder(upstream, upstream_url, upload_url, policy)
         self.views = Views(metadata, policy, secret)
-        self.ctx = Context(
-            self.forward, self.views, RecordStates(upstream, upstream_url, self.views), policy
+        states = RecordStates(upstream, upstream_url, self.views)
+        shared = uploaded_files() if uploads is None else uploads  # an empty cache is falsy
+        self.ctx = Context(self.forward, self.views, states, policy, shared)
+
+    def with_policy(self, policy: Policy) -> Pipeline:
+        """The corridor under another policy (a reload), sharing this one's metadata cache
+        and what was uploaded through it. A request keeps the pipeline it started with."""
+        fwd = self.forward
+        return Pipeline(
+            upstream=fwd.upstream,
+            upstream_url=fwd.upstream_url,
+            upload_url=fwd.upload_url,
+            metadata=self.views.metadata,
+            policy=policy,
+            secret=self.secret,
+            uploads=self.ctx.uploads,
         )
 
     async def handle(self, req: CanonicalRequest, decision: Decision) -> Reply:

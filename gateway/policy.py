@@ -6,6 +6,7 @@ error that names the key, so a typo can never silently weaken enforcement.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import tomllib
@@ -59,6 +60,8 @@ class ClientRule:
 @dataclass(frozen=True, slots=True)
 class Policy:
     version: str = "default"
+    #: the first 12 hex digits of the SHA-256 of the file's bytes; "" when not from a file
+    digest: str = ""
     #: the mode of every rule the [rules] table does not name (gateway/rules.py)
     mode: Mode = Mode.ENFORCE
     rule_modes: Mapping[Rule, Mode] = field(default_factory=dict)
@@ -363,12 +366,24 @@ def load_policy(path: Path | None) -> Policy:
     if path is None:
         return Policy()
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise PolicyError("<file>", f"{path} does not exist") from exc
+    except OSError as exc:
+        raise PolicyError("<file>", f"{path} cannot be read ({exc.strerror})") from exc
+    return parse_policy(data)
+
+
+def parse_policy(data: bytes) -> Policy:
+    """A policy from a file's bytes, with their digest as its version's second half."""
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PolicyError("<file>", "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError("<file>", f"not valid TOML ({exc})") from exc
-    return policy_from_mapping(raw)
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    return dataclasses.replace(policy_from_mapping(raw), digest=digest)
 
 
 def explain(policy: Policy) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from gateway.app import Gateway, create_app
-from gateway.policy import Policy, policy_from_mapping
+from gateway.policy import Policy, load_policy, policy_from_mapping
 from gateway.sandbox import create_app as create_sandbox
 from gateway.settings import Settings
 from tests.servers import ThreadedServer
@@ -124,10 +124,14 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
         upstream: str | None = None,
         upload_upstream: str | None = None,
         transport: str = "aiohttp",
+        policy_path: Path | None = None,
     ) -> GatewayHandle:
+        """``policy_path``: the policy is that file's, watched for changes."""
         pol = (
             policy
             if isinstance(policy, Policy)
+            else load_policy(policy_path)
+            if policy_path is not None
             else policy_from_mapping({"audit": {"fsync": "never"}, **(policy or {})})
         )
         n = len(started)
@@ -137,6 +141,7 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
             audit_log=str(tmp_path / f"audit{n}.jsonl"),
             transport=transport,
             policy=pol,
+            policy_path=str(policy_path) if policy_path else None,
             env={"GATEWAY_SECRET": "test-secret"},
         )
         app = create_app(settings)

@@ -25,7 +25,7 @@ MAX_STRING = 200  # any string longer than this is cut before it is checked
 MAX_LIST = 1000  # more ids or names than this is not an audit fact but a data dump
 
 OUTCOMES = frozenset({"forwarded", "redacted", "refused", "error"})
-EVENTS = frozenset({"request", "segment_start"})
+EVENTS = frozenset({"request", "segment_start", "policy_reload"})
 
 _RECORD_ID = re.compile(r"\d{1,25}")
 # Reasons are codes from a closed vocabulary (gateway.errors.Reason, and the trail's own),
@@ -158,6 +158,7 @@ _SCALARS: dict[str, Check] = {
     "status": _int_in(0, 599),
     "duration_ms": _amount,
     "policy_version": _policy_version,
+    "policy_hash": _name(_DIGEST),
     "metadata_age_s": _amount,
     "client_rule": _name(_MODULE),
     "client_request_id": _name(_CLIENT_REQUEST_ID),

@@ -21,7 +21,7 @@ from gateway.view import Views
 UploadedFiles = TTLCache[str, tuple[tuple[str, ...], tuple[str, ...]]]
 
 
-def _uploaded_files() -> UploadedFiles:
+def uploaded_files() -> UploadedFiles:
     # The CRM keeps an uploaded file for a few days; a job after that has nothing to run.
     return TTLCache(maxsize=10_000, ttl=7 * 24 * 3600)
 
@@ -33,7 +33,7 @@ class Context:
     states: RecordStates
     policy: Policy
     #: what each file uploaded through this gateway named, to check again when a job runs it
-    uploads: UploadedFiles = field(default_factory=_uploaded_files)
+    uploads: UploadedFiles = field(default_factory=uploaded_files)
 
     def verdict(self, decision: Decision, state: bool | None) -> str | None:
         """A write target's reason to refuse, or None. Stop processing follows its rule's
