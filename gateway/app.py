@@ -64,7 +64,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _CHUNK = 64 * 1024
 
 
-def configure_logging(stream: TextIO | None = None) -> None:
+def configure_logging(stream: TextIO | None = None, level: str = "info") -> None:
     """JSON lines (stderr by default); tracebacks are rendered without locals, which may
     hold tokens."""
 
@@ -75,7 +75,9 @@ def configure_logging(stream: TextIO | None = None) -> None:
             structlog.processors.dict_tracebacks,
             structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode()),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=True,
     )
@@ -91,17 +93,19 @@ class Gateway:
     ) -> None:
         self.settings = settings
         policy = settings.policy
+        for key in policy.legacy:
+            log.warning("policy_key_moved_to_settings", key=key)
         self.secret = load_or_create_secret(settings.secret_file, settings.secret)
         self.upstream = upstream or BreakerUpstream(
             make_upstream(
                 settings.transport,
-                policy.connect_timeout_s,
-                policy.read_timeout_s,
-                policy.max_upstream_connections,
-                policy.pool_timeout_s,
+                settings.connect_timeout_s,
+                settings.read_timeout_s,
+                settings.max_upstream_connections,
+                settings.pool_timeout_s,
             ),
-            policy.breaker_failures,
-            policy.breaker_cooldown_s,
+            settings.breaker_failures,
+            settings.breaker_cooldown_s,
         )
         self.default_hosts = default_hosts(settings.host)
         self.in_flight = 0
@@ -234,8 +238,13 @@ class Gateway:
         if _REQUEST_ID.fullmatch(client_rid):
             decision.client_request_id = client_rid
         try:
-            check_head(scope, policy, policy.allowed_hosts or self.default_hosts)
-            if self.in_flight >= policy.max_concurrent_requests:
+            check_head(
+                scope,
+                self.settings.max_header_bytes,
+                policy.max_request_body,
+                policy.allowed_hosts or self.default_hosts,
+            )
+            if self.in_flight >= self.settings.max_concurrent_requests:
                 # Refused at once: a queue would only make every waiting client time out.
                 raise Overloaded("Too many requests are in flight; retry later.")
         except GatewayError as exc:
@@ -258,7 +267,9 @@ class Gateway:
             if not self.audit.healthy and policy.audit_on_full == "block":
                 # Refuse before anything reaches the CRM: it could not be recorded.
                 raise AuditUnavailable()
-            body = await _read_body(receive, policy.max_request_body, policy.body_read_timeout_s)
+            body = await _read_body(
+                receive, policy.max_request_body, self.settings.body_read_timeout_s
+            )
             read_through = True
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
             req = canonicalize(

@@ -11,7 +11,7 @@ from pathlib import Path
 from gateway.audit.config import checkpoint_signer
 from gateway.keys import KeyFileError, KeyRing
 from gateway.policy import PolicyError, explain, load_policy
-from gateway.settings import Settings, SettingsError
+from gateway.settings import RUNTIME, Settings, SettingsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         help="Ed25519 private key (from `audit keygen`) that signs checkpoints; default: "
         "HMAC with the gateway secret (GATEWAY_CHECKPOINT_KEY)",
     )
+
+    for attr, (flag, var, kind, default) in RUNTIME.items():
+        unit = "SECONDS" if attr.endswith("_s") else "N" if kind is int else "LEVEL"
+        s.add_argument(flag, dest=attr, metavar=unit, help=f"({var}, default {default})")
 
     sb = sub.add_parser("sandbox", help="run the Zoho-compatible CRM sandbox")
     sb.add_argument("--host", default="127.0.0.1")
@@ -122,17 +126,18 @@ def _serve(args: argparse.Namespace) -> int:
             policy=policy,
             checkpoint_file=args.checkpoint_file,
             checkpoint_key=args.checkpoint_key,
+            runtime={attr: getattr(args, attr) for attr in RUNTIME},
         )
         checkpoint_signer(settings)  # a bad key stops serve before any file is created
     except (SettingsError, PolicyError, KeyFileError) as exc:
         return _fail(str(exc))
     try:
         options = uvicorn_options(
-            args.http or os.environ.get("GATEWAY_HTTP", "auto"), settings.policy.max_header_bytes
+            args.http or os.environ.get("GATEWAY_HTTP", "auto"), settings.max_header_bytes
         )
     except ValueError as exc:
         return _fail(str(exc))
-    configure_logging()
+    configure_logging(level=settings.log_level)
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -140,7 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         access_log=False,  # query strings are personal data
         log_level="warning",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.drain_timeout_s,
         server_header=False,
         **options,
     )

@@ -77,8 +77,6 @@ class Policy:
     max_request_body: int = 50 * 1024 * 1024
     max_response_body: int = 64 * 1024 * 1024
     max_bulk_result: int = 1024 * 1024 * 1024
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
     audit_fsync: str = "always"
     audit_on_full: str = "block"
     audit_stdout: bool = False
@@ -86,13 +84,9 @@ class Policy:
     audit_max_bytes: int = 100 * 1024 * 1024
     #: Host names clients may address; empty: the listen address, localhost and 127.0.0.1
     allowed_hosts: tuple[str, ...] = ()
-    max_header_bytes: int = 32 * 1024
-    body_read_timeout_s: float = 30.0
-    max_concurrent_requests: int = 256
-    max_upstream_connections: int = 200
-    pool_timeout_s: float = 5.0
-    breaker_failures: int = 5
-    breaker_cooldown_s: float = 30.0
+    #: keys that are settings now (``MOVED_TO_SETTINGS``), accepted for one release:
+    #: policy key -> value; settings.py uses them when no flag or variable is given
+    legacy: Mapping[str, float | int] = field(default_factory=dict)
     #: pass-through rows for non-record routes (crm/routes.py ``policy_route``)
     routes: tuple[Route, ...] = ()
     #: lower-case module -> lower-case field -> sensitivity: more private fields than the
@@ -142,15 +136,6 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "max_request_body_bytes": ("max_request_body", int),
         "max_response_body_bytes": ("max_response_body", int),
         "max_bulk_result_bytes": ("max_bulk_result", int),
-        "connect_timeout_seconds": ("connect_timeout_s", float),
-        "read_timeout_seconds": ("read_timeout_s", float),
-        "max_header_bytes": ("max_header_bytes", int),
-        "body_read_timeout_seconds": ("body_read_timeout_s", float),
-        "max_concurrent_requests": ("max_concurrent_requests", int),
-        "max_upstream_connections": ("max_upstream_connections", int),
-        "pool_timeout_seconds": ("pool_timeout_s", float),
-        "breaker_failures": ("breaker_failures", int),
-        "breaker_cooldown_seconds": ("breaker_cooldown_s", float),
     },
     "server": {"allowed_hosts": ("allowed_hosts", list)},
     "audit": {
@@ -160,6 +145,21 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "checkpoint_interval_seconds": ("audit_checkpoint_interval_s", float),
         "max_bytes": ("audit_max_bytes", int),
     },
+}
+
+
+#: how the process runs is a setting (settings.py); these policy keys said it before:
+#: policy key -> (settings attribute, type). Accepted for one release, with a warning.
+MOVED_TO_SETTINGS: dict[str, tuple[str, type]] = {
+    "limits.connect_timeout_seconds": ("connect_timeout_s", float),
+    "limits.read_timeout_seconds": ("read_timeout_s", float),
+    "limits.max_header_bytes": ("max_header_bytes", int),
+    "limits.body_read_timeout_seconds": ("body_read_timeout_s", float),
+    "limits.max_concurrent_requests": ("max_concurrent_requests", int),
+    "limits.max_upstream_connections": ("max_upstream_connections", int),
+    "limits.pool_timeout_seconds": ("pool_timeout_s", float),
+    "limits.breaker_failures": ("breaker_failures", int),
+    "limits.breaker_cooldown_seconds": ("breaker_cooldown_s", float),
 }
 
 
@@ -313,6 +313,7 @@ def _instant(key: str, value: Any) -> datetime | None:
 
 def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
     values: dict[str, Any] = {}
+    legacy: dict[str, float | int] = {}
     clients: list[ClientRule] = []
     for top, body in raw.items():
         if top == "clients":
@@ -329,6 +330,10 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
             if not isinstance(body, dict):
                 raise PolicyError(top, "expected a table")
             for key, value in body.items():
+                moved = MOVED_TO_SETTINGS.get(f"{top}.{key}")
+                if moved is not None:
+                    legacy[f"{top}.{key}"] = _typed(f"{top}.{key}", value, moved[1])
+                    continue
                 if key not in _SCHEMA[top]:
                     raise PolicyError(f"{top}.{key}", "unknown key")
                 attr, kind = _SCHEMA[top][key]
@@ -359,7 +364,7 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
     by_key = {c.key_sha256: c for c in clients}
     if len(by_key) != len(clients):
         raise PolicyError("clients", "two clients share one key")
-    return Policy(clients=tuple(clients), _by_key=by_key, **values)
+    return Policy(clients=tuple(clients), legacy=legacy, _by_key=by_key, **values)
 
 
 def load_policy(path: Path | None) -> Policy:
@@ -386,24 +391,70 @@ def parse_policy(data: bytes) -> Policy:
     return dataclasses.replace(policy_from_mapping(raw), digest=digest)
 
 
-def explain(policy: Policy) -> list[str]:
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:g} MB" if n >= 1024 * 1024 else f"{n:,} bytes"
+
+
+def _mode_sentence(rule: Rule, mode: Mode) -> str:
+    if mode is Mode.SHADOW:
+        return (
+            f"rule {rule} runs in shadow: checked, never applied; the audit says what it "
+            "would have done"
+        )
+    if mode is Mode.OFF:
+        return f"rule {rule} is off: nothing is refused or withheld for it, nothing recorded"
+    return f"rule {rule} is enforced"
+
+
+def _client_sentence(c: ClientRule, now: datetime) -> str:
+    who = f"client '{c.name}'" + (f" (owner {c.owner}: {c.reason})" if c.owner or c.reason else "")
+    sees = ", ".join(sorted(c.show)) or "nothing private"
+    if c.expires is None:
+        return f"{who} is shown: {sees}"
+    when = c.expires.isoformat()
+    if c.expired(now):
+        return f"{who} expired at {when}: it is served as the default, audited exception_expired"
+    return f"{who} is shown: {sees}, until {when}; then the default, audited exception_expired"
+
+
+def explain(policy: Policy, now: datetime | None = None) -> list[str]:
     """Plain sentences a reviewer can read: what this policy makes the gateway do."""
+    now = now or datetime.now(UTC)
     shown = ", ".join(sorted(policy.show)) or "nothing"
-    lines = [
-        f"policy version {policy.version}",
-        *(
-            f"passes on {route.template} ({', '.join(sorted(set(route.methods) - {'HEAD'}))}) "
-            "unrewritten: its answers are checked as JSON, never as records"
-            for route in policy.routes
-        ),
+    digest = f" (file sha256 {policy.digest}…)" if policy.digest else ""
+    lines = [f"policy version {policy.version}{digest}"]
+    if policy.mode is Mode.SHADOW:
+        lines.append(
+            "audit-only rollout: every rule runs in shadow unless [rules] says otherwise; "
+            "answers pass unchanged and the audit records what would have been refused or withheld"
+        )
+    lines += [_mode_sentence(rule, policy.rule_mode(rule)) for rule in Rule]
+    lines.append(
+        "in every mode, what cannot be checked is refused: " + "; ".join(FAIL_CLOSED.values())
+    )
+    lines += [
+        f"passes on {route.template} ({', '.join(sorted(set(route.methods) - {'HEAD'}))}) "
+        "unrewritten: its answers are checked as JSON, never as records"
+        for route in policy.routes
+    ]
+    lines += [
         "restricted private fields are always withheld (null) in every record API",
         f"non-restricted private fields shown to clients without a rule: {shown}",
     ]
-    for c in policy.clients:
-        lines.append(f"client '{c.name}' is shown: {', '.join(sorted(c.show)) or 'nothing'}")
+    for module, fields in sorted(policy.private_fields.items()):
+        for name, sensitivity in sorted(fields.items()):
+            lines.append(
+                f"field {name} of module {module} is private ({sensitivity}) even where the "
+                "CRM's metadata leaves it public"
+            )
+    lines += [_client_sentence(c, now) for c in policy.clients]
     lines += [
-        f"field metadata is cached {policy.metadata_ttl_s:g}s and served stale at most "
-        f"{policy.metadata_max_stale_s:g}s when the CRM cannot be asked; then requests fail closed",
+        "an X-Gateway-Key that matches no client is "
+        + ("refused (403)" if policy.unknown_keys == "refuse" else "served as the default")
+        + ", audited unknown_gateway_key",
+        f"field metadata is cached {policy.metadata_ttl_s:g} seconds and served stale at most "
+        f"{policy.metadata_max_stale_s:g} seconds when the CRM cannot be asked; then requests "
+        "fail closed",
         "word= search is "
         + ("allowed" if policy.allow_word_search else "refused")
         + " when the module has a restricted text field",
@@ -411,16 +462,16 @@ def explain(policy: Policy) -> list[str]:
         + ("refused" if policy.require_consent else "allowed"),
         "mass update by custom view or territory is "
         + ("allowed" if policy.allow_mass_update_by_cvid else "refused"),
-        f"request bodies over {policy.max_request_body} bytes are refused (413), and bodies "
-        f"not complete within {policy.body_read_timeout_s:g}s are cut off (408)",
-        f"request headers over {policy.max_header_bytes} bytes are refused (431)",
+        f"request bodies over {_size(policy.max_request_body)} are refused (413); CRM answers "
+        f"over {_size(policy.max_response_body)} and bulk results over "
+        f"{_size(policy.max_bulk_result)} are not passed on",
         "clients may address the gateway as: "
         + (", ".join(policy.allowed_hosts) or "its listen address, localhost, 127.0.0.1"),
-        f"more than {policy.max_concurrent_requests} requests in flight are refused at once "
-        f"(503); a request waits at most {policy.pool_timeout_s:g}s for one of "
-        f"{policy.max_upstream_connections} connections to the CRM (then 503)",
-        f"after {policy.breaker_failures} consecutive failures the CRM is not called for "
-        f"{policy.breaker_cooldown_s:g}s (503), then one probe request is let through",
-        f"audit: fsync {policy.audit_fsync}, when the sink is full: {policy.audit_on_full}",
+        f"audit: fsync {policy.audit_fsync}, when the sink is full: {policy.audit_on_full}, "
+        f"a signed checkpoint every {policy.audit_checkpoint_interval_s:g} seconds",
+    ]
+    lines += [
+        f"{key} = {value} is a setting now (see settings); it is still applied in this release"
+        for key, value in policy.legacy.items()
     ]
     return lines

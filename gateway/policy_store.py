@@ -117,6 +117,9 @@ class PolicyStore:
         for attr, key in _AT_START.items():
             if getattr(policy, attr) != getattr(self.policy, attr):
                 log.warning("policy_key_needs_restart", key=key)
+        for key in sorted(set(policy.legacy) | set(self.policy.legacy)):
+            if policy.legacy.get(key) != self.policy.legacy.get(key):
+                log.warning("policy_key_needs_restart", key=key)
         self._rejected_digest = None
         self.policy = policy
         self.apply(policy)

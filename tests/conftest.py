@@ -125,8 +125,10 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
         upload_upstream: str | None = None,
         transport: str = "aiohttp",
         policy_path: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> GatewayHandle:
-        """``policy_path``: the policy is that file's, watched for changes."""
+        """``policy_path``: the policy is that file's, watched for changes; ``env``: more
+        ``GATEWAY_*`` variables (settings)."""
         pol = (
             policy
             if isinstance(policy, Policy)
@@ -142,10 +144,10 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
             transport=transport,
             policy=pol,
             policy_path=str(policy_path) if policy_path else None,
-            env={"GATEWAY_SECRET": "test-secret"},
+            env={"GATEWAY_SECRET": "test-secret", **(env or {})},
         )
         app = create_app(settings)
-        server = ThreadedServer(app).start()
+        server = ThreadedServer(app, max_header_bytes=settings.max_header_bytes).start()
         http = httpx.Client(base_url=server.url, headers=AUTH, timeout=30)
         started.append((server, http))
         return GatewayHandle(server.url, app, http, tmp_path / f"audit{n}.jsonl")
