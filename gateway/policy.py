@@ -163,6 +163,16 @@ MOVED_TO_SETTINGS: dict[str, tuple[str, type]] = {
 }
 
 
+def policy_keys() -> list[str]:
+    """Every key a policy file may hold, spelled as policies/README.md documents them
+    (``<Module>`` and ``<Field>`` stand for names; ``[]`` for each table of an array)."""
+    keys = [f"{top}.{key}" if top else key for top, body in _SCHEMA.items() for key in body]
+    keys += [f"clients[].{key}" for key in CLIENT_KEYS]
+    keys += ["routes[].template", "routes[].methods", "modules.<Module>.private.<Field>"]
+    keys += [f"rules.{name}" for name in [*Rule, *FAIL_CLOSED]]
+    return keys + list(MOVED_TO_SETTINGS)
+
+
 def _typed(key: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         if value <= 0:
