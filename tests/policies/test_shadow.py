@@ -141,3 +141,31 @@ def test_modes_are_validated(raw: dict[str, object], key: str) -> None:
     with pytest.raises(PolicyError) as err:
         policy_from_mapping(raw)
     assert err.value.key == key
+
+
+def test_in_shadow_a_bulk_result_is_the_crms_file_and_its_columns_are_counted(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway(SHADOW)
+    job = gw.http.post("/crm/bulk/v2.1/read", json={"query": {"module": {"api_name": "Leads"}}})
+    assert job.status_code in (200, 201), job.text
+    job_id = job.json()["data"][0]["details"]["id"]
+    entry = _same_as_direct(crm, gw, "GET", f"/crm/bulk/v2.1/read/{job_id}/result")
+    assert {"Email", "Mobile", "Phone"} <= set(entry["would_redact"]["names"])
+    assert entry["outcome"] == "forwarded" and entry["fields_withheld"]["count"] == 0
+
+
+def test_a_composite_request_records_what_each_part_would_have_done(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway(SHADOW)
+    sub = {"method": "GET", "uri": "/crm/v8/Leads/search"}
+    body = {"__composite_requests": [{**sub, "params": {"criteria": "(Email:equals:x@y.z)"}}]}
+    r = gw.http.post("/crm/v8/__composite_requests", content=orjson.dumps(body))
+    assert r.status_code == 200, r.text
+    (part,) = r.json()["__composite_requests"]
+    assert part["details"]["response"]["status_code"] != 400
+    entry = gw.requests()[-1]
+    assert (
+        entry["would_refuse"] == ["restricted_criteria"] and "criteria" in entry["shadowed_rules"]
+    )
