@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gateway.audit.config import checkpoint_signer
 from gateway.keys import KeyFileError, KeyRing
-from gateway.policy import PolicyError, explain, load_policy
+from gateway.policy import PolicyError, load_policy
 from gateway.settings import RUNTIME, Settings, SettingsError
 
 
@@ -73,9 +73,12 @@ def _parser() -> argparse.ArgumentParser:
 
     pc = sub.add_parser("policy", help="policy tools")
     psub = pc.add_subparsers(dest="policy_command", required=True)
-    c = psub.add_parser("check", help="validate a policy file")
+    c = psub.add_parser("check", help="validate a policy file: every problem, with its line")
     c.add_argument("file")
-    c.add_argument("--explain", action="store_true")
+    c.add_argument("--explain", action="store_true", help="say what the policy does")
+    df = psub.add_parser("diff", help="say what replacing one policy with another would do")
+    df.add_argument("old")
+    df.add_argument("new")
     return p
 
 
@@ -221,13 +224,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "audit":
         return _audit(args)
     if args.command == "policy":
-        try:
-            policy = load_policy(Path(args.file))
-        except PolicyError as exc:
-            return _fail(str(exc))
-        print(f"policy {args.file} is valid (version {policy.version})")
-        if args.explain:
-            for line in explain(policy):
-                print(f"- {line}")
-        return 0
+        return _policy(args)
     return 2
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from gateway.policy_text import check_file, diff, explain
+
+    files = [args.file] if args.policy_command == "check" else [args.old, args.new]
+    policies = []
+    for name in files:
+        policy, problems = check_file(Path(name))
+        for problem in problems:
+            print(f"privacy-gateway: {problem}", file=sys.stderr)
+        if policy is None:
+            return 2
+        policies.append(policy)
+    if args.policy_command == "diff":
+        changes = diff(policies[0], policies[1])
+        for line in changes or ["nothing the gateway does would change"]:
+            print(f"- {line}")
+        return 0
+    (policy,) = policies
+    print(f"policy {args.file} is valid (version {policy.version})")
+    if args.explain:
+        for line in explain(policy):
+            print(f"- {line}")
+    return 0

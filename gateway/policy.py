@@ -6,11 +6,12 @@ error that names the key, so a typo can never silently weaken enforcement.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,19 @@ class PolicyError(ValueError):
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"policy key '{key}': {problem}")
         self.key = key
+        self.problem = problem
+        self.problems: list[PolicyError] = [self]
+
+
+class PolicyErrors(PolicyError):
+    """Every problem found in one policy; ``key`` names the first."""
+
+    def __init__(self, problems: list[PolicyError]) -> None:
+        flat = [p for problem in problems for p in problem.problems]
+        first = flat[0]
+        more = f" (and {len(flat) - 1} more)" if len(flat) > 1 else ""
+        super().__init__(first.key, first.problem + more)
+        self.problems = flat
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +103,8 @@ class Policy:
     legacy: Mapping[str, float | int] = field(default_factory=dict)
     #: pass-through rows for non-record routes (crm/routes.py ``policy_route``)
     routes: tuple[Route, ...] = ()
-    #: lower-case module -> lower-case field -> sensitivity: more private fields than the
-    #: CRM's metadata marks (never fewer; privacy/catalog.py ``with_overrides``)
+    #: module -> field -> sensitivity, as the file spells them: more private fields than
+    #: the CRM's metadata marks (never fewer; privacy/catalog.py ``with_overrides``)
     private_fields: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     _by_key: Mapping[str, ClientRule] = field(default_factory=dict, repr=False, compare=False)
 
@@ -246,8 +260,8 @@ def _modules(raw: Any) -> dict[str, dict[str, str]]:
                 raise PolicyError(
                     f"{where}.private.{name}", "expected 'high', 'low' or 'restricted'"
                 )
-            fields[name.lower()] = sensitivity.lower()
-        out.setdefault(module.lower(), {}).update(fields)
+            fields[name] = sensitivity.lower()
+        out[module] = fields
     return out
 
 
@@ -321,60 +335,105 @@ def _instant(key: str, value: Any) -> datetime | None:
     return value
 
 
+@contextlib.contextmanager
+def _collected(problems: list[PolicyError]) -> Iterator[None]:
+    """Note a problem and go on, so one check of a file reports all of them."""
+    try:
+        yield
+    except PolicyError as exc:
+        problems.append(exc)
+
+
+def _section(
+    top: str, body: Any, values: dict[str, Any], legacy: dict[str, Any]
+) -> list[PolicyError]:
+    problems: list[PolicyError] = []
+    if not isinstance(body, dict):
+        return [PolicyError(top, "expected a table")]
+    for key, value in body.items():
+        with _collected(problems):
+            moved = MOVED_TO_SETTINGS.get(f"{top}.{key}")
+            if moved is not None:
+                legacy[f"{top}.{key}"] = _typed(f"{top}.{key}", value, moved[1])
+                continue
+            if key not in _SCHEMA[top]:
+                raise PolicyError(f"{top}.{key}", "unknown key")
+            attr, kind = _SCHEMA[top][key]
+            values[attr] = _typed(f"{top}.{key}", value, kind)
+    return problems
+
+
 def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
+    """The policy, or ``PolicyErrors`` naming every problem found."""
     values: dict[str, Any] = {}
     legacy: dict[str, float | int] = {}
     clients: list[ClientRule] = []
+    problems: list[PolicyError] = []
     for top, body in raw.items():
-        if top == "clients":
-            if not isinstance(body, list):
-                raise PolicyError("clients", "expected an array of tables ([[clients]])")
-            clients = [_client(i, c) for i, c in enumerate(body)]
-        elif top == "routes":
-            values["routes"] = _routes(body)
-        elif top == "modules":
-            values["private_fields"] = _modules(body)
-        elif top == "rules":
-            values["rule_modes"] = _rules(body)
-        elif top in _SCHEMA and top:
-            if not isinstance(body, dict):
-                raise PolicyError(top, "expected a table")
-            for key, value in body.items():
-                moved = MOVED_TO_SETTINGS.get(f"{top}.{key}")
-                if moved is not None:
-                    legacy[f"{top}.{key}"] = _typed(f"{top}.{key}", value, moved[1])
-                    continue
-                if key not in _SCHEMA[top]:
-                    raise PolicyError(f"{top}.{key}", "unknown key")
-                attr, kind = _SCHEMA[top][key]
-                values[attr] = _typed(f"{top}.{key}", value, kind)
-        elif top in _SCHEMA[""]:
-            attr, kind = _SCHEMA[""][top]
-            values[attr] = _typed(top, body, kind)
-        else:
-            raise PolicyError(top, "unknown key")
-    if "show" in values:
-        values["show"] = _sensitivities("redaction.show", values["show"])
-    if "allowed_hosts" in values:
-        values["allowed_hosts"] = _hosts("server.allowed_hosts", values["allowed_hosts"])
-    fsync = values.get("audit_fsync", "always")
-    if fsync not in ("always", "never") and not (
-        fsync.startswith("interval:") and fsync[9:].isdigit() and int(fsync[9:]) > 0
-    ):
-        raise PolicyError("audit.fsync", "expected 'always', 'never' or 'interval:<ms>'")
-    values["mode"] = _mode("mode", values.get("mode", "enforce"), ("enforce", "shadow"))
-    if values.get("unknown_keys", "default") not in ("default", "refuse"):
-        raise PolicyError("unknown_keys", "expected 'default' or 'refuse'")
-    if values.get("audit_on_full", "block") not in ("block", "drop"):
-        raise PolicyError("audit.on_full", "expected 'block' or 'drop'")
-    ttl = values.get("metadata_ttl_s", _DEFAULT_TTL)
-    if values.get("metadata_max_stale_s", max(ttl, _DEFAULT_MAX_STALE)) < ttl:
-        raise PolicyError("metadata.max_stale_seconds", "must be at least metadata.ttl_seconds")
-    values.setdefault("metadata_max_stale_s", max(ttl, _DEFAULT_MAX_STALE))
+        with _collected(problems):
+            if top == "clients":
+                if not isinstance(body, list):
+                    raise PolicyError("clients", "expected an array of tables ([[clients]])")
+                for i, c in enumerate(body):
+                    with _collected(problems):
+                        clients.append(_client(i, c))
+            elif top == "routes":
+                values["routes"] = _routes(body)
+            elif top == "modules":
+                values["private_fields"] = _modules(body)
+            elif top == "rules":
+                values["rule_modes"] = _rules(body)
+            elif top in _SCHEMA and top:
+                problems += _section(top, body, values, legacy)
+            elif top in _SCHEMA[""]:
+                attr, kind = _SCHEMA[""][top]
+                values[attr] = _typed(top, body, kind)
+            else:
+                raise PolicyError(top, "unknown key")
+    for check in (_check_values, _check_clients):
+        with _collected(problems):
+            check(values, clients)
+    if problems:
+        raise PolicyErrors(problems)
     by_key = {c.key_sha256: c for c in clients}
-    if len(by_key) != len(clients):
-        raise PolicyError("clients", "two clients share one key")
     return Policy(clients=tuple(clients), legacy=legacy, _by_key=by_key, **values)
+
+
+def _check_clients(_values: dict[str, Any], clients: list[ClientRule]) -> None:
+    if len({c.key_sha256 for c in clients}) != len(clients):
+        raise PolicyError("clients", "two clients share one key")
+
+
+def _check_values(values: dict[str, Any], _clients: list[ClientRule]) -> None:
+    """The checks of one key's value against its meaning, or of two keys together."""
+    problems: list[PolicyError] = []
+    with _collected(problems):
+        if "show" in values:
+            values["show"] = _sensitivities("redaction.show", values["show"])
+    with _collected(problems):
+        if "allowed_hosts" in values:
+            values["allowed_hosts"] = _hosts("server.allowed_hosts", values["allowed_hosts"])
+    with _collected(problems):
+        fsync = values.get("audit_fsync", "always")
+        if fsync not in ("always", "never") and not (
+            fsync.startswith("interval:") and fsync[9:].isdigit() and int(fsync[9:]) > 0
+        ):
+            raise PolicyError("audit.fsync", "expected 'always', 'never' or 'interval:<ms>'")
+    with _collected(problems):
+        values["mode"] = _mode("mode", values.get("mode", "enforce"), ("enforce", "shadow"))
+    with _collected(problems):
+        if values.get("unknown_keys", "default") not in ("default", "refuse"):
+            raise PolicyError("unknown_keys", "expected 'default' or 'refuse'")
+    with _collected(problems):
+        if values.get("audit_on_full", "block") not in ("block", "drop"):
+            raise PolicyError("audit.on_full", "expected 'block' or 'drop'")
+    with _collected(problems):
+        ttl = values.get("metadata_ttl_s", _DEFAULT_TTL)
+        if values.get("metadata_max_stale_s", max(ttl, _DEFAULT_MAX_STALE)) < ttl:
+            raise PolicyError("metadata.max_stale_seconds", "must be at least metadata.ttl_seconds")
+        values.setdefault("metadata_max_stale_s", max(ttl, _DEFAULT_MAX_STALE))
+    if problems:
+        raise PolicyErrors(problems)
 
 
 def load_policy(path: Path | None) -> Policy:
@@ -399,89 +458,3 @@ def parse_policy(data: bytes) -> Policy:
         raise PolicyError("<file>", f"not valid TOML ({exc})") from exc
     digest = hashlib.sha256(data).hexdigest()[:12]
     return dataclasses.replace(policy_from_mapping(raw), digest=digest)
-
-
-def _size(n: int) -> str:
-    return f"{n / 1024 / 1024:g} MB" if n >= 1024 * 1024 else f"{n:,} bytes"
-
-
-def _mode_sentence(rule: Rule, mode: Mode) -> str:
-    if mode is Mode.SHADOW:
-        return (
-            f"rule {rule} runs in shadow: checked, never applied; the audit says what it "
-            "would have done"
-        )
-    if mode is Mode.OFF:
-        return f"rule {rule} is off: nothing is refused or withheld for it, nothing recorded"
-    return f"rule {rule} is enforced"
-
-
-def _client_sentence(c: ClientRule, now: datetime) -> str:
-    who = f"client '{c.name}'" + (f" (owner {c.owner}: {c.reason})" if c.owner or c.reason else "")
-    sees = ", ".join(sorted(c.show)) or "nothing private"
-    if c.expires is None:
-        return f"{who} is shown: {sees}"
-    when = c.expires.isoformat()
-    if c.expired(now):
-        return f"{who} expired at {when}: it is served as the default, audited exception_expired"
-    return f"{who} is shown: {sees}, until {when}; then the default, audited exception_expired"
-
-
-def explain(policy: Policy, now: datetime | None = None) -> list[str]:
-    """Plain sentences a reviewer can read: what this policy makes the gateway do."""
-    now = now or datetime.now(UTC)
-    shown = ", ".join(sorted(policy.show)) or "nothing"
-    digest = f" (file sha256 {policy.digest}…)" if policy.digest else ""
-    lines = [f"policy version {policy.version}{digest}"]
-    if policy.mode is Mode.SHADOW:
-        lines.append(
-            "audit-only rollout: every rule runs in shadow unless [rules] says otherwise; "
-            "answers pass unchanged and the audit records what would have been refused or withheld"
-        )
-    lines += [_mode_sentence(rule, policy.rule_mode(rule)) for rule in Rule]
-    lines.append(
-        "in every mode, what cannot be checked is refused: " + "; ".join(FAIL_CLOSED.values())
-    )
-    lines += [
-        f"passes on {route.template} ({', '.join(sorted(set(route.methods) - {'HEAD'}))}) "
-        "unrewritten: its answers are checked as JSON, never as records"
-        for route in policy.routes
-    ]
-    lines += [
-        "restricted private fields are always withheld (null) in every record API",
-        f"non-restricted private fields shown to clients without a rule: {shown}",
-    ]
-    for module, fields in sorted(policy.private_fields.items()):
-        for name, sensitivity in sorted(fields.items()):
-            lines.append(
-                f"field {name} of module {module} is private ({sensitivity}) even where the "
-                "CRM's metadata leaves it public"
-            )
-    lines += [_client_sentence(c, now) for c in policy.clients]
-    lines += [
-        "an X-Gateway-Key that matches no client is "
-        + ("refused (403)" if policy.unknown_keys == "refuse" else "served as the default")
-        + ", audited unknown_gateway_key",
-        f"field metadata is cached {policy.metadata_ttl_s:g} seconds and served stale at most "
-        f"{policy.metadata_max_stale_s:g} seconds when the CRM cannot be asked; then requests "
-        "fail closed",
-        "word= search is "
-        + ("allowed" if policy.allow_word_search else "refused")
-        + " when the module has a restricted text field",
-        "inserts without Data_Processing_Basis_Details are "
-        + ("refused" if policy.require_consent else "allowed"),
-        "mass update by custom view or territory is "
-        + ("allowed" if policy.allow_mass_update_by_cvid else "refused"),
-        f"request bodies over {_size(policy.max_request_body)} are refused (413); CRM answers "
-        f"over {_size(policy.max_response_body)} and bulk results over "
-        f"{_size(policy.max_bulk_result)} are not passed on",
-        "clients may address the gateway as: "
-        + (", ".join(policy.allowed_hosts) or "its listen address, localhost, 127.0.0.1"),
-        f"audit: fsync {policy.audit_fsync}, when the sink is full: {policy.audit_on_full}, "
-        f"a signed checkpoint every {policy.audit_checkpoint_interval_s:g} seconds",
-    ]
-    lines += [
-        f"{key} = {value} is a setting now (see settings); it is still applied in this release"
-        for key, value in policy.legacy.items()
-    ]
-    return lines

@@ -56,6 +56,11 @@ class Views:
         self.policy = policy
         self.secret = secret
         self._plans: LRUCache[tuple[Any, ...], tuple[tuple[Any, ...], MaskPlan]] = LRUCache(1024)
+        #: lower-case module -> lower-case field -> sensitivity (the policy's overrides)
+        self._extra: dict[str, dict[str, str]] = {}
+        for module, fields in policy.private_fields.items():
+            extra = self._extra.setdefault(module.lower(), {})
+            extra.update((name.lower(), sensitivity) for name, sensitivity in fields.items())
         #: id(the CRM's catalog) -> (it, with the policy's module overrides)
         self._overridden: LRUCache[int, tuple[ModuleCatalog, ModuleCatalog]] = LRUCache(1024)
 
@@ -127,7 +132,7 @@ class Views:
     def _with_overrides(self, catalog: ModuleCatalog) -> ModuleCatalog:
         """Every route reads a module's private fields here, the policy's overrides
         included; built once per cached catalog."""
-        extra = self.policy.private_fields.get(catalog.module.lower())
+        extra = self._extra.get(catalog.module.lower())
         if not extra:
             return catalog
         hit = self._overridden.get(id(catalog))
