@@ -31,7 +31,7 @@ from gateway.keys import fingerprint
 from gateway.metadata import MetadataCache
 from gateway.policy import Policy
 from gateway.privacy.redact import is_masked
-from gateway.rules import Rule, refuses
+from gateway.rules import Rule
 from gateway.state import RecordStates
 from gateway.types import Reply
 from gateway.upstream import Upstream
@@ -173,10 +173,9 @@ class Pipeline:
         if info is None:
             raise InvalidData(details={"reason": "X-EXTERNAL must name a field of the module"})
         if is_masked(info, view.shown):
-            mode = self.policy.rule_mode(Rule.CRITERIA)
             reason = Reason.RESTRICTED_EXTERNAL
-            if refuses(mode, decision, Rule.CRITERIA, reason, [info.api_name]):
-                decision.refuse(Reason.RESTRICTED_EXTERNAL, info.api_name)
+            if self.ctx.refuses(decision, Rule.CRITERIA, reason, [info.api_name]):
+                decision.refuse(reason, info.api_name)
                 raise RestrictedField(info.api_name)
 
 

@@ -55,11 +55,15 @@ FAIL_CLOSED = {
 }
 
 
+#: a guard: raises ``RestrictedField``, or appends the restricted fields to its argument
+Check = Callable[[list[str] | None], None]
+
+
 def guard(
     mode: Mode,
     decision: Decision,
     rule: Rule,
-    check: Callable[[list[str] | None], None],
+    check: Check,
     reason: Reason = Reason.RESTRICTED_CRITERIA,
 ) -> None:
     """Run a guard that raises ``RestrictedField``. ``check`` gets None in enforce mode

@@ -13,7 +13,7 @@ from gateway.errors import Reason
 from gateway.forward import Forwarder
 from gateway.policy import Policy
 from gateway.privacy.writes import STOP_PROCESSING, verdict
-from gateway.rules import Rule, refuses
+from gateway.rules import Check, Rule, guard, refuses
 from gateway.state import RecordStates
 from gateway.view import Views
 
@@ -35,12 +35,23 @@ class Context:
     #: what each file uploaded through this gateway named, to check again when a job runs it
     uploads: UploadedFiles = field(default_factory=uploaded_files)
 
+    def guard(self, decision: Decision, rule: Rule, check: Check) -> None:
+        """Run a guard that refuses restricted fields, in the mode the policy gives ``rule``
+        (rules.py ``guard``)."""
+        guard(self.policy.rule_mode(rule), decision, rule, check)
+
+    def refuses(
+        self, decision: Decision, rule: Rule, reason: Reason, fields: list[str] | None = None
+    ) -> bool:
+        """Whether a refusal ``rule`` found is made (enforce); in shadow it is recorded."""
+        return refuses(self.policy.rule_mode(rule), decision, rule, reason, fields)
+
     def verdict(self, decision: Decision, state: bool | None) -> str | None:
         """A write target's reason to refuse, or None. Stop processing follows its rule's
         mode; an unknown state is refused in every mode (fail closed)."""
         reason = verdict(state)
-        if reason == STOP_PROCESSING:
-            mode = self.policy.rule_mode(Rule.STOP_PROCESSING)
-            if not refuses(mode, decision, Rule.STOP_PROCESSING, Reason.STOP_PROCESSING):
-                return None
+        if reason == STOP_PROCESSING and not self.refuses(
+            decision, Rule.STOP_PROCESSING, Reason.STOP_PROCESSING
+        ):
+            return None
         return reason

@@ -18,7 +18,7 @@ from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
 from gateway.privacy.catalog import ModuleCatalog
 from gateway.privacy.redact import Counts, is_masked, path_mask
-from gateway.rules import Rule, guard, withholds
+from gateway.rules import Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
 from gateway.view import View
@@ -39,11 +39,8 @@ async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision:
     criteria = member(query, "criteria")
     paths = guards.bulk_criteria_fields(criteria)
     catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
-    guard(
-        ctx.policy.rule_mode(Rule.CRITERIA),
-        decision,
-        Rule.CRITERIA,
-        lambda found: guards.check_paths(module, paths, catalogs, found),
+    ctx.guard(
+        decision, Rule.CRITERIA, lambda found: guards.check_paths(module, paths, catalogs, found)
     )
     return await ctx.forward.passthrough(req, decision)
 

@@ -15,7 +15,7 @@ from gateway.handlers import Context
 from gateway.jsonbody import loads_request
 from gateway.privacy import guards
 from gateway.privacy.redact import Counts, build_coql_plan, redact_coql_rows
-from gateway.rules import Rule, guard
+from gateway.rules import Rule
 from gateway.types import Reply
 from gateway.view import View
 
@@ -51,11 +51,8 @@ async def coql(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
     catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision, whole_values=True)
     # An aggregate over a field uses it too: COUNT(Email) tells which records have one.
     used = [*query.condition_fields, *(c.path for c in query.columns if c.function)]
-    guard(
-        ctx.policy.rule_mode(Rule.CRITERIA),
-        decision,
-        Rule.CRITERIA,
-        lambda found: guards.check_paths(module, used, catalogs, found),
+    ctx.guard(
+        decision, Rule.CRITERIA, lambda found: guards.check_paths(module, used, catalogs, found)
     )
     _check_row_keys(query.columns, catalogs[module.lower()].fields)
     columns = [(c.key, c.path, c.function is not None) for c in query.columns]

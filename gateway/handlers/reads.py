@@ -19,7 +19,7 @@ from gateway.errors import InvalidData, InvalidQuery
 from gateway.handlers import Context
 from gateway.privacy import guards
 from gateway.privacy.redact import Counts, redact_body
-from gateway.rules import Rule, guard
+from gateway.rules import Rule
 from gateway.types import Reply
 from gateway.view import View
 
@@ -44,12 +44,7 @@ async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
         await guard_search(ctx, view, module, params, decision)
     if req.param("sort_by") is not None:
         catalog = await ctx.views.catalog(view, module, decision)
-        guard(
-            ctx.policy.rule_mode(Rule.SORT),
-            decision,
-            Rule.SORT,
-            lambda _: guards.check_sort_params(catalog, params),
-        )
+        ctx.guard(decision, Rule.SORT, lambda _: guards.check_sort_params(catalog, params))
     plan = await ctx.views.plan(view, module, decision)
     include_private, kept = take_include_private(params)
     resp = await ctx.forward.send(req.with_params(kept), decision)
@@ -72,21 +67,15 @@ async def guard_search(
         except CriteriaError as exc:
             raise InvalidQuery(details={"reason": exc.reason}) from None
         paths = [tuple(name.split(".")) for name in criteria_fields(node)]
-    mode = ctx.policy.rule_mode(Rule.CRITERIA)
-    guard(
-        mode,
+    allow_word = ctx.policy.allow_word_search
+    ctx.guard(
         decision,
         Rule.CRITERIA,
-        lambda _: guards.check_search_params(
-            catalog, params, allow_word=ctx.policy.allow_word_search
-        ),
+        lambda _: guards.check_search_params(catalog, params, allow_word=allow_word),
     )
     catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
-    guard(
-        mode,
-        decision,
-        Rule.CRITERIA,
-        lambda found: guards.check_paths(module, paths, catalogs, found),
+    ctx.guard(
+        decision, Rule.CRITERIA, lambda found: guards.check_paths(module, paths, catalogs, found)
     )
 
 

@@ -29,7 +29,7 @@ from gateway.privacy import writes
 from gateway.privacy.errors_body import scrub_answer
 from gateway.privacy.redact import Counts, MaskPlan, redact_write_answer
 from gateway.privacy.writes import Split
-from gateway.rules import Mode, Rule, refuses, withholds
+from gateway.rules import Mode, Rule, withholds
 from gateway.state import FREE, Target
 from gateway.types import Reply
 from gateway.view import View
@@ -343,11 +343,7 @@ async def missing_consent(
         for i in inserts
         if not (isinstance(records[i], dict) and _has_consent(records[i]))
     }
-    if not refused:
-        return {}
-    if not refuses(
-        ctx.policy.rule_mode(Rule.CONSENT), decision, Rule.CONSENT, Reason.MISSING_CONSENT
-    ):
+    if not refused or not ctx.refuses(decision, Rule.CONSENT, Reason.MISSING_CONSENT):
         return {}
     decision.refuse(Reason.MISSING_CONSENT)
     return refused

@@ -66,6 +66,18 @@ def test_in_shadow_writes_reach_stopped_records_and_unconsented_inserts_pass(
     assert gw.requests()[-1]["would_refuse"] == ["missing_consent"]
 
 
+def test_in_shadow_a_read_keyed_by_a_withheld_field_goes_on_and_is_recorded(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway(SHADOW)
+    lead = crm.records("Leads")[0]
+    crm.edit("Leads", lead["id"], Email="shadow.key@example.com")
+    headers = {"X-EXTERNAL": "Leads.Email"}
+    entry = _same_as_direct(crm, gw, "GET", "/crm/v8/Leads/shadow.key@example.com", headers=headers)
+    assert entry["would_refuse"] == ["restricted_external"]
+    assert entry["would_refuse_fields"] == ["Email"]
+
+
 def test_the_same_requests_in_enforce_mode_are_refused_and_redacted(
     crm: Crm, make_gateway: MakeGateway
 ) -> None:
