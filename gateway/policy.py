@@ -1,7 +1,10 @@
 """The reviewable policy file (``policies/*.toml``): what the gateway shows, refuses and keeps.
 
-A policy is plain data, validated once at start. An unknown key or a wrong type is an
-error that names the key, so a typo can never silently weaken enforcement.
+A policy is plain data, validated whole whenever it is read (at start and on each reload,
+gateway/policy_store.py). An unknown key or a wrong type is an error that names the key,
+so a typo can never silently weaken enforcement; every problem in a file is reported at
+once (``PolicyErrors``). Every key is documented in policies/README.md (``policy_keys``);
+how the process runs is not policy but settings (``MOVED_TO_SETTINGS``).
 """
 
 from __future__ import annotations
