@@ -66,7 +66,19 @@ def check_file(path: Path) -> tuple[Policy | None, list[str]]:
 
 
 def _size(n: int) -> str:
-    return f"{n / 1024 / 1024:g} MB" if n >= 1024 * 1024 else f"{n:,} bytes"
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def _refused(policy: Policy, rule: Rule) -> str:
+    """How a refusal of ``rule`` happens under ``policy``."""
+    return {
+        Mode.ENFORCE: "refused",
+        Mode.SHADOW: f"recorded as would_refuse, not refused (rule {rule} in shadow)",
+        Mode.OFF: f"not refused (rule {rule} off)",
+    }[policy.rule_mode(rule)]
 
 
 def _mode_sentence(rule: Rule, mode: Mode) -> str:
@@ -112,7 +124,9 @@ def explain(policy: Policy, now: datetime | None = None) -> list[str]:
         for route in policy.routes
     ]
     lines += [
-        "restricted private fields are always withheld (null) in every record API",
+        "restricted private fields are always withheld (null) in every record API"
+        if policy.rule_mode(Rule.REDACT) is Mode.ENFORCE
+        else f"private values pass unchanged (rule redact {policy.rule_mode(Rule.REDACT)})",
         f"non-restricted private fields shown to clients without a rule: {shown}",
     ]
     for module, fields in sorted(policy.private_fields.items()):
@@ -126,11 +140,10 @@ def explain(policy: Policy, now: datetime | None = None) -> list[str]:
         "an X-Gateway-Key that matches no client is "
         + ("refused (403)" if policy.unknown_keys == "refuse" else "served as the default")
         + ", audited unknown_gateway_key",
-        "word= search is "
-        + ("allowed" if policy.allow_word_search else "refused")
-        + " when the module has a restricted text field",
+        "word= search when the module has a restricted text field is "
+        + ("allowed" if policy.allow_word_search else _refused(policy, Rule.CRITERIA)),
         "inserts without Data_Processing_Basis_Details are "
-        + ("refused" if policy.require_consent else "allowed"),
+        + (_refused(policy, Rule.CONSENT) if policy.require_consent else "allowed"),
         "mass update by custom view or territory is "
         + ("allowed" if policy.allow_mass_update_by_cvid else "refused"),
         *_operational(policy),
