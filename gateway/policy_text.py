@@ -174,7 +174,7 @@ def diff(old: Policy, new: Policy, now: datetime | None = None) -> list[str]:
         before, after = old.rule_mode(rule), new.rule_mode(rule)
         if before != after:
             effect = {
-                Mode.ENFORCE: "is enforced again: what it finds is refused or withheld",
+                Mode.ENFORCE: "becomes enforced: what it finds is refused or withheld",
                 Mode.SHADOW: "stops being enforced: what it finds passes and is only audited",
                 Mode.OFF: "stops being enforced or recorded: what it finds passes unnoticed",
             }[after]

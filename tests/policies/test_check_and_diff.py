@@ -121,5 +121,5 @@ def test_diff_says_what_becomes_visible_and_what_stops_being_refused() -> None:
 def test_policy_diff_on_the_command_line() -> None:
     p = _cli("diff", "policies/examples/audit-only.toml", "policies/default.toml")
     assert p.returncode == 0, p.stderr
-    assert "rule redact (shadow -> enforce) is enforced again" in p.stdout
+    assert "rule redact (shadow -> enforce) becomes enforced" in p.stdout
     assert "an X-Gateway-Key that matches no client is refused (403)" in p.stdout
