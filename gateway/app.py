@@ -53,6 +53,8 @@ from gateway.keys import load_or_create_secret
 from gateway.metadata import MetadataCache
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.policy import Policy
+from gateway.policy_store import PolicyStore
 from gateway.serving import check_head, default_hosts
 from gateway.settings import Settings
 from gateway.types import Reply
@@ -63,7 +65,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _CHUNK = 64 * 1024
 
 
-def configure_logging(stream: TextIO | None = None) -> None:
+def configure_logging(stream: TextIO | None = None, level: str = "info") -> None:
     """JSON lines (stderr by default); tracebacks are rendered without locals, which may
     hold tokens."""
 
@@ -74,7 +76,9 @@ def configure_logging(stream: TextIO | None = None) -> None:
             structlog.processors.dict_tracebacks,
             structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode()),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=True,
     )
@@ -90,19 +94,21 @@ class Gateway:
     ) -> None:
         self.settings = settings
         policy = settings.policy
+        for key in policy.legacy:
+            log.warning("policy_key_moved_to_settings", key=key)
         self.secret = load_or_create_secret(settings.secret_file, settings.secret)
         self.upstream = upstream or BreakerUpstream(
             make_upstream(
                 settings.transport,
-                policy.connect_timeout_s,
-                policy.read_timeout_s,
-                policy.max_upstream_connections,
-                policy.pool_timeout_s,
+                settings.connect_timeout_s,
+                settings.read_timeout_s,
+                settings.max_upstream_connections,
+                settings.pool_timeout_s,
             ),
-            policy.breaker_failures,
-            policy.breaker_cooldown_s,
+            settings.breaker_failures,
+            settings.breaker_cooldown_s,
         )
-        self.hosts = policy.allowed_hosts or default_hosts(settings.host)
+        self.default_hosts = default_hosts(settings.host)
         self.in_flight = 0
         self.metadata = MetadataCache(
             self.upstream,
@@ -119,11 +125,23 @@ class Gateway:
             policy=policy,
             secret=self.secret,
         )
+        self.policies = PolicyStore(
+            settings.policy_path,
+            policy,
+            self._use_policy,
+            lambda fields: self.audit.record(fields, event="policy_reload"),
+        )
         self.metrics = Metrics()
+        self.metrics.info["gateway_policy_info"] = lambda: {
+            "version": self.pipeline.policy.version,
+            "hash": self.pipeline.policy.digest,
+        }
         self.metrics.gauges.update(
             {
                 "gateway_audit_dropped_total": lambda: float(self.audit.dropped),
                 "gateway_audit_written_total": lambda: float(self.audit.written),
+                "gateway_policy_reloads_total": lambda: float(self.policies.reloads),
+                "gateway_policy_rejected_total": lambda: float(self.policies.rejected),
                 "gateway_metadata_fetches_total": lambda: float(self.metadata.stats.fetches),
                 "gateway_metadata_cache_hits_total": lambda: float(self.metadata.stats.hits),
                 "gateway_metadata_failures_total": lambda: float(self.metadata.stats.failures),
@@ -146,7 +164,8 @@ class Gateway:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         await self.audit.start()
         try:
-            yield
+            async with self.policies.running():
+                yield
         finally:
             # uvicorn has drained in-flight requests (bounded by its graceful shutdown
             # timeout) and cancelled the rest: let those write their entries, then close
@@ -157,6 +176,10 @@ class Gateway:
                 await asyncio.sleep(0.01)
             await self.upstream.aclose()
             await self.audit.close()
+
+    def _use_policy(self, policy: Policy) -> None:
+        """A reloaded policy: new requests take the corridor built for it."""
+        self.pipeline = self.pipeline.with_policy(policy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith("/_gateway/"):
@@ -181,7 +204,8 @@ class Gateway:
             "status": "ready" if not problems else "not_ready",
             "problems": problems,
             "audit_dropped": self.audit.dropped,
-            "policy_version": self.settings.policy.version,
+            "policy_version": self.pipeline.policy.version,
+            "policy_hash": self.pipeline.policy.digest or None,
         }
         return JSONResponse(body, status_code=200 if not problems else 503)
 
@@ -202,7 +226,10 @@ class Gateway:
     def parser_refused(self, request_id: str, error: GatewayError) -> asyncio.Task[None]:
         """The audit entry, metrics and log line for a request the HTTP parser refused
         (``gateway.http1`` has already answered it). Its method and path were not read."""
-        decision = Decision(request_id, "OTHER", policy_version=self.settings.policy.version)
+        policy = self.pipeline.policy
+        decision = Decision(
+            request_id, "OTHER", policy_version=policy.version, policy_hash=policy.digest or None
+        )
         _error_reply(error, decision)
         decision.status = error.status_code
         return asyncio.get_running_loop().create_task(self._account(decision))
@@ -224,15 +251,24 @@ class Gateway:
         client_rid = next(
             (v.decode("latin-1") for n, v in raw_headers if n.lower() == b"x-request-id"), ""
         )
-        policy = self.settings.policy
+        pipeline = self.pipeline  # the request keeps it, whatever a reload does meanwhile
+        policy = pipeline.policy
         decision = Decision(
-            uuid.uuid4().hex, _method_name(scope["method"]), policy_version=policy.version
+            uuid.uuid4().hex,
+            _method_name(scope["method"]),
+            policy_version=policy.version,
+            policy_hash=policy.digest or None,
         )
         if _REQUEST_ID.fullmatch(client_rid):
             decision.client_request_id = client_rid
         try:
-            check_head(scope, policy, self.hosts)
-            if self.in_flight >= policy.max_concurrent_requests:
+            check_head(
+                scope,
+                self.settings.max_header_bytes,
+                policy.max_request_body,
+                policy.allowed_hosts or self.default_hosts,
+            )
+            if self.in_flight >= self.settings.max_concurrent_requests:
                 # Refused at once: a queue would only make every waiting client time out.
                 raise Overloaded("Too many requests are in flight; retry later.")
         except GatewayError as exc:
@@ -240,7 +276,7 @@ class Gateway:
             return
         self.in_flight += 1
         try:
-            reply, read_through = await self._through(scope, receive, decision)
+            reply, read_through = await self._through(pipeline, scope, receive, decision)
             await self._finish(reply, decision, started, send, close=not read_through)
         except asyncio.CancelledError:
             if not decision.status:  # not yet recorded by _finish
@@ -273,10 +309,10 @@ class Gateway:
         self._observe(decision, reply.status)
 
     async def _through(
-        self, scope: Scope, receive: Receive, decision: Decision
+        self, pipeline: Pipeline, scope: Scope, receive: Receive, decision: Decision
     ) -> tuple[Reply, bool]:
         """The corridor: the reply, and whether the request body was read through."""
-        policy = self.settings.policy
+        policy = pipeline.policy
         read_through = False
         try:
             if not self.audit.healthy and policy.audit_on_full == "block":
@@ -284,7 +320,7 @@ class Gateway:
                 raise AuditUnavailable()
             try:
                 body = await _read_body(
-                    receive, policy.max_request_body, policy.body_read_timeout_s
+                    receive, policy.max_request_body, self.settings.body_read_timeout_s
                 )
             except InvalidData as exc:
                 # The parser refused the body half-way (gateway.http1) and has answered.
@@ -298,9 +334,9 @@ class Gateway:
                 scope.get("query_string", b""),
                 scope["headers"],
                 body,
-                self.settings.policy.routes,
+                policy.routes,
             )
-            reply = await self.pipeline.handle(req, decision)
+            reply = await pipeline.handle(req, decision)
             self.upstream_seen = self.upstream_seen or decision.upstream_status is not None
         except GatewayError as exc:
             reply = _error_reply(exc, decision)

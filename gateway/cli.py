@@ -10,8 +10,8 @@ from pathlib import Path
 
 from gateway.audit.config import checkpoint_signer
 from gateway.keys import KeyFileError, KeyRing
-from gateway.policy import PolicyError, explain, load_policy
-from gateway.settings import Settings, SettingsError
+from gateway.policy import PolicyError, load_policy
+from gateway.settings import RUNTIME, Settings, SettingsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
         "HMAC with the gateway secret (GATEWAY_CHECKPOINT_KEY)",
     )
 
+    for attr, (flag, var, kind, default) in RUNTIME.items():
+        unit = "SECONDS" if attr.endswith("_s") else "N" if kind is int else "LEVEL"
+        s.add_argument(flag, dest=attr, metavar=unit, help=f"({var}, default {default})")
+
     sb = sub.add_parser("sandbox", help="run the Zoho-compatible CRM sandbox")
     sb.add_argument("--host", default="127.0.0.1")
     sb.add_argument("--port", type=int, default=8081)
@@ -69,9 +73,12 @@ def _parser() -> argparse.ArgumentParser:
 
     pc = sub.add_parser("policy", help="policy tools")
     psub = pc.add_subparsers(dest="policy_command", required=True)
-    c = psub.add_parser("check", help="validate a policy file")
+    c = psub.add_parser("check", help="validate a policy file: every problem, with its line")
     c.add_argument("file")
-    c.add_argument("--explain", action="store_true")
+    c.add_argument("--explain", action="store_true", help="say what the policy does")
+    df = psub.add_parser("diff", help="say what replacing one policy with another would do")
+    df.add_argument("old")
+    df.add_argument("new")
     return p
 
 
@@ -122,17 +129,18 @@ def _serve(args: argparse.Namespace) -> int:
             policy=policy,
             checkpoint_file=args.checkpoint_file,
             checkpoint_key=args.checkpoint_key,
+            runtime={attr: getattr(args, attr) for attr in RUNTIME},
         )
         checkpoint_signer(settings)  # a bad key stops serve before any file is created
     except (SettingsError, PolicyError, KeyFileError) as exc:
         return _fail(str(exc))
     try:
         options = uvicorn_options(
-            args.http or os.environ.get("GATEWAY_HTTP", "auto"), settings.policy.max_header_bytes
+            args.http or os.environ.get("GATEWAY_HTTP", "auto"), settings.max_header_bytes
         )
     except ValueError as exc:
         return _fail(str(exc))
-    configure_logging()
+    configure_logging(level=settings.log_level)
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -140,7 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         access_log=False,  # query strings are personal data
         log_level="warning",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.drain_timeout_s,
         server_header=False,
         **options,
     )
@@ -216,13 +224,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "audit":
         return _audit(args)
     if args.command == "policy":
-        try:
-            policy = load_policy(Path(args.file))
-        except PolicyError as exc:
-            return _fail(str(exc))
-        print(f"policy {args.file} is valid (version {policy.version})")
-        if args.explain:
-            for line in explain(policy):
-                print(f"- {line}")
-        return 0
+        return _policy(args)
     return 2
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from gateway.policy_text import check_file, diff, explain
+
+    files = [args.file] if args.policy_command == "check" else [args.old, args.new]
+    policies = []
+    for name in files:
+        policy, problems = check_file(Path(name))
+        for problem in problems:
+            print(f"privacy-gateway: {problem}", file=sys.stderr)
+        if policy is None:
+            return 2
+        policies.append(policy)
+    if args.policy_command == "diff":
+        changes = diff(policies[0], policies[1])
+        for line in changes or ["nothing the gateway does would change"]:
+            print(f"- {line}")
+        return 0
+    (policy,) = policies
+    print(f"policy {args.file} is valid (version {policy.version})")
+    if args.explain:
+        for line in explain(policy):
+            print(f"- {line}")
+    return 0

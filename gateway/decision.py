@@ -44,7 +44,14 @@ class Decision:
     status: int = 0
     duration_ms: float = 0.0
     policy_version: str | None = None
+    policy_hash: str | None = None  # the policy file's digest (policy.py ``parse_policy``)
     metadata_age_s: float | None = None
+    # What rules in shadow mode would have done (gateway/rules.py); the traffic was not
+    # changed. ``shadowed`` counts, per rule, the times it would have acted (for metrics).
+    would_refuse_reasons: list[str] = field(default_factory=list)
+    would_refuse_fields: list[str] = field(default_factory=list)
+    would_redact: dict[str, int] = field(default_factory=dict)  # api_name -> values
+    shadowed: dict[str, int] = field(default_factory=dict)
 
     def withheld(self, counts: dict[str, int]) -> None:
         for name, n in counts.items():
@@ -59,6 +66,32 @@ class Decision:
         self.note(reason)
         if field_name is not None and field_name not in self.fields_refused:
             self.fields_refused.append(field_name)
+
+    def would_refuse(self, rule: str, reason: Reason, fields: list[str] | None = None) -> None:
+        self.shadowed[rule] = self.shadowed.get(rule, 0) + 1
+        if reason.value not in self.would_refuse_reasons:
+            self.would_refuse_reasons.append(reason.value)
+        for name in fields or ():
+            if name not in self.would_refuse_fields:
+                self.would_refuse_fields.append(name)
+
+    def would_withhold(self, counts: dict[str, int]) -> None:
+        self.shadowed["redact"] = self.shadowed.get("redact", 0) + 1
+        for name, n in counts.items():
+            self.would_redact[name] = self.would_redact.get(name, 0) + n
+
+    def merge_shadow(self, other: Decision) -> None:
+        """What ``other`` (a composite's sub-request) would have done, added to this."""
+        for rule, n in other.shadowed.items():
+            self.shadowed[rule] = self.shadowed.get(rule, 0) + n
+        for reason in other.would_refuse_reasons:
+            if reason not in self.would_refuse_reasons:
+                self.would_refuse_reasons.append(reason)
+        for name in other.would_refuse_fields:
+            if name not in self.would_refuse_fields:
+                self.would_refuse_fields.append(name)
+        for name, n in other.would_redact.items():
+            self.would_redact[name] = self.would_redact.get(name, 0) + n
 
     def add_record_id(self, rid: str | None) -> None:
         """A record id the client named as one, or the CRM returned; anything else is no
@@ -88,7 +121,15 @@ class Decision:
             "status": self.status,
             "duration_ms": round(self.duration_ms, 3),
             "policy_version": self.policy_version,
+            "policy_hash": self.policy_hash,
             "metadata_age_s": None
             if self.metadata_age_s is None
             else round(self.metadata_age_s, 3),
+            "would_refuse": list(self.would_refuse_reasons),
+            "would_refuse_fields": list(self.would_refuse_fields),
+            "would_redact": {
+                "names": sorted(self.would_redact),
+                "count": sum(self.would_redact.values()),
+            },
+            "shadowed_rules": sorted(self.shadowed),
         }

@@ -14,6 +14,7 @@ Every error leaves the gateway in the CRM's own envelope
     ├── BodyTooLarge          413     GATEWAY_BODY_TOO_LARGE
     ├── HeadersTooLarge       431     GATEWAY_HEADERS_TOO_LARGE
     ├── BodyTimeout           408     GATEWAY_BODY_TIMEOUT
+    ├── UnknownGatewayKey     403     GATEWAY_UNKNOWN_KEY
     ├── InvalidUrl            404     INVALID_URL_PATTERN
     ├── MethodNotAllowed      405     INVALID_REQUEST_METHOD
     ├── NotSupported          400     NOT_SUPPORTED
@@ -74,6 +75,10 @@ class Reason(enum.StrEnum):
     BODY_TIMEOUT = "body_timeout"
     MALFORMED_HTTP = "malformed_http"
     CANCELLED = "cancelled"
+    UNKNOWN_GATEWAY_KEY = "unknown_gateway_key"
+    EXCEPTION_EXPIRED = "exception_expired"
+    POLICY_RELOADED = "policy_reloaded"
+    POLICY_INVALID = "policy_invalid"
 
 
 def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -187,6 +192,16 @@ class BodyTooLarge(GatewayError):
     code = "GATEWAY_BODY_TOO_LARGE"
     message = "The body is larger than the gateway accepts."
     reason = Reason.BODY_TOO_LARGE
+
+
+class UnknownGatewayKey(GatewayError):
+    """An ``X-Gateway-Key`` that matches no client, when the policy says
+    ``unknown_keys = "refuse"``."""
+
+    status_code = 403
+    code = "GATEWAY_UNKNOWN_KEY"
+    message = "The X-Gateway-Key matches no client of the gateway's policy."
+    reason = Reason.UNKNOWN_GATEWAY_KEY
 
 
 class InvalidUrl(GatewayError):

@@ -21,6 +21,7 @@ from gateway.errors import BodyTooLarge, UnreadableUpstream
 from gateway.policy import Policy
 from gateway.privacy.errors_body import request_values, scrub_answer
 from gateway.privacy.redact import Counts
+from gateway.rules import Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import Headers, Upstream, UpstreamResponse, decode_body
 
@@ -189,18 +190,22 @@ class Forwarder:
         if resp.status in (204, 304):
             await resp.aclose()
             return Reply(resp.status, hdrs)
-        _raw, body = await self._json(resp, typed=True)
+        raw, body = await self._json(resp, typed=True)
         if body is None:
             if resp.status < 300:
                 return Reply(resp.status, hdrs)
             raise UnreadableUpstream()  # an error without a body the gateway can show
         counts: Counts = {}
         rewrite(body, counts)  # whatever the status: an error body is checked too
+        if not withholds(self.policy.rule_mode(Rule.REDACT), decision, counts):
+            # Checked the same way, then the CRM's own answer goes on (decoded).
+            return Reply(
+                resp.status, [(n, v) for n, v in resp.headers if n != "content-encoding"], raw
+            )
         decision.outcome = REDACTED if counts else decision.outcome
         if _has_errors(body, resp.status):
             echoed = echoed_values(req) if req is not None else frozenset()
             body = scrub_answer(body, echoed, failed=resp.status >= 400)
-        decision.withheld(counts)
         hdrs += [("content-type", JSON_TYPE), ("x-privacy-withheld", withheld_header(counts))]
         return Reply(resp.status, hdrs, orjson.dumps(body))
 

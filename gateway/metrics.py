@@ -18,13 +18,17 @@ class Metrics:
         self.requests: Counter[tuple[str, str, int]] = Counter()  # (route, outcome, status)
         self.withheld: Counter[str] = Counter()  # field name -> values nulled
         self.refusals: Counter[str] = Counter()  # reason kind -> count
+        self.shadowed: Counter[str] = Counter()  # rule -> times shadow mode held it back
         self.duration_buckets = [0] * (len(_BUCKETS) + 1)
         self.duration_sum = 0.0
         self.gauges: dict[str, Callable[[], float]] = {}
+        #: name -> its labels now, rendered as a gauge of 1 (the policy version in force)
+        self.info: dict[str, Callable[[], dict[str, str]]] = {}
 
     def observe(self, d: Decision) -> None:
         self.requests[(d.route, d.outcome, d.status)] += 1
         self.withheld.update(d.fields_withheld)
+        self.shadowed.update(d.shadowed)
         for reason in d.reasons:
             self.refusals[reason.split(":", 1)[0]] += 1
         seconds = d.duration_ms / 1000
@@ -57,6 +61,12 @@ class Metrics:
         for reason, n in sorted(self.refusals.items()):
             lines.append(f'gateway_decision_reasons_total{{reason="{reason}"}} {n}')
         lines += [
+            "# HELP gateway_shadow_would_act_total Times a rule in shadow mode would have acted.",
+            "# TYPE gateway_shadow_would_act_total counter",
+        ]
+        for rule, n in sorted(self.shadowed.items()):
+            lines.append(f'gateway_shadow_would_act_total{{rule="{rule}"}} {n}')
+        lines += [
             "# HELP gateway_request_duration_seconds Time spent per request.",
             "# TYPE gateway_request_duration_seconds histogram",
         ]
@@ -70,4 +80,11 @@ class Metrics:
         for name, read in sorted(self.gauges.items()):
             lines.append(f"# TYPE {name} gauge")
             lines.append(f"{name} {read():g}")
+        for name, read_labels in sorted(self.info.items()):
+            pairs = ",".join(f'{k}="{_escaped(v)}"' for k, v in sorted(read_labels().items()))
+            lines += [f"# TYPE {name} gauge", f"{name}{{{pairs}}} 1"]
         return "\n".join(lines) + "\n"
+
+
+def _escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

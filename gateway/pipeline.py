@@ -14,13 +14,24 @@ from typing import assert_never
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import Decision
-from gateway.errors import InvalidData, InvalidUrl, Reason, RestrictedField
+from gateway.errors import InvalidData, InvalidUrl, Reason, RestrictedField, UnknownGatewayKey
 from gateway.forward import Forwarder
-from gateway.handlers import Context, bulk, composite, coql, reads, uploads, writes
+from gateway.handlers import (
+    Context,
+    UploadedFiles,
+    bulk,
+    composite,
+    coql,
+    reads,
+    uploaded_files,
+    uploads,
+    writes,
+)
 from gateway.keys import fingerprint
 from gateway.metadata import MetadataCache
 from gateway.policy import Policy
 from gateway.privacy.redact import is_masked
+from gateway.rules import Rule
 from gateway.state import RecordStates
 from gateway.types import Reply
 from gateway.upstream import Upstream
@@ -43,13 +54,28 @@ class Pipeline:
         metadata: MetadataCache,
         policy: Policy,
         secret: bytes,
+        uploads: UploadedFiles | None = None,
     ) -> None:
         self.policy = policy
         self.secret = secret
         self.forward = Forwarder(upstream, upstream_url, upload_url, policy)
         self.views = Views(metadata, policy, secret)
-        self.ctx = Context(
-            self.forward, self.views, RecordStates(upstream, upstream_url, self.views), policy
+        states = RecordStates(upstream, upstream_url, self.views)
+        shared = uploaded_files() if uploads is None else uploads  # an empty cache is falsy
+        self.ctx = Context(self.forward, self.views, states, policy, shared)
+
+    def with_policy(self, policy: Policy) -> Pipeline:
+        """The corridor under another policy (a reload), sharing this one's metadata cache
+        and what was uploaded through it. A request keeps the pipeline it started with."""
+        fwd = self.forward
+        return Pipeline(
+            upstream=fwd.upstream,
+            upstream_url=fwd.upstream_url,
+            upload_url=fwd.upload_url,
+            metadata=self.views.metadata,
+            policy=policy,
+            secret=self.secret,
+            uploads=self.ctx.uploads,
         )
 
     async def handle(self, req: CanonicalRequest, decision: Decision) -> Reply:
@@ -59,12 +85,13 @@ class Pipeline:
         # not know as a module may be any value.
         token = _token(req.header("authorization"))
         decision.client = fingerprint(self.secret, token) if token else None
+        shown = self._client_rule(req, decision)
         if req.kind is Kind.COMPOSITE:
             # Never forwarded as one call: each sub-request walks this corridor on its own.
             return await composite.composite(req, decision, self.handle)
         if req.kind in _NO_VIEW:
             return await self.forward.passthrough(req, decision)
-        view = await self.views.load(req, decision)
+        view = await self.views.load(req, decision, shown)
         if view is None:  # privacy_settings false: the CRM's GDPR rules do not apply
             decision.note(Reason.PRIVACY_SETTINGS_OFF)
             return await self.forward.passthrough(req, decision)
@@ -76,6 +103,17 @@ class Pipeline:
         if req.kind in _PASS_WITH_VIEW:
             return await self.forward.passthrough(req, decision)
         return await self.dispatch(req, view, decision)
+
+    def _client_rule(self, req: CanonicalRequest, decision: Decision) -> frozenset[str]:
+        """What the policy shows the client its ``X-Gateway-Key`` names; an unknown key is
+        served as the default or refused, as the policy says, and audited either way."""
+        rule, shown, reason = self.policy.shown_for(req.gateway_key)
+        decision.client_rule = rule
+        if reason is Reason.UNKNOWN_GATEWAY_KEY and self.policy.unknown_keys == "refuse":
+            raise UnknownGatewayKey()
+        if reason is not None:
+            decision.note(reason)
+        return shown
 
     async def dispatch(self, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
         ctx = self.ctx
@@ -135,8 +173,10 @@ class Pipeline:
         if info is None:
             raise InvalidData(details={"reason": "X-EXTERNAL must name a field of the module"})
         if is_masked(info, view.shown):
-            decision.refuse(Reason.RESTRICTED_EXTERNAL, info.api_name)
-            raise RestrictedField(info.api_name)
+            reason = Reason.RESTRICTED_EXTERNAL
+            if self.ctx.refuses(decision, Rule.CRITERIA, reason, [info.api_name]):
+                decision.refuse(reason, info.api_name)
+                raise RestrictedField(info.api_name)
 
 
 def _token(value: str | None) -> str | None:

@@ -26,14 +26,13 @@ from starlette.types import Scope
 
 from gateway.errors import BodyTooLarge, HeadersTooLarge, InvalidData, NotSupported
 from gateway.http1 import REQUEST_LINE_ROOM, protocol_class
-from gateway.policy import Policy
 
 # A Host value: a name or an IPv4 address, or a bracketed IPv6 address, and an optional port.
 _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.\-]+)(?::[0-9]{1,5})?")
 
 #: uvicorn's HTTP/1.1 parsers; "auto" is httptools when it is installed, else h11
 PARSERS = ("auto", "h11", "httptools")
-_DEFAULT_HEADER_BYTES = Policy().max_header_bytes
+_DEFAULT_HEADER_BYTES = 32 * 1024  # settings.py ``max_header_bytes``
 
 
 # -- the request head -------------------------------------------------------------------
@@ -61,7 +60,9 @@ def host_allowed(value: bytes, patterns: tuple[str, ...]) -> bool:
     )
 
 
-def check_head(scope: Scope, policy: Policy, hosts: tuple[str, ...]) -> None:
+def check_head(
+    scope: Scope, max_header_bytes: int, max_request_body: int, hosts: tuple[str, ...]
+) -> None:
     """Refuse a request head before any body byte is read: pure, the ASGI scope in, an
     error out. Exactly one ``Host`` is required, HTTP/1.0 included."""
     size = 0
@@ -78,7 +79,7 @@ def check_head(scope: Scope, policy: Policy, hosts: tuple[str, ...]) -> None:
             upgrade = True
         elif name == b"host":
             host.append(value)
-    if size > policy.max_header_bytes:
+    if size > max_header_bytes:
         raise HeadersTooLarge()
     # RFC 9112 §6.3: "If a message is received with both a Transfer-Encoding and a
     # Content-Length header field, ... Such a message might indicate an attempt to perform
@@ -100,7 +101,7 @@ def check_head(scope: Scope, policy: Policy, hosts: tuple[str, ...]) -> None:
     # RFC 9110 §15.5.14: a server "MAY close the connection" after a 413 rather than read
     # a body it will refuse. (More than 15 digits is over any limit, and int() of a
     # very long digit string raises.)
-    if lengths and (len(lengths[0]) > 15 or int(lengths[0]) > policy.max_request_body):
+    if lengths and (len(lengths[0]) > 15 or int(lengths[0]) > max_request_body):
         raise BodyTooLarge()
 
 

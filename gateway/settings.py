@@ -7,11 +7,45 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.policy import Policy
+from gateway.policy import MOVED_TO_SETTINGS, Policy
 
 TRANSPORTS = ("aiohttp", "httpx")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+#: how the process runs: attribute -> (flag, environment variable, type, default)
+RUNTIME: dict[str, tuple[str, str, type, float | int | str]] = {
+    "connect_timeout_s": ("--connect-timeout", "GATEWAY_CONNECT_TIMEOUT_SECONDS", float, 5.0),
+    "read_timeout_s": ("--read-timeout", "GATEWAY_READ_TIMEOUT_SECONDS", float, 30.0),
+    "pool_timeout_s": ("--pool-timeout", "GATEWAY_POOL_TIMEOUT_SECONDS", float, 5.0),
+    "max_upstream_connections": (
+        "--max-upstream-connections",
+        "GATEWAY_MAX_UPSTREAM_CONNECTIONS",
+        int,
+        200,
+    ),
+    "body_read_timeout_s": (
+        "--body-read-timeout",
+        "GATEWAY_BODY_READ_TIMEOUT_SECONDS",
+        float,
+        30.0,
+    ),
+    "max_concurrent_requests": (
+        "--max-concurrent-requests",
+        "GATEWAY_MAX_CONCURRENT_REQUESTS",
+        int,
+        256,
+    ),
+    "breaker_failures": ("--breaker-failures", "GATEWAY_BREAKER_FAILURES", int, 5),
+    "breaker_cooldown_s": ("--breaker-cooldown", "GATEWAY_BREAKER_COOLDOWN_SECONDS", float, 30.0),
+    "max_header_bytes": ("--max-header-bytes", "GATEWAY_MAX_HEADER_BYTES", int, 32 * 1024),
+    "log_level": ("--log-level", "GATEWAY_LOG_LEVEL", str, "info"),
+    "drain_timeout_s": ("--drain-timeout", "GATEWAY_DRAIN_TIMEOUT_SECONDS", int, 10),
+}
+#: settings attribute -> the policy key that set it before
+_FROM_POLICY = {attr: key for key, (attr, _) in MOVED_TO_SETTINGS.items()}
 
 
 class SettingsError(ValueError):
@@ -43,6 +77,25 @@ class Settings:
     checkpoint_file: Path | None = None
     #: Ed25519 private key (PEM) that signs checkpoints; None: HMAC with the gateway secret
     checkpoint_key: Path | None = None
+    # -- how the process runs (``RUNTIME``) --
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    #: the longest a request waits for a free connection to the CRM (then 503)
+    pool_timeout_s: float = 5.0
+    max_upstream_connections: int = 200
+    #: the whole request body must arrive within this (else 408)
+    body_read_timeout_s: float = 30.0
+    #: more in flight are refused at once (503 + Retry-After), never queued
+    max_concurrent_requests: int = 256
+    #: consecutive connection failures or 5xx from the CRM that open its circuit
+    breaker_failures: int = 5
+    #: while open: 503 + Retry-After at once; then one probe is let through
+    breaker_cooldown_s: float = 30.0
+    #: request headers in total; more is refused (431)
+    max_header_bytes: int = 32 * 1024
+    log_level: str = "info"
+    #: on SIGTERM, requests in flight get this long to finish
+    drain_timeout_s: int = 10
 
     @classmethod
     def build(
@@ -58,9 +111,14 @@ class Settings:
         policy: Policy | None = None,
         checkpoint_file: str | None = None,
         checkpoint_key: str | None = None,
+        runtime: Mapping[str, object] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
+        """``runtime``: flag values by ``RUNTIME`` attribute (None: not given). Each is
+        taken from its flag, else its variable, else the policy's old key, else the
+        default."""
         env = os.environ if env is None else env
+        policy = policy or Policy()
         up = upstream or env.get("GATEWAY_UPSTREAM")
         if not up:
             raise SettingsError("--upstream (or GATEWAY_UPSTREAM) is required")
@@ -96,10 +154,38 @@ class Settings:
             secret_file=Path(secret_file),
             secret=env.get("GATEWAY_SECRET") or None,
             transport=kind,
-            policy=policy or Policy(),
+            policy=policy,
             checkpoint_file=Path(cp_file) if cp_file else None,
             checkpoint_key=Path(cp_key) if cp_key else None,
+            **_runtime(runtime or {}, env, policy),
         )
+
+
+def _runtime(given: Mapping[str, object], env: Mapping[str, str], policy: Policy) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for attr, (flag, var, kind, _default) in RUNTIME.items():
+        raw = given.get(attr)
+        name = flag
+        if raw is None and var in env:
+            raw, name = env[var], var
+        if raw is None and _FROM_POLICY.get(attr) in policy.legacy:
+            raw, name = policy.legacy[_FROM_POLICY[attr]], _FROM_POLICY[attr]
+        if raw is None:
+            continue
+        if kind is str:
+            value = str(raw).lower()
+            if value not in LOG_LEVELS:
+                raise SettingsError(f"{name} must be one of {', '.join(LOG_LEVELS)}")
+            out[attr] = value
+            continue
+        try:
+            number = kind(raw) if not isinstance(raw, str) else kind(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name} must be a number") from None
+        if number <= 0:
+            raise SettingsError(f"{name} must be greater than 0")
+        out[attr] = number
+    return out
 
 
 def _is_log_file(candidate: Path, log: Path) -> bool:

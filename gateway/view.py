@@ -17,11 +17,11 @@ from cachetools import LRUCache
 
 from gateway.crm.request import CanonicalRequest
 from gateway.decision import Decision
-from gateway.errors import GatewayError, InvalidModule, MetadataUnavailable, Reason
+from gateway.errors import GatewayError, InvalidModule, MetadataUnavailable
 from gateway.keys import fingerprint
 from gateway.metadata import MetadataCache
 from gateway.policy import Policy
-from gateway.privacy.catalog import ModuleCatalog, OrgInfo
+from gateway.privacy.catalog import ModuleCatalog, OrgInfo, with_overrides
 from gateway.privacy.redact import MaskPlan, build_plan
 from gateway.upstream import Headers
 
@@ -56,9 +56,19 @@ class Views:
         self.policy = policy
         self.secret = secret
         self._plans: LRUCache[tuple[Any, ...], tuple[tuple[Any, ...], MaskPlan]] = LRUCache(1024)
+        #: lower-case module -> lower-case field -> sensitivity (the policy's overrides)
+        self._extra: dict[str, dict[str, str]] = {}
+        for module, fields in policy.private_fields.items():
+            extra = self._extra.setdefault(module.lower(), {})
+            extra.update((name.lower(), sensitivity) for name, sensitivity in fields.items())
+        #: id(the CRM's catalog) -> (it, with the policy's module overrides)
+        self._overridden: LRUCache[int, tuple[ModuleCatalog, ModuleCatalog]] = LRUCache(1024)
 
-    async def load(self, req: CanonicalRequest, decision: Decision) -> View | None:
-        """The view, or None when the org has privacy settings off."""
+    async def load(
+        self, req: CanonicalRequest, decision: Decision, shown: frozenset[str]
+    ) -> View | None:
+        """The view, or None when the org has privacy settings off. ``shown``: the
+        sensitivities the policy shows this request's client."""
         version = req.version or "v2"
         headers = lookup_headers(req, decision.request_id)
         # The org is cached per token fingerprint and per X-CRM-ORG (a multi-org user's
@@ -71,10 +81,6 @@ class Views:
         decision.metadata_age_s = age
         if not org.privacy_settings:
             return None
-        rule, shown = self.policy.shown_for(req.gateway_key)
-        if rule is not None:
-            decision.client_rule = rule
-            decision.note(Reason.CLIENT_RULE)
         return View(org, version, headers, shown, age=age)
 
     async def modules(self, view: View) -> dict[str, tuple[str, str]]:
@@ -117,10 +123,23 @@ class Views:
             found, age = await self.metadata.fields(
                 view.org.org_id, view.version, module, view.headers
             )
+            found = self._with_overrides(found)
             view.catalogs[key] = found
             view.age = max(view.age, age)
             decision.metadata_age_s = view.age
         return found
+
+    def _with_overrides(self, catalog: ModuleCatalog) -> ModuleCatalog:
+        """Every route reads a module's private fields here, the policy's overrides
+        included; built once per cached catalog."""
+        extra = self._extra.get(catalog.module.lower())
+        if not extra:
+            return catalog
+        hit = self._overridden.get(id(catalog))
+        if hit is None or hit[0] is not catalog:
+            hit = (catalog, with_overrides(catalog, extra))
+            self._overridden[id(catalog)] = hit
+        return hit[1]
 
     async def catalogs_for_paths(
         self,

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from gateway.app import Gateway, create_app
-from gateway.policy import Policy, policy_from_mapping
+from gateway.policy import Policy, load_policy, policy_from_mapping
 from gateway.sandbox import create_app as create_sandbox
 from gateway.settings import Settings
 from tests.servers import ThreadedServer
@@ -135,10 +135,16 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
         upload_upstream: str | None = None,
         transport: str = "aiohttp",
         http: str = "auto",
+        policy_path: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> GatewayHandle:
+        """``policy_path``: the policy is that file's, watched for changes; ``env``: more
+        ``GATEWAY_*`` variables (settings)."""
         pol = (
             policy
             if isinstance(policy, Policy)
+            else load_policy(policy_path)
+            if policy_path is not None
             else policy_from_mapping({"audit": {"fsync": "never"}, **(policy or {})})
         )
         n = len(started)
@@ -148,10 +154,11 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
             audit_log=str(tmp_path / f"audit{n}.jsonl"),
             transport=transport,
             policy=pol,
-            env={"GATEWAY_SECRET": "test-secret"},
+            policy_path=str(policy_path) if policy_path else None,
+            env={"GATEWAY_SECRET": "test-secret", **(env or {})},
         )
         app = create_app(settings)
-        server = ThreadedServer(app, http=http, max_header_bytes=pol.max_header_bytes).start()
+        server = ThreadedServer(app, http=http, max_header_bytes=settings.max_header_bytes).start()
         http = httpx.Client(base_url=server.url, headers=AUTH, timeout=30)
         started.append((server, http))
         return GatewayHandle(server.url, app, http, tmp_path / f"audit{n}.jsonl")

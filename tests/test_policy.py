@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import Reason
 from gateway.policy import PolicyError, load_policy, policy_from_mapping
 from tests.conftest import Crm, MakeGateway, envelope
 
@@ -45,9 +46,9 @@ def test_client_rules_match_by_key_hash_only() -> None:
             "clients": [{"name": "bi", "key_sha256": digest, "show": ["High"]}],
         }
     )
-    assert policy.shown_for("k1") == ("bi", frozenset({"high"}))
-    assert policy.shown_for("k2") == (None, frozenset({"low"}))
-    assert policy.shown_for(None) == (None, frozenset({"low"}))
+    assert policy.shown_for("k1") == ("bi", frozenset({"high"}), Reason.CLIENT_RULE)
+    assert policy.shown_for("k2") == (None, frozenset({"low"}), Reason.UNKNOWN_GATEWAY_KEY)
+    assert policy.shown_for(None) == (None, frozenset({"low"}), None)
 
 
 def test_not_toml_is_reported(tmp_path: Path) -> None:

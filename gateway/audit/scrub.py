@@ -19,12 +19,13 @@ from typing import Any
 from structlog.typing import EventDict, WrappedLogger
 
 from gateway.errors import Reason
+from gateway.rules import Rule
 
 MAX_STRING = 200  # any string longer than this is cut before it is checked
 MAX_LIST = 1000  # more ids or names than this is not an audit fact but a data dump
 
 OUTCOMES = frozenset({"forwarded", "redacted", "refused", "error", "cancelled"})
-EVENTS = frozenset({"request", "segment_start"})
+EVENTS = frozenset({"request", "segment_start", "policy_reload"})
 
 _RECORD_ID = re.compile(r"\d{1,25}")
 # Reasons are codes from a closed vocabulary (gateway.errors.Reason, and the trail's own),
@@ -157,21 +158,26 @@ _SCALARS: dict[str, Check] = {
     "status": _int_in(0, 599),
     "duration_ms": _amount,
     "policy_version": _policy_version,
+    "policy_hash": _name(_DIGEST),
     "metadata_age_s": _amount,
     "client_rule": _name(_MODULE),
     "client_request_id": _name(_CLIENT_REQUEST_ID),
 }
+_RULES = frozenset(r.value for r in Rule)
 _LISTS: dict[str, Check] = {
     "record_ids": _name(_RECORD_ID),
     "reasons": _reason,
     "fields_refused": _name(_FIELD_NAME),
+    "would_refuse": _reason,
+    "would_refuse_fields": _name(_FIELD_NAME),
+    "shadowed_rules": lambda v: v if isinstance(v, str) and v in _RULES else None,
 }
+#: {"names": [...], "count": n} values
+_COUNTED = ("fields_withheld", "would_redact")
 _count = _int_in(0, 2**53)
 
 #: every key an entry may have once it is written (the chain step adds the last two)
-ENTRY_KEYS = frozenset(
-    {"event", "ts", "seq", *_SCALARS, *_LISTS, "fields_withheld", "prev_hash", "hash"}
-)
+ENTRY_KEYS = frozenset({"event", "ts", "seq", *_SCALARS, *_LISTS, *_COUNTED, "prev_hash", "hash"})
 
 
 def _fields_withheld(value: object) -> tuple[dict[str, Any], bool]:
@@ -211,9 +217,10 @@ def scrub(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Eve
         if dropped:
             scrubbed.append(key)
 
-    out["fields_withheld"], dropped = _fields_withheld(event_dict.get("fields_withheld"))
-    if dropped:
-        scrubbed.append("fields_withheld")
+    for key in _COUNTED:
+        out[key], dropped = _fields_withheld(event_dict.get(key))
+        if dropped:
+            scrubbed.append(key)
 
     out["reasons"].extend(f"scrubbed:{key}" for key in scrubbed)
     return out

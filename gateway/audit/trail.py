@@ -202,7 +202,7 @@ class AuditTrail:
             log.warning("audit log ended in a partial line; new segment links past it")
         await self._enqueue_segment_start(reasons)
 
-    async def record(self, fields: Mapping[str, object]) -> None:
+    async def record(self, fields: Mapping[str, object], event: str = "request") -> None:
         """Write one entry; return once it is written (and fsynced, with ``fsync="always"``)."""
         if self._state == "recovering":
             self._dropped += 1
@@ -215,7 +215,7 @@ class AuditTrail:
             await self._wait_for_space()
         # the caller's object is not ours to keep; keys must be names for the processors
         snapshot = {k: v for k, v in fields.items() if isinstance(k, str)}
-        await self._enqueue("request", snapshot)
+        await self._enqueue(event, snapshot)
 
     async def close(self) -> None:
         """Drain the queue, fsync, write a final checkpoint, close the files."""

@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
+from gateway.decision import Decision
+from gateway.errors import Reason
 from gateway.forward import Forwarder
 from gateway.policy import Policy
+from gateway.privacy.writes import STOP_PROCESSING, verdict
+from gateway.rules import Check, Rule, guard, refuses
 from gateway.state import RecordStates
 from gateway.view import Views
 
@@ -17,7 +21,7 @@ from gateway.view import Views
 UploadedFiles = TTLCache[str, tuple[tuple[str, ...], tuple[str, ...]]]
 
 
-def _uploaded_files() -> UploadedFiles:
+def uploaded_files() -> UploadedFiles:
     # The CRM keeps an uploaded file for a few days; a job after that has nothing to run.
     return TTLCache(maxsize=10_000, ttl=7 * 24 * 3600)
 
@@ -29,4 +33,25 @@ class Context:
     states: RecordStates
     policy: Policy
     #: what each file uploaded through this gateway named, to check again when a job runs it
-    uploads: UploadedFiles = field(default_factory=_uploaded_files)
+    uploads: UploadedFiles = field(default_factory=uploaded_files)
+
+    def guard(self, decision: Decision, rule: Rule, check: Check) -> None:
+        """Run a guard that refuses restricted fields, in the mode the policy gives ``rule``
+        (rules.py ``guard``)."""
+        guard(self.policy.rule_mode(rule), decision, rule, check)
+
+    def refuses(
+        self, decision: Decision, rule: Rule, reason: Reason, fields: list[str] | None = None
+    ) -> bool:
+        """Whether a refusal ``rule`` found is made (enforce); in shadow it is recorded."""
+        return refuses(self.policy.rule_mode(rule), decision, rule, reason, fields)
+
+    def verdict(self, decision: Decision, state: bool | None) -> str | None:
+        """A write target's reason to refuse, or None. Stop processing follows its rule's
+        mode; an unknown state is refused in every mode (fail closed)."""
+        reason = verdict(state)
+        if reason == STOP_PROCESSING and not self.refuses(
+            decision, Rule.STOP_PROCESSING, Reason.STOP_PROCESSING
+        ):
+            return None
+        return reason

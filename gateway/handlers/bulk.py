@@ -14,11 +14,11 @@ from gateway.decision import REDACTED, Decision
 from gateway.errors import BodyTooLarge, InvalidData, MetadataUnavailable, UnreadableUpstream
 from gateway.forward import STALE_AFTER_REWRITE, withheld_header
 from gateway.handlers import Context
-from gateway.handlers.reads import refuse_restricted
 from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
 from gateway.privacy.catalog import ModuleCatalog
 from gateway.privacy.redact import Counts, is_masked, path_mask
+from gateway.rules import Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
 from gateway.view import View
@@ -39,7 +39,9 @@ async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision:
     criteria = member(query, "criteria")
     paths = guards.bulk_criteria_fields(criteria)
     catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
-    refuse_restricted(decision, lambda: guards.check_paths(module, paths, catalogs))
+    ctx.guard(
+        decision, Rule.CRITERIA, lambda found: guards.check_paths(module, paths, catalogs, found)
+    )
     return await ctx.forward.passthrough(req, decision)
 
 
@@ -66,9 +68,17 @@ async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision:
     blank = _blanker(module, catalogs, view.shown)
     try:
         out = await asyncio.to_thread(bulk.rewrite_zip, source, blank, counts)
-    finally:
+    except BaseException:
         source.close()
-    decision.withheld(counts)
+        raise
+    if not withholds(ctx.policy.rule_mode(Rule.REDACT), decision, counts):
+        # Checked the same way, then the CRM's own file goes on (redact not enforced).
+        out.close()
+        size = source.seek(0, os.SEEK_END)
+        source.seek(0)
+        hdrs = [(n, v) for n, v in resp.headers if n not in ("content-encoding", "content-length")]
+        return Reply(resp.status, [*hdrs, ("content-length", str(size))], file=source)
+    source.close()
     decision.outcome = REDACTED
     size = out.seek(0, os.SEEK_END)
     out.seek(0)

@@ -49,7 +49,10 @@ async def composite(req: CanonicalRequest, decision: Decision, corridor: Corrido
     entries = []
     for sub in subs:
         sub_decision = Decision(
-            decision.request_id, "OTHER", policy_version=decision.policy_version
+            decision.request_id,
+            "OTHER",
+            policy_version=decision.policy_version,
+            policy_hash=decision.policy_hash,
         )
         try:
             sub_req = _sub_request(req, sub)
@@ -132,6 +135,7 @@ def _merge(into: Decision, sub: Decision) -> None:
         if name not in into.fields_refused:
             into.fields_refused.append(name)
     into.withheld(sub.fields_withheld)
+    into.merge_shadow(sub)
     into.client_rule = into.client_rule or sub.client_rule
     if _PRECEDENCE.get(sub.outcome, 0) > _PRECEDENCE.get(into.outcome, 0):
         into.outcome = sub.outcome

@@ -12,10 +12,10 @@ from gateway.crm.request import CanonicalRequest
 from gateway.decision import Decision
 from gateway.errors import InvalidQuery, UnreadableUpstream
 from gateway.handlers import Context
-from gateway.handlers.reads import refuse_restricted
 from gateway.jsonbody import loads_request
 from gateway.privacy import guards
 from gateway.privacy.redact import Counts, build_coql_plan, redact_coql_rows
+from gateway.rules import Rule
 from gateway.types import Reply
 from gateway.view import View
 
@@ -51,7 +51,9 @@ async def coql(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
     catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision, whole_values=True)
     # An aggregate over a field uses it too: COUNT(Email) tells which records have one.
     used = [*query.condition_fields, *(c.path for c in query.columns if c.function)]
-    refuse_restricted(decision, lambda: guards.check_paths(module, used, catalogs))
+    ctx.guard(
+        decision, Rule.CRITERIA, lambda found: guards.check_paths(module, used, catalogs, found)
+    )
     _check_row_keys(query.columns, catalogs[module.lower()].fields)
     columns = [(c.key, c.path, c.function is not None) for c in query.columns]
     plan = build_coql_plan(module, columns, catalogs, view.shown)

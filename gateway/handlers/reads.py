@@ -8,17 +8,18 @@ honour them on more routes than it documents; ``sort_by``), and every answer is 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.crm.criteria import CriteriaError, criteria_fields, parse_criteria
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import Decision
-from gateway.errors import InvalidData, InvalidQuery, Reason, RestrictedField
+from gateway.errors import InvalidData, InvalidQuery
 from gateway.handlers import Context
 from gateway.privacy import guards
 from gateway.privacy.redact import Counts, redact_body
+from gateway.rules import Rule
 from gateway.types import Reply
 from gateway.view import View
 
@@ -43,7 +44,7 @@ async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
         await guard_search(ctx, view, module, params, decision)
     if req.param("sort_by") is not None:
         catalog = await ctx.views.catalog(view, module, decision)
-        refuse_restricted(decision, lambda: guards.check_sort_params(catalog, params))
+        ctx.guard(decision, Rule.SORT, lambda _: guards.check_sort_params(catalog, params))
     plan = await ctx.views.plan(view, module, decision)
     include_private, kept = take_include_private(params)
     resp = await ctx.forward.send(req.with_params(kept), decision)
@@ -66,24 +67,16 @@ async def guard_search(
         except CriteriaError as exc:
             raise InvalidQuery(details={"reason": exc.reason}) from None
         paths = [tuple(name.split(".")) for name in criteria_fields(node)]
-    refuse_restricted(
+    allow_word = ctx.policy.allow_word_search
+    ctx.guard(
         decision,
-        lambda: guards.check_search_params(
-            catalog, params, allow_word=ctx.policy.allow_word_search
-        ),
+        Rule.CRITERIA,
+        lambda _: guards.check_search_params(catalog, params, allow_word=allow_word),
     )
     catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
-    refuse_restricted(decision, lambda: guards.check_paths(module, paths, catalogs))
-
-
-def refuse_restricted(
-    decision: Decision, check: Callable[[], None], reason: Reason = Reason.RESTRICTED_CRITERIA
-) -> None:
-    try:
-        check()
-    except RestrictedField as exc:
-        decision.refuse(reason, exc.api_name)
-        raise
+    ctx.guard(
+        decision, Rule.CRITERIA, lambda found: guards.check_paths(module, paths, catalogs, found)
+    )
 
 
 def take_include_private(

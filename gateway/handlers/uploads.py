@@ -16,7 +16,6 @@ from gateway.decision import Decision
 from gateway.errors import InvalidData, Reason
 from gateway.forward import json_reply_of
 from gateway.handlers import Context
-from gateway.privacy import writes
 from gateway.types import Reply
 from gateway.view import View
 
@@ -57,8 +56,8 @@ async def check_ids(
     # A value of the id column must be a record of a GDPR module; any other id-like cell
     # counts only when it is one in stop processing.
     found = await ctx.states.locate(view, [*ids, *other_ids], absent=None)
-    verdicts = [(i, writes.verdict(found[i])) for i in ids]
-    verdicts += [(i, writes.STOP_PROCESSING) for i in other_ids if found[i]]
+    verdicts = [(i, ctx.verdict(decision, found[i])) for i in ids]
+    verdicts += [(i, ctx.verdict(decision, True)) for i in other_ids if found[i]]
     bad = [(i, r) for i, r in verdicts if r is not None]
     if not bad:
         return None

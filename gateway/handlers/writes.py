@@ -12,6 +12,7 @@ entries are merged back in input order. Delete never comes here: erasure must st
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from gateway.privacy import writes
 from gateway.privacy.errors_body import scrub_answer
 from gateway.privacy.redact import Counts, MaskPlan, redact_write_answer
 from gateway.privacy.writes import Split
+from gateway.rules import Mode, Rule, withholds
 from gateway.state import FREE, Target
 from gateway.types import Reply
 from gateway.view import View
@@ -134,7 +136,7 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
     ]
     (deciding,) = await _deciding(ctx, view, [FREE], [parents])
     targets.append(deciding)
-    blocked = [(t, r) for t in targets if (r := writes.verdict(t.state)) is not None]
+    blocked = [(t, r) for t in targets if (r := ctx.verdict(decision, t.state)) is not None]
     if not blocked:
         return await forward_write(ctx, req, view, decision)
     target, reason = blocked[0]
@@ -271,7 +273,7 @@ async def batch(
         if pos in refused:
             continue
         decision.add_record_id(target.id)
-        reason = writes.verdict(target.state)
+        reason = ctx.verdict(decision, target.state)
         if reason is not None:
             refused[pos] = writes.refusal(target.id, reason, target.cause)
             decision.refuse(Reason(reason))
@@ -292,8 +294,10 @@ async def batch(
         await ctx.forward.read_json(resp), echoed_values(req), failed=resp.status >= 400
     )
     counts: Counts = {}
-    redact_write_answer(answer, await _answer_plan(ctx, req, view, decision), counts)
-    decision.withheld(counts)
+    plan = await _answer_plan(ctx, req, view, decision)
+    mode = ctx.policy.rule_mode(Rule.REDACT)
+    redact_write_answer(answer if mode is Mode.ENFORCE else copy.deepcopy(answer), plan, counts)
+    withholds(mode, decision, counts)
     upstream_entries = answer.get("data") if isinstance(answer, dict) else None
     entries = writes.merge(total, split, upstream_entries, answer)
     return json_reply_of(writes.batch_status(split, resp.status), {"data": entries})
@@ -339,8 +343,9 @@ async def missing_consent(
         for i in inserts
         if not (isinstance(records[i], dict) and _has_consent(records[i]))
     }
-    if refused:
-        decision.refuse(Reason.MISSING_CONSENT)
+    if not refused or not ctx.refuses(decision, Rule.CONSENT, Reason.MISSING_CONSENT):
+        return {}
+    decision.refuse(Reason.MISSING_CONSENT)
     return refused
 
 

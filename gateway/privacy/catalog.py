@@ -7,7 +7,7 @@ case-insensitively everywhere a decision is made (the CRM treats api names that 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -71,6 +71,26 @@ class ModuleCatalog:
     def is_restricted(self, name: str) -> bool:
         info = self.get(name)
         return info is not None and info.private is not None and info.private.restricted
+
+
+def with_overrides(catalog: ModuleCatalog, extra: Mapping[str, str]) -> ModuleCatalog:
+    """The catalog with the policy's extra private fields (lower-case name -> "high", "low"
+    or "restricted"): a field the CRM leaves public becomes private; one it marks private
+    keeps its marking, or becomes restricted. Never fewer private fields than the CRM's."""
+    fields = dict(catalog.fields)
+    for name, sensitivity in extra.items():
+        info = fields.get(name)
+        if info is None:
+            continue
+        restricted = sensitivity == "restricted"
+        private = info.private
+        if private is None:
+            # The CRM exports such a field's values; a masked column is blanked by the gateway.
+            private = Private(restricted, "" if restricted else sensitivity, export=False)
+        elif restricted:
+            private = replace(private, restricted=True)
+        fields[name] = replace(info, private=private)
+    return ModuleCatalog(catalog.module, fields)
 
 
 def _module_name(value: Any) -> str | None:

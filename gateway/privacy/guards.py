@@ -30,14 +30,22 @@ WORD_SEARCHABLE = frozenset(
 
 
 def check_paths(
-    module: str, paths: Iterable[Sequence[str]], catalogs: Mapping[str, ModuleCatalog]
+    module: str,
+    paths: Iterable[Sequence[str]],
+    catalogs: Mapping[str, ModuleCatalog],
+    found: list[str] | None = None,
 ) -> None:
-    """``catalogs`` maps lower-case module names to metadata; ``module``'s must be there."""
+    """``catalogs`` maps lower-case module names to metadata; ``module``'s must be there.
+    With ``found``, a restricted field is added to it instead of raised, and the paths
+    that cannot be resolved are still refused (rules.py ``guard``)."""
     for path in paths:
         walk = walk_path(module, path, catalogs)
         for depth, info in enumerate(walk.infos):
             if info.private is not None and info.private.restricted:
-                raise RestrictedField(walk.label(depth))
+                if found is None:
+                    raise RestrictedField(walk.label(depth))
+                found.append(walk.label(depth))
+                break
         if walk.stop in (NO_CATALOG, NOT_LOOKUP):
             # A path through something that is not a known lookup cannot be checked.
             raise InvalidQuery(details={"reason": "Cannot resolve the field path."})

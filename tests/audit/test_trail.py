@@ -87,6 +87,7 @@ class TestWhatIsWritten:
             "module", "record_ids", "outcome", "reasons", "fields_withheld", "upstream_status",
             "client_rule", "fields_refused", "client_request_id",
             "status", "duration_ms", "policy_version", "metadata_age_s", "prev_hash", "hash",
+            "would_refuse", "would_refuse_fields", "would_redact", "shadowed_rules", "policy_hash",
         }  # fmt: skip
         assert set(request) == keys == set(start)
         assert request["event"] == "request" and request["request_id"] == "req-00000"

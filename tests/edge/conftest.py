@@ -49,7 +49,7 @@ def edge_gateway(crm: Crm, tmp_path: Path) -> Iterator[EdgeGateway]:
             env={"GATEWAY_SECRET": "test-secret"},
         )
         app = create_app(settings)
-        server = ThreadedServer(app, http=http, max_header_bytes=pol.max_header_bytes).start()
+        server = ThreadedServer(app, http=http, max_header_bytes=settings.max_header_bytes).start()
         client = httpx.Client(base_url=server.url, headers=AUTH, timeout=30)
         started.append((server, client))
         return GatewayHandle(server.url, app, client, log)
