@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from gateway.audit.config import checkpoint_signer
+from gateway import __version__
+from gateway.audit.config import checkpoint_signer, checkpoint_target, instance_name
 from gateway.keys import KeyFileError, KeyRing
+from gateway.logs import LEVELS
 from gateway.policy import PolicyError, explain, load_policy
 from gateway.settings import Settings, SettingsError
 
@@ -19,10 +24,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="privacy-gateway",
         description="A reverse proxy that enforces Zoho CRM's GDPR rules on every API call.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the gateway in front of a CRM")
-    s.add_argument("--upstream", help="the CRM API base URL (GATEWAY_UPSTREAM)")
+    s.add_argument(
+        "--upstream",
+        help="the CRM API host, scheme and host only, such as https://www.zohoapis.eu "
+        "(GATEWAY_UPSTREAM)",
+    )
     s.add_argument("--upload-upstream", help="the bulk-write upload host (GATEWAY_UPLOAD_UPSTREAM)")
     s.add_argument("--host", help="address to listen on (GATEWAY_HOST, default 127.0.0.1)")
     s.add_argument("--port", help="port to listen on (GATEWAY_PORT, default 8080)")
@@ -46,11 +56,22 @@ def _parser() -> argparse.ArgumentParser:
         help="Ed25519 private key (from `audit keygen`) that signs checkpoints; default: "
         "HMAC with the gateway secret (GATEWAY_CHECKPOINT_KEY)",
     )
+    s.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        help="the least level logged, as JSON lines on stderr (GATEWAY_LOG_LEVEL, default info)",
+    )
+    s.add_argument(
+        "--drain-timeout",
+        metavar="SECONDS",
+        help="on shutdown, how long in-flight requests may take to finish "
+        "(GATEWAY_DRAIN_TIMEOUT, default 10)",
+    )
 
     sb = sub.add_parser("sandbox", help="run the Zoho-compatible CRM sandbox")
-    sb.add_argument("--host", default="127.0.0.1")
-    sb.add_argument("--port", type=int, default=8081)
-    sb.add_argument("--seed", type=int, default=42)
+    sb.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    sb.add_argument("--port", type=int, default=8081, help="port to listen on (8081)")
+    sb.add_argument("--seed", type=int, default=42, help="seed of the generated records (42)")
 
     d = sub.add_parser("demo", help="start the sandbox and the gateway and show the difference")
     d.add_argument("--once", action="store_true", help="exit after the tour")
@@ -58,11 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="audit log tools")
     asub = a.add_subparsers(dest="audit_command", required=True)
     v = asub.add_parser("verify", help="check the audit log's hash chain and checkpoints")
-    v.add_argument("file")
+    v.add_argument("file", help="the audit log, or a captured stdout stream")
     _key_arguments(v)
     r = asub.add_parser("report", help="write an HTML report of an audit log")
-    r.add_argument("file")
-    r.add_argument("--html", required=True)
+    r.add_argument("file", help="the audit log")
+    r.add_argument("--html", required=True, help="where to write the HTML report")
     _key_arguments(r)
     k = asub.add_parser("keygen", help="make an Ed25519 key pair for signing checkpoints")
     k.add_argument("dir", help="directory for KEY_ID.key (0600) and KEY_ID.pub")
@@ -70,8 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     pc = sub.add_parser("policy", help="policy tools")
     psub = pc.add_subparsers(dest="policy_command", required=True)
     c = psub.add_parser("check", help="validate a policy file")
-    c.add_argument("file")
-    c.add_argument("--explain", action="store_true")
+    c.add_argument("file", help="the policy file (TOML)")
+    c.add_argument("--explain", action="store_true", help="print what the policy does")
     return p
 
 
@@ -103,9 +124,7 @@ def _fail(message: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.app import configure_logging, create_app
+    from gateway.preflight import PreflightError, bind, check_paths
     from gateway.serving import uvicorn_options
 
     try:
@@ -122,28 +141,53 @@ def _serve(args: argparse.Namespace) -> int:
             policy=policy,
             checkpoint_file=args.checkpoint_file,
             checkpoint_key=args.checkpoint_key,
+            log_level=args.log_level,
+            drain_timeout=args.drain_timeout,
         )
         checkpoint_signer(settings)  # a bad key stops serve before any file is created
-    except (SettingsError, PolicyError, KeyFileError) as exc:
+        check_paths(settings)
+        http = args.http or os.environ.get("GATEWAY_HTTP", "auto")
+        options = uvicorn_options(http, settings.policy.max_header_bytes)
+        sock = bind(settings.host, settings.port)
+    except (SettingsError, PolicyError, KeyFileError, PreflightError) as exc:
         return _fail(str(exc))
-    try:
-        options = uvicorn_options(
-            args.http or os.environ.get("GATEWAY_HTTP", "auto"), settings.policy.max_header_bytes
-        )
-    except ValueError as exc:
-        return _fail(str(exc))
-    configure_logging()
+    except ValueError as exc:  # the HTTP parser's name
+        return _fail(f"--http (GATEWAY_HTTP): {exc}")
+    return _run(settings, sock, options)
+
+
+def _run(settings: Settings, sock: socket.socket, options: dict[str, Any]) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.logs import configure_logging
+    from gateway.serving import GatewayServer
+
+    configure_logging(level=settings.log_level)
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         access_log=False,  # query strings are personal data
-        log_level="warning",
-        timeout_graceful_shutdown=10,
+        log_config=None,  # stdlib logging is already routed to JSON lines
+        # uvicorn's own info lines would repeat the gateway's started/stopped lines
+        log_level="debug" if settings.log_level == "debug" else "warning",
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
         server_header=False,
         **options,
     )
+    host, port = sock.getsockname()[:2]
+    facts = {
+        "version": __version__,
+        "listen": f"http://{f'[{host}]' if ':' in host else host}:{port}",
+        "upstream": settings.upstream,
+        "policy_version": settings.policy.version,
+        "audit_sink": str(settings.audit_log) if settings.audit_log else "stdout",
+        "checkpoints": checkpoint_target(settings),
+        "instance": instance_name(),
+        "workers": 1,
+        "pid": os.getpid(),
+    }
+    GatewayServer(config, facts).run(sockets=[sock])
     return 0
 
 

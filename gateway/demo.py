@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 
-from gateway.app import configure_logging, create_app
+from gateway.app import create_app
 from gateway.audit import run_verify
+from gateway.logs import configure_logging
 from gateway.policy import Policy
 from gateway.serving import ThreadedServer
 from gateway.settings import Settings

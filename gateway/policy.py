@@ -246,6 +246,8 @@ def load_policy(path: Path | None) -> Policy:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise PolicyError("<file>", f"{path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+        raise PolicyError("<file>", f"{path} cannot be read ({type(exc).__name__})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError("<file>", f"not valid TOML ({exc})") from exc
     return policy_from_mapping(raw)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway.logs import LEVELS
 from gateway.policy import Policy
 
 TRANSPORTS = ("aiohttp", "httpx")
@@ -24,6 +25,12 @@ def _check_url(name: str, url: str) -> str:
         raise SettingsError(f"{name} must be an http:// or https:// URL with a host")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise SettingsError(f"{name} must not carry a query, fragment or credentials")
+    if parts.path not in ("", "/"):
+        # the gateway adds /crm/{version}/... itself: a path here would be doubled
+        raise SettingsError(
+            f"{name} must be a scheme and host only (such as https://www.zohoapis.eu), "
+            f"without the path {parts.path!r}"
+        )
     return url.rstrip("/")
 
 
@@ -43,6 +50,10 @@ class Settings:
     checkpoint_file: Path | None = None
     #: Ed25519 private key (PEM) that signs checkpoints; None: HMAC with the gateway secret
     checkpoint_key: Path | None = None
+    #: the least level logged on stderr
+    log_level: str = "info"
+    #: on shutdown, how long in-flight requests may take to finish
+    drain_timeout_s: float = 10.0
 
     @classmethod
     def build(
@@ -58,6 +69,8 @@ class Settings:
         policy: Policy | None = None,
         checkpoint_file: str | None = None,
         checkpoint_key: str | None = None,
+        log_level: str | None = None,
+        drain_timeout: str | float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         env = os.environ if env is None else env
@@ -86,6 +99,20 @@ class Settings:
         if cp_file and log and _is_log_file(Path(cp_file), Path(log)):
             raise SettingsError("--checkpoint-file must not be the audit log or one of its files")
         cp_key = checkpoint_key or env.get("GATEWAY_CHECKPOINT_KEY") or None
+        level = (log_level or env.get("GATEWAY_LOG_LEVEL") or "info").lower()
+        if level not in LEVELS:
+            raise SettingsError(
+                f"--log-level (GATEWAY_LOG_LEVEL) must be one of {', '.join(LEVELS)}"
+            )
+        raw_drain = drain_timeout if drain_timeout is not None else env.get("GATEWAY_DRAIN_TIMEOUT")
+        try:
+            drain = float(raw_drain) if raw_drain not in (None, "") else 10.0
+        except ValueError:
+            drain = -1.0
+        if not 0 <= drain <= 3600:
+            raise SettingsError(
+                "--drain-timeout (GATEWAY_DRAIN_TIMEOUT) must be seconds between 0 and 3600"
+            )
         return cls(
             upstream=up,
             upload_upstream=upload,
@@ -99,6 +126,8 @@ class Settings:
             policy=policy or Policy(),
             checkpoint_file=Path(cp_file) if cp_file else None,
             checkpoint_key=Path(cp_key) if cp_key else None,
+            log_level=level,
+            drain_timeout_s=drain,
         )
 
 
