@@ -57,18 +57,28 @@ def test_metrics_have_types_help_and_bounded_labels(gw: GatewayHandle) -> None:
 
     requests = ours["privacy_gateway_requests"]
     route = "/crm/{v}/{module}"
-    assert _value(
-        requests, "privacy_gateway_requests_total", route=route, method="GET", outcome="redacted"
-    ) == 1
+    assert (
+        _value(
+            requests,
+            "privacy_gateway_requests_total",
+            route=route,
+            method="GET",
+            outcome="redacted",
+        )
+        == 1
+    )
     refused = {"route": "/crm/{v}/{module}/search", "method": "GET", "outcome": "refused"}
     assert _value(requests, "privacy_gateway_requests_total", **refused) == 1
     duration = ours["privacy_gateway_request_duration_seconds"]
     count = "privacy_gateway_request_duration_seconds_count"
     assert _value(duration, count, route=route, outcome="redacted") == 1
     refusals = ours["privacy_gateway_refusals"]
-    assert _value(
-        refusals, "privacy_gateway_refusals_total", reason="restricted_criteria", module="Leads"
-    ) == 1
+    assert (
+        _value(
+            refusals, "privacy_gateway_refusals_total", reason="restricted_criteria", module="Leads"
+        )
+        == 1
+    )
     withheld = ours["privacy_gateway_values_withheld"]
     nulled = gw.requests()[0]["fields_withheld"]["count"]  # the audit entry's own count
     assert nulled >= 5
@@ -78,12 +88,10 @@ def test_metrics_have_types_help_and_bounded_labels(gw: GatewayHandle) -> None:
     assert _value(cache, "privacy_gateway_metadata_cache_total", result="hit") >= 1
     assert ours["privacy_gateway_metadata_oldest_entry_age_seconds"].samples[0].value >= 0
     latency = ours["privacy_gateway_upstream_latency_seconds"]
-    assert _value(
-        latency, "privacy_gateway_upstream_latency_seconds_count", status_class="2xx"
-    ) >= 3
-    assert _value(
-        ours["privacy_gateway_audit_dropped"], "privacy_gateway_audit_dropped_total"
-    ) == 0
+    assert (
+        _value(latency, "privacy_gateway_upstream_latency_seconds_count", status_class="2xx") >= 3
+    )
+    assert _value(ours["privacy_gateway_audit_dropped"], "privacy_gateway_audit_dropped_total") == 0
     info = ours["privacy_gateway_build_info"]
     assert _value(info, "privacy_gateway_build_info", version=__version__) == 1
     # labels are templates and codes: no path value, record id or field value
@@ -106,13 +114,16 @@ def test_upstream_errors_are_counted_by_kind(make_gateway: MakeGateway) -> None:
     errors = fams["privacy_gateway_upstream_errors"]
     assert _value(errors, "privacy_gateway_upstream_errors_total", kind="upstream_unreachable") >= 1
     requests = fams["privacy_gateway_requests"]
-    assert _value(
-        requests,
-        "privacy_gateway_requests_total",
-        route="/crm/{v}/settings/{name}",
-        method="GET",
-        outcome="error",
-    ) == 1
+    assert (
+        _value(
+            requests,
+            "privacy_gateway_requests_total",
+            route="/crm/{v}/settings/{name}",
+            method="GET",
+            outcome="error",
+        )
+        == 1
+    )
 
 
 def test_gateway_endpoint_errors_use_the_crm_envelope(gw: GatewayHandle) -> None:
