@@ -7,6 +7,7 @@ through the gateway, so the difference is what the gateway does.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -148,3 +149,5 @@ def run_demo(*, once: bool) -> int:
     finally:
         gateway.stop()
         crm.stop()
+        request_log.close()
+        shutil.rmtree(workdir, ignore_errors=True)  # the audit log, secret and request log
