@@ -85,6 +85,7 @@ class Gateway:
                     policy.read_timeout_s,
                     policy.max_upstream_connections,
                     policy.pool_timeout_s,
+                    settings.upstream_proxy,
                 ),
                 policy.breaker_failures,
                 policy.breaker_cooldown_s,

@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the least level logged, as JSON lines on stderr (GATEWAY_LOG_LEVEL, default info)",
     )
     s.add_argument(
+        "--proxy-from-env",
+        action="store_true",
+        help="send upstream calls through the proxy HTTPS_PROXY / HTTP_PROXY name (NO_PROXY "
+        "honoured); off by default (GATEWAY_PROXY_FROM_ENV=1)",
+    )
+    s.add_argument(
         "--drain-timeout",
         metavar="SECONDS",
         help="on shutdown, how long in-flight requests may take to finish "
@@ -143,6 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
             checkpoint_key=args.checkpoint_key,
             log_level=args.log_level,
             drain_timeout=args.drain_timeout,
+            proxy_from_env=args.proxy_from_env,
         )
         checkpoint_signer(settings)  # a bad key stops serve before any file is created
         check_paths(settings)

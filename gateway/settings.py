@@ -54,6 +54,8 @@ class Settings:
     log_level: str = "info"
     #: on shutdown, how long in-flight requests may take to finish
     drain_timeout_s: float = 10.0
+    #: the HTTP(S) proxy upstream calls go through (only with --proxy-from-env)
+    upstream_proxy: str | None = None
 
     @classmethod
     def build(
@@ -71,6 +73,7 @@ class Settings:
         checkpoint_key: str | None = None,
         log_level: str | None = None,
         drain_timeout: str | float | None = None,
+        proxy_from_env: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         env = os.environ if env is None else env
@@ -113,6 +116,7 @@ class Settings:
             raise SettingsError(
                 "--drain-timeout (GATEWAY_DRAIN_TIMEOUT) must be seconds between 0 and 3600"
             )
+        use_proxy = proxy_from_env or env.get("GATEWAY_PROXY_FROM_ENV", "") not in ("", "0")
         return cls(
             upstream=up,
             upload_upstream=upload,
@@ -128,7 +132,30 @@ class Settings:
             checkpoint_key=Path(cp_key) if cp_key else None,
             log_level=level,
             drain_timeout_s=drain,
+            upstream_proxy=env_proxy(up, env) if use_proxy else None,
         )
+
+
+def env_proxy(url: str, env: Mapping[str, str]) -> str | None:
+    """The proxy ``HTTPS_PROXY``/``HTTP_PROXY`` (either case) names for ``url``, unless
+    ``NO_PROXY`` exempts its host: the rules curl and Python's urllib follow."""
+    lowered = {k.lower(): v for k, v in env.items() if v}
+    parts = urlsplit(url)
+    no_proxy = lowered.get("no_proxy", "")
+    host = parts.hostname or ""
+    for entry in (e.strip().lower().lstrip(".") for e in no_proxy.split(",")):
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return None
+    proxy = lowered.get(f"{parts.scheme}_proxy")
+    if proxy is not None:
+        _check_proxy(proxy)
+    return proxy
+
+
+def _check_proxy(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError("HTTPS_PROXY / HTTP_PROXY must be an http:// or https:// URL")
 
 
 def _is_log_file(candidate: Path, log: Path) -> bool:

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from gateway import __version__
-from tests.conftest import LEAD_FIELDS, Crm, GatewayHandle, MakeGateway, envelope
+from tests.conftest import AUTH, LEAD_FIELDS, Crm, GatewayHandle, MakeGateway, envelope
 from tests.servers import free_port
 
 MARKER = "zz-marker-4815@example.com"
@@ -185,3 +186,66 @@ def test_stopping_the_server_drains_the_app(crm: Crm, tmp_path: Path) -> None:
     assert not app.readiness.draining
     server.stop()
     assert app.readiness.draining
+
+
+def test_upstream_calls_go_through_the_proxy_only_when_asked(crm: Crm, tmp_path: Path) -> None:
+    from gateway.app import create_app
+    from gateway.policy import policy_from_mapping
+    from gateway.settings import Settings, env_proxy
+    from tests.servers import serve
+
+    seen: list[str] = []
+    policy = policy_from_mapping({"audit": {"fsync": "never"}})
+    with serve(_forward_proxy(seen)) as proxy:
+        for opt_in, transport in ((True, "aiohttp"), (True, "httpx"), (False, "aiohttp")):
+            seen.clear()
+            settings = Settings.build(
+                upstream=crm.url,
+                audit_log=str(tmp_path / f"audit-{opt_in}-{transport}.jsonl"),
+                transport=transport,
+                policy=policy,
+                proxy_from_env=opt_in,
+                env={"GATEWAY_SECRET": "s", "HTTP_PROXY": proxy.url},
+            )
+            with serve(create_app(settings)) as gw:
+                r = httpx.get(gw.url + "/crm/v8/settings/modules", headers=AUTH)
+                assert r.status_code == 200, r.text
+            assert bool(seen) is opt_in, (transport, seen)
+            assert all(u.startswith(crm.url) for u in seen)
+    env = {"HTTPS_PROXY": "http://proxy.internal:3128", "NO_PROXY": "localhost,.zoho.eu"}
+    assert env_proxy("https://www.zohoapis.eu", env) == "http://proxy.internal:3128"
+    assert env_proxy("https://crm.zoho.eu", env) is None
+    assert env_proxy("http://www.zohoapis.eu", env) is None  # no HTTP_PROXY given
+
+
+def _forward_proxy(seen: list[str]) -> Any:
+    """A plain forward HTTP proxy: it records each absolute URL and relays the raw bytes."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"proxy-connection"]
+        host = next(v for k, v in headers if k.lower() == b"host").decode()
+        path = scope["raw_path"].decode()
+        url = path if path.startswith("http") else f"http://{host}{path}"
+        if scope["query_string"]:
+            url += "?" + scope["query_string"].decode()
+        seen.append(url)
+        async with httpx.AsyncClient() as client:
+            req = client.build_request(scope["method"], url, headers=headers, content=body)
+            resp = await client.send(req, stream=True)
+            raw = b"".join([chunk async for chunk in resp.aiter_raw()])
+        hop = {b"transfer-encoding", b"connection", b"content-length"}
+        out = [(k.lower(), v) for k, v in resp.headers.raw if k.lower() not in hop]
+        await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
+        await send({"type": "http.response.body", "body": raw})
+
+    return app
