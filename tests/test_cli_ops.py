@@ -268,3 +268,32 @@ def test_metrics_aggregate_across_processes_in_multiprocess_mode(crm: Crm, tmp_p
     )
     assert total == 3
     assert "privacy_gateway_build_info" in fams
+
+
+def _dockerfile_command(prefix: str) -> str:
+    """The shell command of the Dockerfile line (with its continuations) that starts so."""
+    text = Path("Dockerfile").read_text().replace("\\\n", " ")
+    line = next(x.strip() for x in text.splitlines() if x.strip().startswith(prefix))
+    return line.split(" CMD ", 1)[1] if prefix == "HEALTHCHECK" else line[len("RUN ") :]
+
+
+def test_the_image_health_check_follows_gateway_port(crm: Crm, tmp_path: Path) -> None:
+    port = free_port()
+    env = _env(crm, port, GATEWAY_AUDIT_LOG=str(tmp_path / "a.jsonl"), GATEWAY_SECRET="s")
+    check = _dockerfile_command("HEALTHCHECK").replace("python ", f"{CLI[0]} ", 1)
+    proc, _ = _serve(env)
+    try:
+        assert subprocess.run(check, shell=True, env=env, timeout=30).returncode == 0
+    finally:
+        _stop(proc)
+    assert subprocess.run(check, shell=True, env=env, timeout=30).returncode != 0
+
+
+def test_the_image_installs_only_the_runtime_dependencies(tmp_path: Path) -> None:
+    step = _dockerfile_command("RUN python -c")
+    extract = step.split(" && ")[0].replace("python ", f"{CLI[0]} ", 1)
+    (tmp_path / "pyproject.toml").write_bytes(Path("pyproject.toml").read_bytes())
+    subprocess.run(extract, shell=True, cwd=tmp_path, check=True, timeout=30)
+    wanted = (tmp_path / "requirements.txt").read_text().split()
+    assert any(r.startswith("prometheus-client") for r in wanted)
+    assert not any(r.startswith(("pytest", "mypy", "ruff", "hypothesis")) for r in wanted)
