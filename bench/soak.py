@@ -123,7 +123,9 @@ def main() -> None:
         process(["-m", "gateway", "sandbox", "--port", str(sport)], sandbox, None),
         process(["-m", "gateway", "serve"], url, None, gateway_env) as gw,
     ):
-        asyncio.run(soak(url, min(8, a.connections), 3.0))  # warm up: metadata, pools
+        # warm up at full width, so the start figures include the metadata cache and the
+        # connection pools at their working size: growth after that is what leaks
+        asyncio.run(soak(url, a.connections, min(15.0, a.seconds)))
         rss0, files0 = rss_kib(gw.pid), open_files(gw.pid)
         started = time.perf_counter()
         latencies, errors = asyncio.run(soak(url, a.connections, a.seconds))

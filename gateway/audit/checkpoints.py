@@ -149,8 +149,6 @@ class StreamCheckpoints:
     are not links of the hash chain (they have no ``prev_hash``); ``sig`` signs the same
     fields as in a checkpoints file."""
 
-    path = None
-
     def __init__(self, instance: str) -> None:
         self._instance = instance
 

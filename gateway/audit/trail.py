@@ -27,8 +27,10 @@ segment start) as a recovered crash and says so; anywhere else an unreadable lin
 Checkpoints are written by the writer task too (every ``checkpoint_interval_s``, idle or
 not, and on close), after the entries they name are fsynced, and signed with
 ``signing_key`` (an Ed25519 key) or, without one, HMAC-SHA256 with ``secret``. They go to
-``checkpoint_path``, by default ``<path>.checkpoints``; with the trail on stdout only there
-are checkpoints only when ``checkpoint_path`` is given. Then the stdout chain continues
+``checkpoint_path``, by default ``<path>.checkpoints``. With the trail on stdout only and no
+``checkpoint_path``, they are lines of their own kind (``{"event": "checkpoint", ...}``) in
+the stdout stream, beside the entries they pin (``StreamCheckpoints``; ``audit verify``
+reads such a captured stream). With a ``checkpoint_path`` the stdout chain continues
 from the last checkpoint in that file (its segment start says ``resumed_from_checkpoint``),
 so the captured stream of several process lifetimes verifies against one checkpoints file.
 A crash between checkpoints in stdout mode cannot be resumed exactly: the entries written
