@@ -48,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--checkpoint-file",
-        help="where signed checkpoints are appended; default AUDIT_LOG.checkpoints, none on "
-        "stdout (GATEWAY_CHECKPOINT_FILE)",
+        help="where signed checkpoints are appended; default AUDIT_LOG.checkpoints, and with "
+        "the trail on stdout lines of event checkpoint in the stream (GATEWAY_CHECKPOINT_FILE)",
     )
     s.add_argument(
         "--checkpoint-key",
