@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -68,8 +69,14 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def open_files(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def open_files(pid: int) -> tuple[int, int]:
+    """(open files, of which sockets)."""
+    fds = Path(f"/proc/{pid}/fd")
+    targets = []
+    for fd in os.listdir(fds):
+        with contextlib.suppress(OSError):  # closed while listed
+            targets.append(os.readlink(fds / fd))
+    return len(targets), sum(t.startswith("socket:") for t in targets)
 
 
 async def soak(url: str, connections: int, seconds: float) -> tuple[list[float], Counter[str]]:
@@ -143,7 +150,10 @@ def main() -> None:
         f"p99 {1000 * percentile(latencies, 0.99):.1f} ms"
     )
     print(f"gateway RSS {rss0 / 1024:.1f} MiB -> {rss1 / 1024:.1f} MiB ({growth:+.1f}%)")
-    print(f"gateway open files {files0} -> {files1}")
+    print(
+        f"gateway open files {files0[0]} -> {files1[0]} "
+        f"(of which sockets {files0[1]} -> {files1[1]})"
+    )
     ok = not errors and growth < 10
     print("PASS" if ok else "FAIL (target: 0 errors, RSS growth under 10%)")
     raise SystemExit(0 if ok else 1)
