@@ -204,6 +204,8 @@ def verify_log(
     ring = KeyRing(keys or ())
     if secret is not None:
         ring.add(HmacKey(secret))
+    if checkpoints is None and _is_stream_file(base):
+        return verify_stream(base, ring)
     checkpoint_file = Path(checkpoints) if checkpoints is not None else None
     pins = read_checkpoints(checkpoint_file) if checkpoint_file is not None else []
     readable = [p.seq for p in pins if p.seq is not None]
@@ -283,8 +285,10 @@ def _check_signature(pin: CheckpointLine, file: Path, ring: KeyRing, signers: se
     signers.add(pin.key_id)
 
 
-def is_stream(path: Path) -> bool:
-    """Does the file carry its checkpoints inline (a captured stdout stream)?"""
+def _is_stream_file(path: Path) -> bool:
+    """Is ``path`` a file that carries its checkpoints inline (a captured stdout stream)?"""
+    if not path.is_file():
+        return False
     marker = b'"event":"' + STREAM_EVENT.encode() + b'"'
     with path.open("rb") as f:
         return any(marker in line for line in f)
@@ -379,18 +383,7 @@ def run_verify(
     """
     if checkpoints is None and default_checkpoint_path(Path(path)).exists():
         checkpoints = str(default_checkpoint_path(Path(path)))
-    try:
-        if checkpoints is None and Path(path).is_file() and is_stream(Path(path)):
-            ring = KeyRing(keys or ())
-            if secret is not None:
-                ring.add(HmacKey(secret))
-            result = verify_stream(path, ring)
-            print(result.summary)
-            return 0 if result.ok else 1
-    except OSError as exc:
-        print(f"audit log unreadable: {exc.filename or path}: {exc.strerror or exc}")
-        return 2
-    if checkpoints is None and keys:
+    if checkpoints is None and keys and not _is_stream_file(Path(path)):
         print(
             f"audit log unverifiable: no checkpoints file at "
             f"{default_checkpoint_path(Path(path))} to check the keys against"
