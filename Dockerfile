@@ -1,27 +1,53 @@
-# privacy-gateway: installs the package the same way the Makefile does (pip install .).
+# privacy-gateway: only the runtime dependencies, in their own layer (rebuilt when
+# pyproject.toml changes, not when the source does), then the gateway itself.
+#
+#   docker build -t privacy-gateway .
+#   docker run --read-only --tmpfs /tmp \
+#     -e GATEWAY_UPSTREAM=https://www.zohoapis.eu \
+#     -v /path/to/secret:/run/secrets/gateway-secret:ro \
+#     -p 8080:8080 privacy-gateway
+#
+# The audit trail goes to stdout (one JSON line per entry; signed checkpoints are entries of
+# event "checkpoint" in the same stream), the logs to stderr (one JSON object per line).
+# The secret must be given: GATEWAY_SECRET, or a file mounted at GATEWAY_SECRET_FILE. In
+# this image (GATEWAY_IN_CONTAINER=1) serve refuses to generate one, since a new secret per
+# container start would change every client fingerprint and checkpoint signature.
+#
+# Read-only root filesystem: nothing is written outside these paths, and only when used:
+#   /var/lib/privacy-gateway   GATEWAY_AUDIT_LOG / GATEWAY_CHECKPOINT_FILE, if set (a volume)
+#   /tmp                       PROMETHEUS_MULTIPROC_DIR, if set (a tmpfs)
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GATEWAY_IN_CONTAINER=1 \
     GATEWAY_HOST=0.0.0.0 GATEWAY_PORT=8080 \
+    GATEWAY_LOG_LEVEL=info \
+    GATEWAY_DRAIN_TIMEOUT_SECONDS=10 \
     GATEWAY_POLICY=/etc/privacy-gateway/default.toml \
-    GATEWAY_SECRET_FILE=/var/lib/privacy-gateway/.gateway-secret
+    GATEWAY_SECRET_FILE=/run/secrets/gateway-secret
 
-RUN useradd --system --create-home --uid 10001 gateway \
+RUN useradd --system --no-create-home --uid 10001 gateway \
  && mkdir -p /etc/privacy-gateway /var/lib/privacy-gateway \
  && chown gateway /var/lib/privacy-gateway
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# 1. the runtime dependencies alone ([project.dependencies]; no dev extras)
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+ && pip install -r requirements.txt
+# 2. the gateway (its dependencies are already there)
+COPY README.md ./
 COPY gateway ./gateway
-RUN pip install --no-cache-dir --upgrade pip && pip install --no-cache-dir . && rm -rf /src
+RUN pip install --no-deps . && rm -rf /src
 COPY policies/default.toml /etc/privacy-gateway/default.toml
 
 USER gateway
 WORKDIR /var/lib/privacy-gateway
 EXPOSE 8080
+# liveness; /_gateway/ready is the readiness probe (503 while the CRM, the metadata or the
+# audit sink is failing, and from the shutdown signal on)
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/_gateway/health', timeout=2); sys.exit(0)"
+  CMD python -c "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/_gateway/health' % os.environ.get('GATEWAY_PORT', '8080'), timeout=2)"
 ENTRYPOINT ["privacy-gateway"]
-# Set GATEWAY_UPSTREAM (e.g. https://www.zohoapis.eu) when running; the audit trail goes to
-# stdout unless GATEWAY_AUDIT_LOG names a file on a volume.
 CMD ["serve"]

@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, TextIO
+from typing import Any
 
-import orjson
 import structlog
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
@@ -44,6 +42,8 @@ from gateway.errors import (
     BodyTooLarge,
     GatewayError,
     InvalidData,
+    InvalidUrl,
+    MethodNotAllowed,
     Overloaded,
     Reason,
 )
@@ -51,10 +51,12 @@ from gateway.forward import JSON_TYPE
 from gateway.http1 import PARSER_REFUSAL
 from gateway.keys import load_or_create_secret
 from gateway.metadata import MetadataCache
-from gateway.metrics import Metrics
+from gateway.metrics import CONTENT_TYPE as METRICS_TYPE
+from gateway.metrics import MeteredUpstream, Metrics
 from gateway.pipeline import Pipeline
 from gateway.policy import Policy
 from gateway.policy_store import PolicyStore
+from gateway.readiness import Readiness
 from gateway.serving import check_head, default_hosts
 from gateway.settings import Settings
 from gateway.types import Reply
@@ -63,25 +65,6 @@ from gateway.upstream import BreakerUpstream, GzipStreamDecoder, Upstream, make_
 log = structlog.get_logger("gateway")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _CHUNK = 64 * 1024
-
-
-def configure_logging(stream: TextIO | None = None, level: str = "info") -> None:
-    """JSON lines (stderr by default); tracebacks are rendered without locals, which may
-    hold tokens."""
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode()),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 class Gateway:
@@ -97,16 +80,22 @@ class Gateway:
         for key in policy.legacy:
             log.warning("policy_key_moved_to_settings", key=key)
         self.secret = load_or_create_secret(settings.secret_file, settings.secret)
-        self.upstream = upstream or BreakerUpstream(
-            make_upstream(
-                settings.transport,
-                settings.connect_timeout_s,
-                settings.read_timeout_s,
-                settings.max_upstream_connections,
-                settings.pool_timeout_s,
+        self.metrics = Metrics()
+        self.upstream = MeteredUpstream(
+            upstream
+            or BreakerUpstream(
+                make_upstream(
+                    settings.transport,
+                    settings.connect_timeout_s,
+                    settings.read_timeout_s,
+                    settings.max_upstream_connections,
+                    settings.pool_timeout_s,
+                    settings.upstream_proxy,
+                ),
+                settings.breaker_failures,
+                settings.breaker_cooldown_s,
             ),
-            settings.breaker_failures,
-            settings.breaker_cooldown_s,
+            self.metrics,
         )
         self.default_hosts = default_hosts(settings.host)
         self.in_flight = 0
@@ -117,6 +106,8 @@ class Gateway:
             max_stale=policy.metadata_max_stale_s,
         )
         self.audit = audit or trail_from_settings(settings, self.secret)
+        self._meter_sources()
+        self.readiness = Readiness(self)
         self.pipeline = Pipeline(
             upstream=self.upstream,
             upstream_url=settings.upstream,
@@ -131,26 +122,12 @@ class Gateway:
             self._use_policy,
             lambda fields: self.audit.record(fields, event="policy_reload"),
         )
-        self.metrics = Metrics()
-        self.metrics.info["gateway_policy_info"] = lambda: {
-            "version": self.pipeline.policy.version,
-            "hash": self.pipeline.policy.digest,
-        }
-        self.metrics.gauges.update(
-            {
-                "gateway_audit_dropped_total": lambda: float(self.audit.dropped),
-                "gateway_audit_written_total": lambda: float(self.audit.written),
-                "gateway_policy_reloads_total": lambda: float(self.policies.reloads),
-                "gateway_policy_rejected_total": lambda: float(self.policies.rejected),
-                "gateway_metadata_fetches_total": lambda: float(self.metadata.stats.fetches),
-                "gateway_metadata_cache_hits_total": lambda: float(self.metadata.stats.hits),
-                "gateway_metadata_failures_total": lambda: float(self.metadata.stats.failures),
-                "gateway_metadata_stale_served_total": lambda: float(
-                    self.metadata.stats.stale_served
-                ),
-            }
+        m = self.metrics
+        m.carry("policy_applied", lambda: self.policies.reloads, m.policy_reloads.labels("applied"))
+        m.carry(
+            "policy_rejected", lambda: self.policies.rejected, m.policy_reloads.labels("rejected")
         )
-        self.upstream_seen = False
+        m.live(lambda: m.policy_in_force(self.pipeline.policy.version, self.pipeline.policy.digest))
         self.admin = Starlette(
             routes=[
                 Route("/_gateway/health", self.health),
@@ -158,7 +135,25 @@ class Gateway:
                 Route("/_gateway/metrics", self.render_metrics),
             ],
             lifespan=self.lifespan,
+            exception_handlers={HTTPException: _admin_error},
         )
+
+    def _meter_sources(self) -> None:
+        m, stats, audit = self.metrics, self.metadata.stats, self.audit
+        m.carry("hit", lambda: stats.hits, m.metadata.labels("hit"))
+        m.carry("miss", lambda: stats.misses, m.metadata.labels("miss"))
+        m.carry("refresh", lambda: stats.fetches, m.metadata.labels("refresh"))
+        m.carry("refresh_failed", lambda: stats.failures, m.metadata.labels("refresh_failed"))
+        m.carry("stale_served", lambda: stats.stale_served, m.metadata.labels("stale_served"))
+        m.carry("audit_dropped", lambda: audit.dropped, m.audit_dropped)
+        m.carry("audit_written", lambda: audit.written, m.audit_written)
+        m.live(lambda: m.metadata_age.set(self.metadata.oldest_age()))
+        m.live(lambda: m.audit_queue.set(audit.queue_depth))
+        audit.on_fsync = m.fsync.observe
+
+    def drain(self) -> None:
+        """Shutdown has begun: ``/ready`` answers 503 from now on."""
+        self.readiness.draining = True
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -193,35 +188,20 @@ class Gateway:
         return JSONResponse({"status": "ok"})
 
     async def ready(self, _request: Request) -> Response:
-        problems = []
-        if not self.upstream_seen:
-            self.upstream_seen = await self._probe_upstream()
-        if not self.upstream_seen:
-            problems.append("upstream has not answered yet")
-        if not self.audit.healthy:
-            problems.append("audit sink is not keeping up")
+        checks = await self.readiness.check()
+        ok = all(c == "ok" for c in checks.values())
         body = {
-            "status": "ready" if not problems else "not_ready",
-            "problems": problems,
+            "status": "ready" if ok else "not_ready",
+            "checks": checks,
+            "problems": [f"{name}: {c}" for name, c in checks.items() if c != "ok"],
             "audit_dropped": self.audit.dropped,
             "policy_version": self.pipeline.policy.version,
             "policy_hash": self.pipeline.policy.digest or None,
         }
-        return JSONResponse(body, status_code=200 if not problems else 503)
-
-    async def _probe_upstream(self) -> bool:
-        """Any HTTP answer from the CRM (a 401 without a token included) means it is there."""
-        try:
-            resp = await asyncio.wait_for(
-                self.upstream.send("GET", f"{self.settings.upstream}/crm/v2/org", [], b""), 3.0
-            )
-        except (TimeoutError, GatewayError):
-            return False
-        await resp.aclose()
-        return True
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def render_metrics(self, _request: Request) -> Response:
-        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(self.metrics.render(), media_type=METRICS_TYPE)
 
     def parser_refused(self, request_id: str, error: GatewayError) -> asyncio.Task[None]:
         """The audit entry, metrics and log line for a request the HTTP parser refused
@@ -239,7 +219,7 @@ class Gateway:
             await self.audit.record(decision.as_dict())
         except AuditUnavailable:
             log.error("audit_unavailable", request_id=decision.request_id)
-        self._observe(decision, decision.status)
+        self._observe(decision, decision.status, 0.0)
 
     # -- the proxy ------------------------------------------------------------------------
 
@@ -306,7 +286,7 @@ class Gateway:
         reply.headers.append(("connection", "close"))
         with contextlib.suppress(Exception):  # the answer may have started, or the client gone
             await _send_reply(reply, send)
-        self._observe(decision, reply.status)
+        self._observe(decision, reply.status, time.perf_counter() - started)
 
     async def _through(
         self, pipeline: Pipeline, scope: Scope, receive: Receive, decision: Decision
@@ -337,7 +317,6 @@ class Gateway:
                 policy.routes,
             )
             reply = await pipeline.handle(req, decision)
-            self.upstream_seen = self.upstream_seen or decision.upstream_status is not None
         except GatewayError as exc:
             reply = _error_reply(exc, decision)
         except Exception as exc:  # fail closed: never the upstream's body, never a traceback
@@ -363,19 +342,30 @@ class Gateway:
         try:
             await _send_reply(reply, send)
         finally:
-            self._observe(decision, reply.status)
+            self._observe(decision, reply.status, time.perf_counter() - started)
 
-    def _observe(self, decision: Decision, status: int) -> None:
-        self.metrics.observe(decision)
-        log.info(
+    def _observe(self, decision: Decision, status: int, seconds: float) -> None:
+        """Metrics and the request's log line, once its answer is written (or given up)."""
+        self.metrics.observe(decision, seconds)
+        (log.warning if status >= 500 else log.info)(
             "request",
             request_id=decision.request_id,
             method=decision.method,
             route=decision.route,
+            module=decision.module,
             status=status,
+            upstream_status=decision.upstream_status,
             outcome=decision.outcome,
-            duration_ms=round(decision.duration_ms, 3),
+            reasons=decision.reasons,
+            duration_ms=round(seconds * 1000, 3),
         )
+
+
+async def _admin_error(_request: Request, exc: Exception) -> Response:
+    """``/_gateway/nope`` and a wrong method answer in the CRM envelope like every error."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    error = {404: InvalidUrl, 405: MethodNotAllowed}.get(status, GatewayError)()
+    return Response(error.body(), status_code=error.status_code, media_type=JSON_TYPE)
 
 
 def _method_name(method: str) -> str:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from gateway.audit.config import checkpoint_signer
+from gateway import __version__
+from gateway.audit.config import checkpoint_signer, checkpoint_target, instance_name
 from gateway.keys import KeyFileError, KeyRing
 from gateway.policy import PolicyError, load_policy
 from gateway.settings import RUNTIME, Settings, SettingsError
@@ -19,10 +22,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="privacy-gateway",
         description="A reverse proxy that enforces Zoho CRM's GDPR rules on every API call.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the gateway in front of a CRM")
-    s.add_argument("--upstream", help="the CRM API base URL (GATEWAY_UPSTREAM)")
+    s.add_argument(
+        "--upstream",
+        help="the CRM API host, scheme and host only, such as https://www.zohoapis.eu "
+        "(GATEWAY_UPSTREAM)",
+    )
     s.add_argument("--upload-upstream", help="the bulk-write upload host (GATEWAY_UPLOAD_UPSTREAM)")
     s.add_argument("--host", help="address to listen on (GATEWAY_HOST, default 127.0.0.1)")
     s.add_argument("--port", help="port to listen on (GATEWAY_PORT, default 8080)")
@@ -38,13 +46,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--checkpoint-file",
-        help="where signed checkpoints are appended; default AUDIT_LOG.checkpoints, none on "
-        "stdout (GATEWAY_CHECKPOINT_FILE)",
+        help="where signed checkpoints are appended; default AUDIT_LOG.checkpoints, and with "
+        "the trail on stdout lines of event checkpoint in the stream (GATEWAY_CHECKPOINT_FILE)",
     )
     s.add_argument(
         "--checkpoint-key",
         help="Ed25519 private key (from `audit keygen`) that signs checkpoints; default: "
         "HMAC with the gateway secret (GATEWAY_CHECKPOINT_KEY)",
+    )
+    s.add_argument(
+        "--proxy-from-env",
+        action="store_true",
+        help="send upstream calls through the proxy HTTPS_PROXY / HTTP_PROXY name (NO_PROXY "
+        "honoured); off by default (GATEWAY_PROXY_FROM_ENV=1)",
     )
 
     for attr, (flag, var, kind, default) in RUNTIME.items():
@@ -52,9 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument(flag, dest=attr, metavar=unit, help=f"({var}, default {default})")
 
     sb = sub.add_parser("sandbox", help="run the Zoho-compatible CRM sandbox")
-    sb.add_argument("--host", default="127.0.0.1")
-    sb.add_argument("--port", type=int, default=8081)
-    sb.add_argument("--seed", type=int, default=42)
+    sb.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    sb.add_argument("--port", type=int, default=8081, help="port to listen on (8081)")
+    sb.add_argument("--seed", type=int, default=42, help="seed of the generated records (42)")
 
     d = sub.add_parser("demo", help="start the sandbox and the gateway and show the difference")
     d.add_argument("--once", action="store_true", help="exit after the tour")
@@ -62,11 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="audit log tools")
     asub = a.add_subparsers(dest="audit_command", required=True)
     v = asub.add_parser("verify", help="check the audit log's hash chain and checkpoints")
-    v.add_argument("file")
+    v.add_argument("file", help="the audit log, or a captured stdout stream")
     _key_arguments(v)
     r = asub.add_parser("report", help="write an HTML report of an audit log")
-    r.add_argument("file")
-    r.add_argument("--html", required=True)
+    r.add_argument("file", help="the audit log")
+    r.add_argument("--html", required=True, help="where to write the HTML report")
     _key_arguments(r)
     k = asub.add_parser("keygen", help="make an Ed25519 key pair for signing checkpoints")
     k.add_argument("dir", help="directory for KEY_ID.key (0600) and KEY_ID.pub")
@@ -74,11 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     pc = sub.add_parser("policy", help="policy tools")
     psub = pc.add_subparsers(dest="policy_command", required=True)
     c = psub.add_parser("check", help="validate a policy file: every problem, with its line")
-    c.add_argument("file")
+    c.add_argument("file", help="the policy file (TOML)")
     c.add_argument("--explain", action="store_true", help="say what the policy does")
     df = psub.add_parser("diff", help="say what replacing one policy with another would do")
-    df.add_argument("old")
-    df.add_argument("new")
+    df.add_argument("old", help="the policy in force (TOML)")
+    df.add_argument("new", help="the policy that would replace it (TOML)")
     return p
 
 
@@ -110,9 +124,7 @@ def _fail(message: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.app import configure_logging, create_app
+    from gateway.preflight import PreflightError, bind, check_paths
     from gateway.serving import uvicorn_options
 
     try:
@@ -130,28 +142,51 @@ def _serve(args: argparse.Namespace) -> int:
             checkpoint_file=args.checkpoint_file,
             checkpoint_key=args.checkpoint_key,
             runtime={attr: getattr(args, attr) for attr in RUNTIME},
+            proxy_from_env=args.proxy_from_env,
         )
         checkpoint_signer(settings)  # a bad key stops serve before any file is created
-    except (SettingsError, PolicyError, KeyFileError) as exc:
+        check_paths(settings)
+        http = args.http or os.environ.get("GATEWAY_HTTP", "auto")
+        options = uvicorn_options(http, settings.max_header_bytes)
+        sock = bind(settings.host, settings.port)
+    except (SettingsError, PolicyError, KeyFileError, PreflightError) as exc:
         return _fail(str(exc))
-    try:
-        options = uvicorn_options(
-            args.http or os.environ.get("GATEWAY_HTTP", "auto"), settings.max_header_bytes
-        )
-    except ValueError as exc:
-        return _fail(str(exc))
+    except ValueError as exc:  # the HTTP parser's name
+        return _fail(f"--http (GATEWAY_HTTP): {exc}")
+    return _run(settings, sock, options)
+
+
+def _run(settings: Settings, sock: socket.socket, options: dict[str, Any]) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.logs import configure_logging
+    from gateway.serving import GatewayServer
     configure_logging(level=settings.log_level)
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         access_log=False,  # query strings are personal data
-        log_level="warning",
+        log_config=None,  # stdlib logging is already routed to JSON lines
+        # uvicorn's own info lines would repeat the gateway's started/stopped lines
+        log_level="debug" if settings.log_level == "debug" else "warning",
         timeout_graceful_shutdown=settings.drain_timeout_s,
         server_header=False,
         **options,
     )
+    host, port = sock.getsockname()[:2]
+    facts = {
+        "version": __version__,
+        "listen": f"http://{f'[{host}]' if ':' in host else host}:{port}",
+        "upstream": settings.upstream,
+        "policy_version": settings.policy.version,
+        "audit_sink": str(settings.audit_log) if settings.audit_log else "stdout",
+        "checkpoints": checkpoint_target(settings),
+        "instance": instance_name(),
+        "workers": 1,
+        "pid": os.getpid(),
+    }
+    GatewayServer(config, facts).run(sockets=[sock])
     return 0
 
 

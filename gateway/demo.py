@@ -7,6 +7,7 @@ through the gateway, so the difference is what the gateway does.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -14,8 +15,9 @@ from typing import Any
 
 import httpx
 
-from gateway.app import configure_logging, create_app
+from gateway.app import create_app
 from gateway.audit import run_verify
+from gateway.logs import configure_logging
 from gateway.policy import Policy
 from gateway.serving import ThreadedServer
 from gateway.settings import Settings
@@ -147,3 +149,5 @@ def run_demo(*, once: bool) -> int:
     finally:
         gateway.stop()
         crm.stop()
+        request_log.close()
+        shutil.rmtree(workdir, ignore_errors=True)  # the audit log, secret and request log

@@ -46,9 +46,11 @@ class _Entry(Generic[T]):
 @dataclass(slots=True)
 class CacheStats:
     hits: int = 0
+    misses: int = 0  # absent or no longer fresh: a fetch started or joined
     fetches: int = 0
     failures: int = 0
     stale_served: int = 0
+    failing: bool = False  # the last fetch from the CRM failed
 
 
 class MetadataCache:
@@ -106,6 +108,13 @@ class MetadataCache:
             lambda: self._fetch(url, headers, parse_related_lists),
         )
 
+    def oldest_age(self) -> float:
+        """Seconds since the oldest entry still usable (fresh or within max_stale) was
+        fetched; 0 when the cache is empty."""
+        self._cache.expire()
+        oldest = min((e.fetched_at for e in self._cache.values()), default=None)
+        return 0.0 if oldest is None else self._clock() - oldest
+
     async def _get(
         self, key: tuple[str, ...], fetch: Callable[[], Awaitable[T]]
     ) -> tuple[T, float]:
@@ -114,6 +123,7 @@ class MetadataCache:
         if entry is not None and now - entry.fetched_at < self._ttl:
             self.stats.hits += 1
             return entry.value, now - entry.fetched_at
+        self.stats.misses += 1
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(self._refresh(key, fetch))
@@ -136,7 +146,9 @@ class MetadataCache:
             value = await fetch()
         except MetadataUnavailable:
             self.stats.failures += 1
+            self.stats.failing = True
             raise
+        self.stats.failing = False
         entry = _Entry(value, self._clock())
         self._cache[key] = entry
         return entry

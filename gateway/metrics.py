@@ -1,90 +1,238 @@
-"""Counters for ``GET /_gateway/metrics`` in the Prometheus text format.
+"""``GET /_gateway/metrics``: Prometheus metrics through prometheus-client, all named
+``privacy_gateway_*`` (plus the client's own ``process_*``).
 
-Fed from the one Decision per request; nothing here re-derives a fact.
+Every app has its own ``CollectorRegistry`` (tests run many apps in one process). When
+``PROMETHEUS_MULTIPROC_DIR`` is set (several worker processes serving one port), the values
+live in that directory, shared by every worker, and a scrape renders the
+``MultiProcessCollector``'s aggregate whichever worker answers it. The directory must be
+empty when the first worker starts. Gauges say how they aggregate across workers
+(``livesum``, ``max``); ``process_*`` then describe the worker that answered the scrape.
+
+Label values are bounded: route templates (never paths), methods from a closed list,
+outcomes, reason codes from the closed ``Reason`` vocabulary, CRM module names resolved
+through metadata, error kinds. Never a field value, id or client.
+
+Counts kept elsewhere (the metadata cache's and the audit trail's) are carried over into
+counters as deltas, on every request and every scrape: no callback gauges, which
+multiprocess mode cannot aggregate.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import os
+import platform
+import time
 from collections.abc import Callable
 
-from gateway.decision import Decision
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
-_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from gateway import __version__
+from gateway.decision import REFUSED, Decision
+from gateway.errors import GatewayError
+from gateway.upstream import Headers, Upstream, UpstreamResponse
+
+PREFIX = "privacy_gateway_"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_GAUGE_EVERY_S = 1.0  # the cache scan behind the age gauge runs at most this often
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.requests: Counter[tuple[str, str, int]] = Counter()  # (route, outcome, status)
-        self.withheld: Counter[str] = Counter()  # field name -> values nulled
-        self.refusals: Counter[str] = Counter()  # reason kind -> count
-        self.shadowed: Counter[str] = Counter()  # rule -> times shadow mode held it back
-        self.duration_buckets = [0] * (len(_BUCKETS) + 1)
-        self.duration_sum = 0.0
-        self.gauges: dict[str, Callable[[], float]] = {}
-        #: name -> its labels now, rendered as a gauge of 1 (the policy version in force)
-        self.info: dict[str, Callable[[], dict[str, str]]] = {}
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        if multiprocess_dir() is None:
+            ProcessCollector(registry=r)
+        self.requests = Counter(
+            PREFIX + "requests",
+            "Requests answered, by route template, method and outcome.",
+            ["route", "method", "outcome"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            PREFIX + "request_duration_seconds",
+            "Time from the request's arrival until its answer was written (audit write "
+            "included), by route template and outcome.",
+            ["route", "outcome"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            PREFIX + "upstream_latency_seconds",
+            "Time until the CRM's answer head arrived, by the answer's status class.",
+            ["status_class"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            PREFIX + "upstream_errors",
+            "Calls to the CRM that got no answer, by kind (timeout, unreachable, ...).",
+            ["kind"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            PREFIX + "refusals",
+            'Refused requests, by reason code and CRM module ("" when none was resolved).',
+            ["reason", "module"],
+            registry=r,
+        )
+        self.withheld = Counter(
+            PREFIX + "values_withheld",
+            "Private values nulled in answers, by CRM module.",
+            ["module"],
+            registry=r,
+        )
+        self.metadata = Counter(
+            PREFIX + "metadata_cache",
+            "Metadata cache lookups by result: hit (fresh), miss (absent or stale), refresh "
+            "(fetches from the CRM), refresh_failed, stale_served.",
+            ["result"],
+            registry=r,
+        )
+        self.metadata_age = Gauge(
+            PREFIX + "metadata_oldest_entry_age_seconds",
+            "Age of the oldest metadata cache entry still usable.",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.audit_queue = Gauge(
+            PREFIX + "audit_queue_depth",
+            "Audit entries waiting for the writer.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.audit_dropped = Counter(
+            PREFIX + "audit_dropped",
+            'Audit entries dropped (on_full = "drop" with a full queue or a failing sink).',
+            registry=r,
+        )
+        self.audit_written = Counter(PREFIX + "audit_written", "Audit entries written.", registry=r)
+        self.fsync = Histogram(
+            PREFIX + "audit_fsync_seconds",
+            "Time one fsync of the audit log took.",
+            buckets=_FSYNC_BUCKETS,
+            registry=r,
+        )
+        info = Gauge(
+            PREFIX + "build_info",
+            "Always 1; the labels name the gateway's version and Python's.",
+            ["version", "python"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        info.labels(__version__, platform.python_version()).set(1)
+        self.shadowed = Counter(
+            PREFIX + "shadow_would_act",
+            "Times a rule in shadow mode would have refused or withheld, by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            PREFIX + "policy_reloads",
+            "Policy file changes seen, by result: applied, or rejected (the last good "
+            "policy stays).",
+            ["result"],
+            registry=r,
+        )
+        self._policy_info = Gauge(
+            PREFIX + "policy_info",
+            "Always 1; the labels name the policy in force (its version and file hash).",
+            ["version", "hash"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self._policy_now: tuple[str, str] | None = None
+        #: name -> (read the running total, the counter it feeds)
+        self._totals: dict[str, tuple[Callable[[], int], Counter]] = {}
+        self._carried: dict[str, int] = {}
+        self._live: list[Callable[[], None]] = []
+        self._live_at = 0.0
 
-    def observe(self, d: Decision) -> None:
-        self.requests[(d.route, d.outcome, d.status)] += 1
-        self.withheld.update(d.fields_withheld)
-        self.shadowed.update(d.shadowed)
-        for reason in d.reasons:
-            self.refusals[reason.split(":", 1)[0]] += 1
-        seconds = d.duration_ms / 1000
-        self.duration_sum += seconds
-        for i, bound in enumerate(_BUCKETS):
-            if seconds <= bound:
-                self.duration_buckets[i] += 1
-                break
-        else:
-            self.duration_buckets[-1] += 1
+    def carry(self, name: str, read: Callable[[], int], counter: Counter) -> None:
+        """Feed ``counter`` with the increases of a running total kept elsewhere."""
+        self._totals[name] = (read, counter)
+        self._carried[name] = 0
 
-    def render(self) -> str:
-        lines = [
-            "# HELP gateway_requests_total Requests by route template, outcome and status.",
-            "# TYPE gateway_requests_total counter",
-        ]
-        for (route, outcome, status), n in sorted(self.requests.items()):
-            labels = f'route="{route}",outcome="{outcome}",status="{status}"'
-            lines.append(f"gateway_requests_total{{{labels}}} {n}")
-        lines += [
-            "# HELP gateway_values_withheld_total Private values nulled, by field.",
-            "# TYPE gateway_values_withheld_total counter",
-        ]
-        for name, n in sorted(self.withheld.items()):
-            lines.append(f'gateway_values_withheld_total{{field="{name}"}} {n}')
-        lines += [
-            "# HELP gateway_decision_reasons_total Refusal and error reasons.",
-            "# TYPE gateway_decision_reasons_total counter",
-        ]
-        for reason, n in sorted(self.refusals.items()):
-            lines.append(f'gateway_decision_reasons_total{{reason="{reason}"}} {n}')
-        lines += [
-            "# HELP gateway_shadow_would_act_total Times a rule in shadow mode would have acted.",
-            "# TYPE gateway_shadow_would_act_total counter",
-        ]
-        for rule, n in sorted(self.shadowed.items()):
-            lines.append(f'gateway_shadow_would_act_total{{rule="{rule}"}} {n}')
-        lines += [
-            "# HELP gateway_request_duration_seconds Time spent per request.",
-            "# TYPE gateway_request_duration_seconds histogram",
-        ]
-        cumulative = 0
-        for bound, n in zip((*_BUCKETS, float("inf")), self.duration_buckets, strict=True):
-            cumulative += n
-            le = "+Inf" if bound == float("inf") else f"{bound:g}"
-            lines.append(f'gateway_request_duration_seconds_bucket{{le="{le}"}} {cumulative}')
-        lines.append(f"gateway_request_duration_seconds_sum {self.duration_sum:.6f}")
-        lines.append(f"gateway_request_duration_seconds_count {cumulative}")
-        for name, read in sorted(self.gauges.items()):
-            lines.append(f"# TYPE {name} gauge")
-            lines.append(f"{name} {read():g}")
-        for name, read_labels in sorted(self.info.items()):
-            pairs = ",".join(f'{k}="{_escaped(v)}"' for k, v in sorted(read_labels().items()))
-            lines += [f"# TYPE {name} gauge", f"{name}{{{pairs}}} 1"]
-        return "\n".join(lines) + "\n"
+    def live(self, update: Callable[[], None]) -> None:
+        """Run ``update`` (which sets gauges) before each scrape and now and then."""
+        self._live.append(update)
+
+    def sync(self, *, force: bool = False) -> None:
+        for name, (read, counter) in self._totals.items():
+            now = read()
+            if now != self._carried[name]:
+                counter.inc(max(0, now - self._carried[name]))
+                self._carried[name] = now
+        clock = time.monotonic()
+        if force or clock - self._live_at >= _GAUGE_EVERY_S:
+            self._live_at = clock
+            for update in self._live:
+                update()
+
+    def policy_in_force(self, version: str, digest: str) -> None:
+        if self._policy_now != (version, digest):
+            self._policy_info.clear()
+            self._policy_info.labels(version, digest).set(1)
+            self._policy_now = (version, digest)
+
+    def observe(self, d: Decision, seconds: float) -> None:
+        self.requests.labels(d.route, d.method, d.outcome).inc()
+        self.duration.labels(d.route, d.outcome).observe(seconds)
+        module = d.module or ""
+        if d.outcome == REFUSED:
+            for reason in d.reasons:
+                self.refusals.labels(reason, module).inc()
+        if d.fields_withheld:
+            self.withheld.labels(module).inc(sum(d.fields_withheld.values()))
+        for rule, n in d.shadowed.items():
+            self.shadowed.labels(rule).inc(n)
+        self.sync()
+
+    def render(self) -> bytes:
+        self.sync(force=True)
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=merged)
+        return generate_latest(merged)
 
 
-def _escaped(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class MeteredUpstream:
+    """An ``Upstream`` that times each call until the answer's head and counts failures."""
+
+    def __init__(self, inner: Upstream, metrics: Metrics) -> None:
+        self.inner = inner
+        self._metrics = metrics
+
+    async def send(self, method: str, url: str, headers: Headers, body: bytes) -> UpstreamResponse:
+        started = time.perf_counter()
+        try:
+            resp = await self.inner.send(method, url, headers, body)
+        except GatewayError as exc:
+            self._metrics.upstream_errors.labels(_kind(exc)).inc()
+            raise
+        self._metrics.upstream_latency.labels(f"{resp.status // 100}xx").observe(
+            time.perf_counter() - started
+        )
+        return resp
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _kind(exc: GatewayError) -> str:
+    """``GATEWAY_UPSTREAM_TIMEOUT`` -> ``upstream_timeout``: a closed set of codes."""
+    return exc.code.removeprefix("GATEWAY_").lower()

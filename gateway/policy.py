@@ -446,8 +446,8 @@ def load_policy(path: Path | None) -> Policy:
         data = path.read_bytes()
     except FileNotFoundError as exc:
         raise PolicyError("<file>", f"{path} does not exist") from exc
-    except OSError as exc:
-        raise PolicyError("<file>", f"{path} cannot be read ({exc.strerror})") from exc
+    except OSError as exc:  # a directory, no permission
+        raise PolicyError("<file>", f"{path} cannot be read ({type(exc).__name__})") from exc
     return parse_policy(data)
 
 

@@ -14,6 +14,7 @@ audit entry; whatever the parser passes on, ``check_head`` judges from the ASGI 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import threading
@@ -21,11 +22,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import structlog
 import uvicorn
 from starlette.types import Scope
 
 from gateway.errors import BodyTooLarge, HeadersTooLarge, InvalidData, NotSupported
 from gateway.http1 import REQUEST_LINE_ROOM, protocol_class
+
+log = structlog.get_logger("gateway")
 
 # A Host value: a name or an IPv4 address, or a bracketed IPv6 address, and an optional port.
 _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.\-]+)(?::[0-9]{1,5})?")
@@ -136,6 +140,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, plus the gateway's shutdown order: the moment shutdown begins (a
+    signal, or ``should_exit``) the app is told to drain, so ``/ready`` answers 503 while
+    in-flight requests finish; ``started`` and ``stopped`` are logged once each."""
+
+    def __init__(self, config: uvicorn.Config, facts: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.facts = facts
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.facts is not None and self.started:
+            log.info("started", **self.facts)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        drain = getattr(self.config.app, "drain", None)
+        if callable(drain):
+            drain()
+        await super().shutdown(sockets)
+        if self.facts is not None:
+            log.info("stopped", pid=os.getpid())
+
+
 class ThreadedServer:
     """Serve an ASGI app in a background thread until ``stop()``."""
 
@@ -161,7 +188,7 @@ class ThreadedServer:
             timeout_graceful_shutdown=graceful_shutdown_s,
             **uvicorn_options(http, max_header_bytes),
         )
-        self.server = uvicorn.Server(config)
+        self.server = GatewayServer(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> ThreadedServer:

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.logs import LEVELS
 from gateway.policy import MOVED_TO_SETTINGS, Policy
 
 TRANSPORTS = ("aiohttp", "httpx")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = LEVELS
 
 #: how the process runs: attribute -> (flag, environment variable, type, default)
 RUNTIME: dict[str, tuple[str, str, type, float | int | str]] = {
@@ -58,6 +59,12 @@ def _check_url(name: str, url: str) -> str:
         raise SettingsError(f"{name} must be an http:// or https:// URL with a host")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise SettingsError(f"{name} must not carry a query, fragment or credentials")
+    if parts.path not in ("", "/"):
+        # the gateway adds /crm/{version}/... itself: a path here would be doubled
+        raise SettingsError(
+            f"{name} must be a scheme and host only (such as https://www.zohoapis.eu), "
+            f"without the path {parts.path!r}"
+        )
     return url.rstrip("/")
 
 
@@ -93,9 +100,12 @@ class Settings:
     breaker_cooldown_s: float = 30.0
     #: request headers in total; more is refused (431)
     max_header_bytes: int = 32 * 1024
+    #: the least level logged on stderr
     log_level: str = "info"
-    #: on SIGTERM, requests in flight get this long to finish
+    #: on shutdown, how long in-flight requests may take to finish
     drain_timeout_s: int = 10
+    #: the HTTP(S) proxy upstream calls go through (only with --proxy-from-env)
+    upstream_proxy: str | None = None
 
     @classmethod
     def build(
@@ -112,6 +122,7 @@ class Settings:
         checkpoint_file: str | None = None,
         checkpoint_key: str | None = None,
         runtime: Mapping[str, object] | None = None,
+        proxy_from_env: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """``runtime``: flag values by ``RUNTIME`` attribute (None: not given). Each is
@@ -144,6 +155,7 @@ class Settings:
         if cp_file and log and _is_log_file(Path(cp_file), Path(log)):
             raise SettingsError("--checkpoint-file must not be the audit log or one of its files")
         cp_key = checkpoint_key or env.get("GATEWAY_CHECKPOINT_KEY") or None
+        use_proxy = proxy_from_env or env.get("GATEWAY_PROXY_FROM_ENV", "") not in ("", "0")
         return cls(
             upstream=up,
             upload_upstream=upload,
@@ -157,6 +169,7 @@ class Settings:
             policy=policy,
             checkpoint_file=Path(cp_file) if cp_file else None,
             checkpoint_key=Path(cp_key) if cp_key else None,
+            upstream_proxy=env_proxy(up, env) if use_proxy else None,
             **_runtime(runtime or {}, env, policy),
         )
 
@@ -186,6 +199,28 @@ def _runtime(given: Mapping[str, object], env: Mapping[str, str], policy: Policy
             raise SettingsError(f"{name} must be greater than 0")
         out[attr] = number
     return out
+
+
+def env_proxy(url: str, env: Mapping[str, str]) -> str | None:
+    """The proxy ``HTTPS_PROXY``/``HTTP_PROXY`` (either case) names for ``url``, unless
+    ``NO_PROXY`` exempts its host: the rules curl and Python's urllib follow."""
+    lowered = {k.lower(): v for k, v in env.items() if v}
+    parts = urlsplit(url)
+    no_proxy = lowered.get("no_proxy", "")
+    host = parts.hostname or ""
+    for entry in (e.strip().lower().lstrip(".") for e in no_proxy.split(",")):
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return None
+    proxy = lowered.get(f"{parts.scheme}_proxy")
+    if proxy is not None:
+        _check_proxy(proxy)
+    return proxy
+
+
+def _check_proxy(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError("HTTPS_PROXY / HTTP_PROXY must be an http:// or https:// URL")
 
 
 def _is_log_file(candidate: Path, log: Path) -> bool:

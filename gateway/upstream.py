@@ -156,7 +156,9 @@ class AiohttpUpstream:
         read_timeout: float,
         max_connections: int = 200,
         pool_timeout: float = 5.0,
+        proxy: str | None = None,
     ):
+        self._proxy = proxy
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             # aiohttp's connect bound includes the pool wait; the pool wait has its own
@@ -180,7 +182,8 @@ class AiohttpUpstream:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=self._timeout,
                 auto_decompress=False,
-                trust_env=False,
+                trust_env=False,  # a proxy only when configured (settings.upstream_proxy)
+                proxy=self._proxy,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
                 trace_configs=[tracing],
             )
@@ -234,11 +237,13 @@ class HttpxUpstream:
         read_timeout: float,
         max_connections: int = 200,
         pool_timeout: float = 5.0,
+        proxy: str | None = None,
     ):
         # The transport alone: no Client, hence no cookie jar, no redirects, no env proxies.
         self._transport = httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
             trust_env=False,
+            proxy=proxy,
         )
         self._timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=read_timeout, pool=pool_timeout
@@ -285,10 +290,11 @@ def make_upstream(
     read_timeout: float,
     max_connections: int = 200,
     pool_timeout: float = 5.0,
+    proxy: str | None = None,
 ) -> Upstream:
-    if kind == "httpx":
-        return HttpxUpstream(connect_timeout, read_timeout, max_connections, pool_timeout)
-    return AiohttpUpstream(connect_timeout, read_timeout, max_connections, pool_timeout)
+    """``proxy``: an HTTP(S) proxy URL every upstream call goes through, or None."""
+    cls = HttpxUpstream if kind == "httpx" else AiohttpUpstream
+    return cls(connect_timeout, read_timeout, max_connections, pool_timeout, proxy)
 
 
 # -- the circuit breaker ------------------------------------------------------------------

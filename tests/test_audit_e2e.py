@@ -114,7 +114,8 @@ def test_c37_block_mode_refuses_when_the_sink_fails_and_forwards_nothing(
     envelope(gw.http.put("/crm/v8/Leads", content=b'{"data":[]}'), 503, "GATEWAY_AUDIT_UNAVAILABLE")
     assert not crm.received("/crm/v8/Leads")
     ready = gw.http.get("/_gateway/ready")
-    assert ready.status_code == 503 and "audit sink is not keeping up" in ready.json()["problems"]
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["audit"] == "audit sink is not keeping up"
 
 
 def test_c37_drop_mode_keeps_serving_and_counts_what_it_dropped(make_gateway: MakeGateway) -> None:
@@ -126,7 +127,9 @@ def test_c37_drop_mode_keeps_serving_and_counts_what_it_dropped(make_gateway: Ma
     time.sleep(0.1)
     metrics = gw.http.get("/_gateway/metrics").text
     dropped = next(
-        line for line in metrics.splitlines() if line.startswith("gateway_audit_dropped_total")
+        line
+        for line in metrics.splitlines()
+        if line.startswith("privacy_gateway_audit_dropped_total ")
     )
     assert float(dropped.split()[1]) >= 1
     assert gw.http.get("/_gateway/ready").json()["audit_dropped"] >= 1

@@ -82,6 +82,12 @@ def test_demo_once_runs_the_tour() -> None:
     assert '"reason": "stop_processing"' in out
     assert "audit log intact" in out
     assert "checkpoints verified" in out and "unchecked" not in out  # signatures too
+    workdir = next(
+        Path(line.split(":", 1)[1].strip()).parent
+        for line in out.splitlines()
+        if line.startswith("request log")
+    )
+    assert not workdir.exists()  # the demo leaves no temporary files behind
 
 
 def test_c53_serve_logs_json_without_values_or_tokens_and_stops_cleanly_on_sigterm(

@@ -208,25 +208,13 @@ def test_gateway_endpoints_are_never_forwarded(crm: Crm, gw: GatewayHandle) -> N
 def test_ready_once_the_upstream_answers(crm: Crm, make_gateway: MakeGateway) -> None:
     down = make_gateway(upstream=f"http://127.0.0.1:{free_port()}")
     r = down.http.get("/_gateway/ready")
-    assert r.status_code == 503 and "upstream has not answered yet" in r.json()["problems"]
+    assert r.status_code == 503 and r.json()["checks"]["upstream"].startswith(
+        "the CRM is not reachable"
+    )
     assert down.http.get("/_gateway/health").status_code == 200
     up = make_gateway()
     ready = up.http.get("/_gateway/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
-
-
-def test_metrics_count_requests_and_withheld_values(gw: GatewayHandle) -> None:
-    gw.http.get("/crm/v8/Leads", params={"per_page": 5, "fields": LEAD_FIELDS})
-    gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Email:equals:x@example.com)"})
-    text = gw.http.get("/_gateway/metrics").text
-    assert (
-        'gateway_requests_total{route="/crm/{v}/{module}",outcome="redacted",status="200"} 1'
-        in text
-    )
-    assert 'gateway_decision_reasons_total{reason="restricted_criteria"} 1' in text
-    assert 'gateway_values_withheld_total{field="Email"} 5' in text
-    assert "gateway_audit_dropped_total 0" in text
-    assert "x@example.com" not in text
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from gateway.audit.canonical import canonical_json, is_hash, utc_timestamp
-from gateway.audit.files import Tail, lines_backwards
+from gateway.audit.files import Tail, lines_backwards, write_stdout
 from gateway.keys import HMAC_SHA256, HmacKey, KeyRing, SigningKey, Verdict
 
 
@@ -115,8 +115,16 @@ def _parse(number: int, raw: bytes) -> CheckpointLine:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return CheckpointLine(number, None)
+    return parse_checkpoint(number, body)
+
+
+def parse_checkpoint(number: int, body: object) -> CheckpointLine:
+    """A checkpoint from a checkpoints file's line, or from a stream's ``checkpoint`` entry
+    (whose ``event`` and ``instance`` are labels outside what ``sig`` signs)."""
     if not isinstance(body, dict):
         return CheckpointLine(number, None)
+    if body.get("event") == STREAM_EVENT:
+        body = {k: v for k, v in body.items() if k not in _STREAM_LABELS}
     seq, head = body.get("seq"), body.get("hash")
     if not isinstance(seq, int) or isinstance(seq, bool) or not is_hash(head):
         return CheckpointLine(number, None)
@@ -129,6 +137,27 @@ def _parse(number: int, raw: bytes) -> CheckpointLine:
         body,
         str(body.get("alg", HMAC_SHA256)),
     )
+
+
+STREAM_EVENT = "checkpoint"
+_STREAM_LABELS = ("event", "instance")
+
+
+class StreamCheckpoints:
+    """Checkpoints as entries of their own kind in the stdout stream, beside the entries
+    they pin: ``{"event": "checkpoint", "instance": ..., <the checkpoint's fields>}``. They
+    are not links of the hash chain (they have no ``prev_hash``); ``sig`` signs the same
+    fields as in a checkpoints file."""
+
+    def __init__(self, instance: str) -> None:
+        self._instance = instance
+
+    def append(self, checkpoint: dict[str, Any]) -> None:
+        line = {"event": STREAM_EVENT, "instance": self._instance, **checkpoint}
+        write_stdout(canonical_json(line) + b"\n")
+
+    def close(self) -> None:
+        pass
 
 
 class CheckpointFile:

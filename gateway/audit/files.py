@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,3 +104,15 @@ def read_tail(base: Path) -> Tail:
                 return Tail(seq=entry["seq"], head=entry["hash"], torn=torn)
             torn = True
     return Tail(torn=torn)
+
+
+def write_stdout(data: bytes) -> None:
+    """Write to stdout's bytes, or its text where it has none (a captured stream)."""
+    stream: Any = sys.stdout
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+        buffer.flush()
+    else:
+        stream.write(data.decode())
+        stream.flush()

@@ -24,6 +24,10 @@ from gateway.rules import Rule
 MAX_STRING = 200  # any string longer than this is cut before it is checked
 MAX_LIST = 1000  # more ids or names than this is not an audit fact but a data dump
 
+#: ``schema`` of the entries written now: 2 added ``instance``, ``gateway_version`` and
+#: ``schema`` itself (entries without ``schema`` are version 1)
+SCHEMA_VERSION = 2
+
 OUTCOMES = frozenset({"forwarded", "redacted", "refused", "error", "cancelled"})
 EVENTS = frozenset({"request", "segment_start", "policy_reload"})
 
@@ -42,6 +46,8 @@ _METHOD = re.compile(r"[A-Z]{1,16}")
 _API_VERSION = re.compile(r"v?\d{1,3}(\.\d{1,3})?")
 _MODULE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _POLICY_VERSION = re.compile(r"[A-Za-z0-9_.:#+\-]+")
+_INSTANCE = re.compile(r"[A-Za-z0-9._:/\-]{1,100}")
+_VERSION = re.compile(r"[0-9A-Za-z.+\-]{1,40}")
 _DIGEST = re.compile(r"[0-9a-f]{7,64}")
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 # A route is a template the gateway chose: literal segments are lower-case API words
@@ -162,6 +168,9 @@ _SCALARS: dict[str, Check] = {
     "metadata_age_s": _amount,
     "client_rule": _name(_MODULE),
     "client_request_id": _name(_CLIENT_REQUEST_ID),
+    "instance": _name(_INSTANCE),
+    "gateway_version": _name(_VERSION),
+    "schema": _int_in(1, 1000),
 }
 _RULES = frozenset(r.value for r in Rule)
 _LISTS: dict[str, Check] = {

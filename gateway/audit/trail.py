@@ -27,8 +27,10 @@ segment start) as a recovered crash and says so; anywhere else an unreadable lin
 Checkpoints are written by the writer task too (every ``checkpoint_interval_s``, idle or
 not, and on close), after the entries they name are fsynced, and signed with
 ``signing_key`` (an Ed25519 key) or, without one, HMAC-SHA256 with ``secret``. They go to
-``checkpoint_path``, by default ``<path>.checkpoints``; with the trail on stdout only there
-are checkpoints only when ``checkpoint_path`` is given. Then the stdout chain continues
+``checkpoint_path``, by default ``<path>.checkpoints``. With the trail on stdout only and no
+``checkpoint_path``, they are lines of their own kind (``{"event": "checkpoint", ...}``) in
+the stdout stream, beside the entries they pin (``StreamCheckpoints``; ``audit verify``
+reads such a captured stream). With a ``checkpoint_path`` the stdout chain continues
 from the last checkpoint in that file (its segment start says ``resumed_from_checkpoint``),
 so the captured stream of several process lifetimes verifies against one checkpoints file.
 A crash between checkpoints in stdout mode cannot be resumed exactly: the entries written
@@ -42,23 +44,26 @@ import asyncio
 import contextlib
 import errno
 import logging
-import sys
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway import __version__
 from gateway.audit.canonical import GENESIS_HASH
 from gateway.audit.checkpoints import (
     CheckpointFile,
+    StreamCheckpoints,
     default_checkpoint_path,
     last_checkpoint,
     make_checkpoint,
 )
-from gateway.audit.files import Tail
+from gateway.audit.files import Tail, write_stdout
 from gateway.audit.logfile import LogFile
 from gateway.audit.processors import ChainHasher, LineCollector, audit_logger
+from gateway.audit.scrub import SCHEMA_VERSION
 from gateway.errors import AuditUnavailable
 from gateway.keys import SigningKey
 
@@ -95,6 +100,8 @@ class _Pending:
 class AuditTrail:
     #: the log file class; tests swap in a slow or failing disk here
     file_class: type[LogFile] = LogFile
+    #: told how long each fsync took, in seconds (called from the writer's thread)
+    on_fsync: Callable[[float], None] | None = None
 
     def __init__(
         self,
@@ -110,6 +117,7 @@ class AuditTrail:
         on_full: str = "block",
         queue_size: int = 10_000,
         block_timeout_s: float = 5.0,
+        instance: str = "",
     ) -> None:
         if path is None and not stdout:
             raise ValueError("the audit trail needs a path, stdout, or both")
@@ -132,14 +140,21 @@ class AuditTrail:
         )
         if checkpoint_path is None and path is not None:
             checkpoint_path = default_checkpoint_path(path)
-        self._checkpoints = CheckpointFile(checkpoint_path) if checkpoint_path else None
+        self._checkpoints: CheckpointFile | StreamCheckpoints | None = None
+        if checkpoint_path is not None:
+            self._checkpoints = CheckpointFile(checkpoint_path)
+        elif stdout:
+            self._checkpoints = StreamCheckpoints(instance)
 
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()  # the writer has work
         self._space = asyncio.Event()  # the queue has room again
         self._hasher = ChainHasher()
         self._collector = LineCollector()
-        self._log = audit_logger(self._collector, self._hasher)
+        #: which process wrote an entry, and in which format (see docs/audit-schema.md)
+        self._log = audit_logger(self._collector, self._hasher).bind(
+            instance=instance or None, gateway_version=__version__, schema=SCHEMA_VERSION
+        )
         self._state: Literal["new", "open", "recovering", "failed", "closed"] = "new"
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
@@ -161,6 +176,10 @@ class AuditTrail:
     @property
     def dropped(self) -> int:
         return self._dropped
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
 
     @property
     def healthy(self) -> bool:
@@ -187,7 +206,7 @@ class AuditTrail:
             raise RuntimeError("an AuditTrail starts once")
         tail = await asyncio.to_thread(self._open_blocking)
         resumed = False
-        if self._file is None and self._checkpoints is not None:
+        if self._file is None and isinstance(self._checkpoints, CheckpointFile):
             # stdout only: the checkpoints file is the one record of where the chain got to
             pinned = await asyncio.to_thread(last_checkpoint, self._checkpoints.path)
             if pinned is not None:
@@ -422,30 +441,25 @@ class AuditTrail:
         if self._file is not None:
             self._file.append(lines)
             if fsync_now:
-                self._file.sync()
+                self._timed_sync(self._file)
         if self._stdout:
-            _write_stdout(b"".join(lines))
+            write_stdout(b"".join(lines))
 
     def _sync_blocking(self) -> None:
         if self._file is not None:
-            self._file.sync()
+            self._timed_sync(self._file)
+
+    def _timed_sync(self, file: LogFile) -> None:
+        started = time.perf_counter()
+        file.sync()
+        if self.on_fsync is not None:
+            self.on_fsync(time.perf_counter() - started)
 
     def _close_blocking(self) -> None:
         if self._file is not None:
             self._file.close()
         if self._checkpoints is not None:
             self._checkpoints.close()
-
-
-def _write_stdout(data: bytes) -> None:
-    stream: Any = sys.stdout
-    buffer = getattr(stream, "buffer", None)
-    if buffer is not None:
-        buffer.write(data)
-        buffer.flush()
-    else:
-        stream.write(data.decode())
-        stream.flush()
 
 
 def _describe(exc: BaseException) -> str:

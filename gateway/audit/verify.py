@@ -13,6 +13,15 @@ The ring holds Ed25519 public keys (no secret needed) and/or HMAC secrets. A che
 whose ``key_id`` is not in the ring is reported as such; an empty ring checks no signatures
 (the summary says "unchecked").
 
+A captured stdout stream (``serve`` without ``--audit-log`` or ``--checkpoint-file``)
+carries its checkpoints as entries of event ``checkpoint`` between the entries they pin;
+``verify_stream`` checks it: one chain per ``instance`` (the workers of one host
+interleave), each process start (a ``segment_start`` at seq 1 linking to the genesis hash)
+begins that instance's chain anew, and each checkpoint must pin the entry just before it
+in its instance's chain, signed by a key of the ring. A whole process lifetime removed
+from the stream (its checkpoints with it) cannot be told from one that never ran: keep the
+stream where it cannot be edited (the SIEM), or give ``--checkpoint-file``.
+
 One unreadable line directly followed by a ``segment_start`` that carries
 ``previous_tail_unreadable`` and links to the last whole entry is a crash the writer
 recovered from (see ``gateway.audit.trail``): it is reported in the summary, not as damage.
@@ -28,7 +37,13 @@ from typing import Any
 import orjson
 
 from gateway.audit.canonical import GENESIS_HASH, entry_hash, is_hash
-from gateway.audit.checkpoints import CheckpointLine, default_checkpoint_path, read_checkpoints
+from gateway.audit.checkpoints import (
+    STREAM_EVENT,
+    CheckpointLine,
+    default_checkpoint_path,
+    parse_checkpoint,
+    read_checkpoints,
+)
 from gateway.audit.files import log_files
 from gateway.keys import HmacKey, KeyRing
 
@@ -116,6 +131,7 @@ class _Walk:
                 self._pinned.setdefault(c.seq, []).append(c)
         self._checkpoint_file = checkpoint_file
         self.matched = 0  # checkpoint lines whose seq and hash the log agrees with
+        self.pinned = 0  # in a stream: the seq the last checkpoint pinned
 
     def run(self, lines: Iterator[_Line]) -> None:
         unreadable: tuple[_Line, str] | None = None  # held back: it may be a recovered crash
@@ -188,6 +204,8 @@ def verify_log(
     ring = KeyRing(keys or ())
     if secret is not None:
         ring.add(HmacKey(secret))
+    if checkpoints is None and _is_stream_file(base):
+        return verify_stream(base, ring)
     checkpoint_file = Path(checkpoints) if checkpoints is not None else None
     pins = read_checkpoints(checkpoint_file) if checkpoint_file is not None else []
     readable = [p.seq for p in pins if p.seq is not None]
@@ -250,17 +268,102 @@ def _check_signatures(pins: list[CheckpointLine], file: Path, ring: KeyRing) -> 
     """Every checkpoint readable and, given a ring, signed by one of its keys."""
     signers: set[str] = set()
     for pin in pins:
-        if not pin.readable:
-            raise _Broken(pin, file, CHECKPOINT_UNREADABLE)
-        if not ring:
-            continue
-        verdict = pin.check(ring)
-        if verdict == "unknown_key":
-            raise _Broken(pin, file, f"{CHECKPOINT_UNKNOWN_KEY} (key_id {pin.key_id!r})")
-        if verdict != "ok":
-            raise _Broken(pin, file, CHECKPOINT_SIG)
-        signers.add(pin.key_id)
+        _check_signature(pin, file, ring, signers)
     return signers
+
+
+def _check_signature(pin: CheckpointLine, file: Path, ring: KeyRing, signers: set[str]) -> None:
+    if not pin.readable:
+        raise _Broken(pin, file, CHECKPOINT_UNREADABLE)
+    if not ring:
+        return
+    verdict = pin.check(ring)
+    if verdict == "unknown_key":
+        raise _Broken(pin, file, f"{CHECKPOINT_UNKNOWN_KEY} (key_id {pin.key_id!r})")
+    if verdict != "ok":
+        raise _Broken(pin, file, CHECKPOINT_SIG)
+    signers.add(pin.key_id)
+
+
+def _is_stream_file(path: Path) -> bool:
+    """Is ``path`` a file that carries its checkpoints inline (a captured stdout stream)?"""
+    if not path.is_file():
+        return False
+    marker = b'"event":"' + STREAM_EVENT.encode() + b'"'
+    with path.open("rb") as f:
+        return any(marker in line for line in f)
+
+
+def verify_stream(path: str | Path, ring: KeyRing) -> VerifyResult:
+    """Verify a captured stdout stream and the checkpoints inside it (see the module doc)."""
+    file = Path(path)
+    walks: dict[str, _Walk] = {}
+    starts = unpinned = 0
+    signers: set[str] = set()
+    walk = _Walk([], None)
+    try:
+        for line in _lines([file]):
+            body = _json(line)
+            walk = walks.setdefault(str(body.get("instance") or ""), _Walk([], None))
+            if body.get("event") == STREAM_EVENT:
+                pin = parse_checkpoint(line.number, body)
+                _check_signature(pin, file, ring, signers)
+                if (pin.seq, pin.hash) != (walk.seq, walk.head):
+                    raise _Broken(line, file, CHECKPOINT_HASH)
+                walk.matched += 1
+                walk.pinned = walk.seq
+                continue
+            entry, why = _load(line)
+            if entry is None:
+                raise _Broken(line, file, TORN_TAIL if not line.terminated else why)
+            if entry["seq"] == 1 and entry["prev_hash"] == GENESIS_HASH:
+                starts += 1  # a process started: its chain begins at the genesis hash
+                unpinned += walk.seq - walk.pinned  # what the previous lifetime left unpinned
+                walk.seq, walk.head, walk.pinned = 0, GENESIS_HASH, 0
+            walk._check(line, entry)
+    except _Broken as broken:
+        return VerifyResult(
+            ok=False,
+            entries=sum(w.entries for w in walks.values()),
+            first_bad_line=broken.number,
+            file=str(broken.file),
+            reason=broken.reason,
+            summary=f"audit stream BROKEN at line {broken.number} of {file}: {broken.reason}",
+        )
+    entries = sum(w.entries for w in walks.values())
+    matched = sum(w.matched for w in walks.values())
+    unpinned += sum(w.seq - w.pinned for w in walks.values())
+    summary = (
+        f"audit stream intact: {entries} entries from {len(walks)} instances, "
+        f"{starts} process starts, {matched} checkpoints verified"
+    )
+    if signers:
+        summary += " (signed by key_id " + ", ".join(sorted(signers)) + ")"
+    if unpinned:
+        summary += f"; {unpinned} entries after the last checkpoint are not pinned"
+    if not ring:
+        summary += "; checkpoint signatures unchecked (no key given)"
+    return VerifyResult(
+        ok=True,
+        entries=entries,
+        first_bad_line=None,
+        file=None,
+        reason=None,
+        summary=summary,
+        segments=sum(w.segments for w in walks.values()),
+        checkpoints=matched,
+        key_ids=tuple(sorted(signers)),
+    )
+
+
+def _json(line: _Line) -> dict[str, Any]:
+    try:
+        body = orjson.loads(line.raw)
+    except orjson.JSONDecodeError:
+        raise _Broken(line, line.file, TORN_TAIL if not line.terminated else NOT_JSON) from None
+    if not isinstance(body, dict):
+        raise _Broken(line, line.file, NOT_ENTRY)
+    return body
 
 
 def _check_truncation(pins: list[CheckpointLine], file: Path, last_seq: int) -> None:
@@ -280,7 +383,7 @@ def run_verify(
     """
     if checkpoints is None and default_checkpoint_path(Path(path)).exists():
         checkpoints = str(default_checkpoint_path(Path(path)))
-    if checkpoints is None and keys:
+    if checkpoints is None and keys and not _is_stream_file(Path(path)):
         print(
             f"audit log unverifiable: no checkpoints file at "
             f"{default_checkpoint_path(Path(path))} to check the keys against"

@@ -349,13 +349,16 @@ def test_stdout_only_trail_writes_checkpoints_to_the_checkpoint_file(
     assert "truncated" in (verify_log(captured, cps, None, keys=ring(KEY_A)).reason or "")
 
 
-def test_stdout_only_trail_without_a_checkpoint_file_writes_none(
+def test_stdout_only_trail_without_a_checkpoint_file_signs_them_into_the_stream(
     tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     run(write_segment(None, 2, stdout=True))  # type: ignore[arg-type]
-    assert len(capsysbinary.readouterr().out.splitlines()) == 3
-    assert list(tmp_path.iterdir()) == []
+    lines = [orjson.loads(x) for x in capsysbinary.readouterr().out.splitlines()]
+    assert [e["seq"] for e in lines if e["event"] != "checkpoint"] == [1, 2, 3]
+    final = [e for e in lines if e["event"] == "checkpoint"][-1]
+    assert final["seq"] == 3 and lines[-1]["event"] == "checkpoint"  # written on close
+    assert list(tmp_path.iterdir()) == []  # no file, the stream holds everything
 
 
 async def write_segment_stdout(cps: Path, count: int, start: int) -> None:

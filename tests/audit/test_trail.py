@@ -88,6 +88,7 @@ class TestWhatIsWritten:
             "client_rule", "fields_refused", "client_request_id",
             "status", "duration_ms", "policy_version", "metadata_age_s", "prev_hash", "hash",
             "would_refuse", "would_refuse_fields", "would_redact", "shadowed_rules", "policy_hash",
+            "instance", "gateway_version", "schema",
         }  # fmt: skip
         assert set(request) == keys == set(start)
         assert request["event"] == "request" and request["request_id"] == "req-00000"
@@ -156,12 +157,15 @@ class TestChain:
     def test_stdout_only_is_still_hashed_and_sequenced(
         self, tmp_path: Path, capfd: pytest.CaptureFixture[str]
     ) -> None:
-        """path=None, stdout=True: the shipped lines form a verifiable chain."""
+        """path=None, stdout=True: the shipped lines form a verifiable chain, and the
+        checkpoints are lines of their own kind among them."""
         run(write_segment(None, 3, stdout=True))  # type: ignore[arg-type]
         shipped = tmp_path / "shipped.jsonl"
         shipped.write_text(capfd.readouterr().out)
-        assert [e["seq"] for e in entries(shipped)] == [1, 2, 3, 4]
-        assert verify_log(shipped).ok
+        chain = [e for e in entries(shipped) if e["event"] != "checkpoint"]
+        assert [e["seq"] for e in chain] == [1, 2, 3, 4]
+        result = verify_log(shipped)
+        assert result.ok and result.checkpoints >= 1, result.summary
 
 
 class TestLifecycle:

@@ -335,11 +335,11 @@ class TestRunVerify:
         """The first bad line and its file are named."""
         base = copy(log, tmp_path / "broken")
         lines = read_lines(base)
-        del lines[-1][1][1]
+        del lines[0][1][1]  # the oldest file: the one sure to have more than two lines
         write_lines(lines)
         assert run_verify(str(base), None, SECRET) == 1
         out = capsys.readouterr().out.strip()
-        assert out == f"audit log BROKEN at line 2 of {lines[-1][0]}: {SEQ_GAP}"
+        assert out == f"audit log BROKEN at line 2 of {lines[0][0]}: {SEQ_GAP}"
 
     @pytest.mark.parametrize("make", [lambda p: p / "missing.jsonl", lambda p: p])
     def test_unreadable_path_exits_2(
