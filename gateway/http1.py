@@ -158,24 +158,26 @@ class BoundedHttpToolsProtocol(_Refusing, HttpToolsProtocol):
     """httptools with a bound on the bytes of one request head: data that leaves the head
     still incomplete is counted, and past the bound the request gets 431."""
 
-    _in_head = True  # until the parser calls on_headers_complete
+    _in_head = True  # from the end of one message until the parser completes a head
+    _ends = 0  # heads and messages the parser has completed on this connection
     _head_bytes = 0
 
     def data_received(self, data: bytes) -> None:
+        ends = self._ends
         super().data_received(data)
-        if self._in_head:
-            # Every byte of this chunk went into a head that is still incomplete.
+        if self._in_head and self._ends == ends:
+            # Nothing was completed: every byte of this chunk went into the pending head.
             self._head_bytes += len(data)
             if self._head_bytes > _head_limit(self.config):
                 self._refuse(HeadersTooLarge())
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._in_head, self._ends = False, self._ends + 1
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0
+        self._in_head, self._head_bytes, self._ends = True, 0, self._ends + 1
 
 
 def protocol_class(http: str) -> type[asyncio.Protocol]:

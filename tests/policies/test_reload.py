@@ -72,14 +72,15 @@ def test_a_valid_change_takes_effect_and_an_invalid_one_keeps_the_last_good_poli
     assert reload["reasons"] == ["policy_reloaded"] and reload["policy_hash"] == _short(V2)
 
     _write(path, BAD)
-    _until(lambda: "gateway_policy_rejected_total 1" in gw.http.get("/_gateway/metrics").text)
+    rejected = 'privacy_gateway_policy_reloads_total{result="rejected"} 1.0'
+    _until(lambda: rejected in gw.http.get("/_gateway/metrics").text)
     assert _ready(gw)["policy_hash"] == _short(V2)  # the last good policy stays
     assert any(_phones(gw))
     rejected = [e for e in gw.audit() if e["event"] == "policy_reload"][-1]
     assert rejected["outcome"] == "refused" and rejected["reasons"] == ["policy_invalid"]
     assert rejected["policy_version"] == "two"
     metrics = gw.http.get("/_gateway/metrics").text
-    assert f'gateway_policy_info{{hash="{_short(V2)}",version="two"}} 1' in metrics
+    assert f'privacy_gateway_policy_info{{hash="{_short(V2)}",version="two"}} 1.0' in metrics
 
     _write(path, V1)  # fixed again: taken
     _until(lambda: _ready(gw)["policy_version"] == "one")

@@ -136,7 +136,7 @@ def test_metrics_count_what_shadow_mode_held_back(crm: Crm, make_gateway: MakeGa
     gw = make_gateway(SHADOW)
     gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Email:equals:x@y.z)"})
     text = gw.http.get("/_gateway/metrics").text
-    assert 'gateway_shadow_would_act_total{rule="criteria"} 1' in text
+    assert 'privacy_gateway_shadow_would_act_total{rule="criteria"} 1.0' in text
 
 
 @pytest.mark.parametrize(
