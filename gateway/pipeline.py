@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from gateway.bulk import ExportSlots
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import Decision
@@ -43,13 +44,18 @@ class Pipeline:
         metadata: MetadataCache,
         policy: Policy,
         secret: bytes,
+        max_concurrent_exports: int = 4,
     ) -> None:
         self.policy = policy
         self.secret = secret
         self.forward = Forwarder(upstream, upstream_url, upload_url, policy)
         self.views = Views(metadata, policy, secret)
         self.ctx = Context(
-            self.forward, self.views, RecordStates(upstream, upstream_url, self.views), policy
+            self.forward,
+            self.views,
+            RecordStates(upstream, upstream_url, self.views),
+            policy,
+            ExportSlots(max_concurrent_exports),
         )
 
     async def handle(self, req: CanonicalRequest, decision: Decision) -> Reply:

@@ -43,6 +43,8 @@ class Settings:
     checkpoint_file: Path | None = None
     #: Ed25519 private key (PEM) that signs checkpoints; None: HMAC with the gateway secret
     checkpoint_key: Path | None = None
+    #: bulk exports streamed at once (``GATEWAY_MAX_CONCURRENT_EXPORTS``); more get a 503
+    max_concurrent_exports: int = 4
 
     @classmethod
     def build(
@@ -86,6 +88,9 @@ class Settings:
         if cp_file and log and _is_log_file(Path(cp_file), Path(log)):
             raise SettingsError("--checkpoint-file must not be the audit log or one of its files")
         cp_key = checkpoint_key or env.get("GATEWAY_CHECKPOINT_KEY") or None
+        exports = env.get("GATEWAY_MAX_CONCURRENT_EXPORTS", "4")
+        if not exports.isdigit() or int(exports) < 1:
+            raise SettingsError("GATEWAY_MAX_CONCURRENT_EXPORTS must be a number above 0")
         return cls(
             upstream=up,
             upload_upstream=upload,
@@ -99,6 +104,7 @@ class Settings:
             policy=policy or Policy(),
             checkpoint_file=Path(cp_file) if cp_file else None,
             checkpoint_key=Path(cp_key) if cp_key else None,
+            max_concurrent_exports=int(exports),
         )
 
 

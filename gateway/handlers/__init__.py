@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
+from gateway.bulk import ExportSlots
 from gateway.forward import Forwarder
 from gateway.policy import Policy
 from gateway.state import RecordStates
@@ -28,5 +29,7 @@ class Context:
     views: Views
     states: RecordStates
     policy: Policy
+    #: bulk exports running at once (``Settings.max_concurrent_exports``)
+    exports: ExportSlots
     #: what each file uploaded through this gateway named, to check again when a job runs it
     uploads: UploadedFiles = field(default_factory=_uploaded_files)

@@ -3,25 +3,33 @@ is rewritten with the private columns emptied, headers kept."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Callable
 from typing import Any
 
 from gateway import bulk
 from gateway.crm.request import CanonicalRequest
 from gateway.decision import REDACTED, Decision
-from gateway.errors import BodyTooLarge, InvalidData, MetadataUnavailable, UnreadableUpstream
-from gateway.forward import STALE_AFTER_REWRITE, withheld_header
+from gateway.errors import (
+    BodyTooLarge,
+    GatewayError,
+    InvalidData,
+    MetadataUnavailable,
+    UnreadableUpstream,
+)
+from gateway.forward import STALE_AFTER_REWRITE
 from gateway.handlers import Context
 from gateway.handlers.reads import refuse_restricted
 from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
 from gateway.privacy.catalog import ModuleCatalog
-from gateway.privacy.redact import Counts, is_masked, path_mask
+from gateway.privacy.redact import is_masked, path_mask
 from gateway.types import Reply
 from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
 from gateway.view import View
+
+
+class SpoolFailed(GatewayError):
+    message = "The gateway could not hold the bulk result to check it."
 
 
 async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
@@ -44,41 +52,47 @@ async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision:
 
 
 async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
-    fwd = ctx.forward
-    status_url = f"{fwd.upstream_url}/crm/bulk/{req.version}/read/{req.job_id}"
+    """The export streams out as it is rewritten. Its ``X-Privacy-Withheld`` leaves before
+    any row is read, so it names the fields whose columns are emptied; how many values were,
+    and how the export ended, the audit entry tells (written once the body is made)."""
+    release = ctx.exports.take()  # refused before anything is fetched
+    export: bulk.Export | None = None
     try:
-        job = await fetch_json(fwd.upstream, "GET", status_url, view.headers, b"", 1 << 20)
-    except UnreadableUpstream as exc:
-        raise MetadataUnavailable(details={"reason": "bulk job unreadable"}) from exc
-    name, fields = _job_module(job.body)
-    if job.status != 200 or name is None:
-        # Without the job's module, the export cannot be checked.
-        raise MetadataUnavailable(details={"reason": "bulk job module unknown"})
-    module = await ctx.views.resolve_module(view, name)
-    decision.module = module
-    paths = [tuple(f.split(".")) for f in fields if "." in f]
-    catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
-    resp = await fwd.send(req, decision)
-    if resp.status != 200:
-        return await fwd.json_reply(resp, lambda body, counts: None, decision, req)
-    source = await _spool(resp, ctx.policy.max_bulk_result)
-    counts: Counts = {}
-    blank = _blanker(module, catalogs, view.shown)
-    try:
-        out = await asyncio.to_thread(bulk.rewrite_zip, source, blank, counts)
+        fwd = ctx.forward
+        status_url = f"{fwd.upstream_url}/crm/bulk/{req.version}/read/{req.job_id}"
+        try:
+            job = await fetch_json(fwd.upstream, "GET", status_url, view.headers, b"", 1 << 20)
+        except UnreadableUpstream as exc:
+            raise MetadataUnavailable(details={"reason": "bulk job unreadable"}) from exc
+        name, fields = _job_module(job.body)
+        if job.status != 200 or name is None:
+            # Without the job's module, the export cannot be checked.
+            raise MetadataUnavailable(details={"reason": "bulk job module unknown"})
+        module = await ctx.views.resolve_module(view, name)
+        decision.module = module
+        paths = [tuple(f.split(".")) for f in fields if "." in f]
+        catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
+        resp = await fwd.send(req, decision)
+        if resp.status != 200:
+            return await fwd.json_reply(resp, lambda body, counts: None, decision, req)
+        source = await _spool(resp, ctx.policy.max_bulk_result)
+
+        def closed() -> None:
+            decision.withheld(export.counts if export else {})
+            release()
+
+        export = bulk.Export(source, _blanker(module, catalogs, view.shown), closed)
+        withheld = await export.start()
     finally:
-        source.close()
-    decision.withheld(counts)
+        if export is None:
+            release()
     decision.outcome = REDACTED
-    size = out.seek(0, os.SEEK_END)
-    out.seek(0)
     hdrs = [(n, v) for n, v in resp.headers if n not in STALE_AFTER_REWRITE]
     hdrs += [
         ("content-type", "application/zip"),
-        ("content-length", str(size)),
-        ("x-privacy-withheld", withheld_header(counts)),
+        ("x-privacy-withheld", f"fields={','.join(withheld)}" if withheld else "0"),
     ]
-    return Reply(resp.status, hdrs, file=out)
+    return Reply(resp.status, hdrs, produced=export)
 
 
 def module_name(value: Any) -> str | None:
@@ -119,7 +133,8 @@ def _blanker(
 
 
 async def _spool(resp: UpstreamResponse, limit: int) -> Any:
-    """The upstream body, identity-decoded, in a spooled temporary file (bounded)."""
+    """The upstream body, identity-decoded, in a spooled temporary file (bounded). A file
+    that cannot be written (a full disk) is refused before the first byte leaves."""
     out = bulk.spooled()
     coding = (resp.header("content-encoding") or "identity").lower()
     if coding not in ("identity", "gzip"):
@@ -136,6 +151,9 @@ async def _spool(resp: UpstreamResponse, limit: int) -> Any:
             out.write(data)
         if decoder:
             out.write(decoder.flush())
+    except OSError as exc:
+        out.close()
+        raise SpoolFailed() from exc
     except BaseException:
         out.close()
         raise
