@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
@@ -40,7 +42,7 @@ def make_zip(path: Path, rows: int, *, extra: dict[int, list[str]] | None = None
     with (
         zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf,
         zf.open("1000.csv", "w", force_zip64=True) as raw,
-        io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8", newline="") as text,  # type: ignore[arg-type]
+        io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8", newline="") as text,
     ):
         writer = csv.writer(text, lineterminator="\r\n")
         writer.writerow(COLUMNS)
@@ -53,7 +55,9 @@ def _json(body: Any) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-def app(jobs: dict[str, Path]) -> Starlette:
+def app(jobs: dict[str, Path], sent: list[float] | None = None) -> Starlette:
+    """``sent`` gains the time (``perf_counter``) each result ZIP was sent in full."""
+
     async def org(_: Request) -> Response:
         return _json({"org": [{"id": "1", "privacy_settings": True}]})
 
@@ -83,7 +87,8 @@ def app(jobs: dict[str, Path]) -> Starlette:
         path = jobs.get(request.path_params["job"])
         if path is None:
             return Response(b'{"code":"INVALID_DATA"}', 400, media_type="application/json")
-        return FileResponse(path, media_type="application/zip")
+        done = None if sent is None else BackgroundTask(lambda: sent.append(time.perf_counter()))
+        return FileResponse(path, media_type="application/zip", background=done)
 
     return Starlette(
         routes=[
@@ -96,5 +101,5 @@ def app(jobs: dict[str, Path]) -> Starlette:
     )
 
 
-def serve(jobs: dict[str, Path]) -> ThreadedServer:
-    return ThreadedServer(app(jobs)).start()
+def serve(jobs: dict[str, Path], sent: list[float] | None = None) -> ThreadedServer:
+    return ThreadedServer(app(jobs, sent)).start()

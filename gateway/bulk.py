@@ -3,12 +3,16 @@
 The upstream's ZIP is spooled to a temporary file, since a ZIP is read from its central
 directory at the end. Then one thread per export (``Export``) reads each CSV row by row,
 empties the columns of private fields (headers kept) and writes a new ZIP to a
-non-seekable sink: each member carries a data descriptor and ZIP64 sizes, since its size is
-not known when its header leaves. Rows go to the compressor through 64 KiB buffers (never
-one row at a time: every call into zlib hands the GIL over, which is what made concurrent
-exports cost twice their CPU), and the ZIP leaves in chunks of ``CHUNK`` through a queue of
-``QUEUE_CHUNKS``: the thread waits while the client is slower, so memory per export stays
-bounded whatever its size.
+non-seekable sink: each member's sizes follow its data in a data descriptor, since they are
+not known when its header leaves. A member is written with ZIP64 sizes when its rewritten
+size could reach ``zipfile.ZIP64_LIMIT`` (judged from the upstream member's size, which
+bounds what is read of it), and with the classic 32-bit sizes otherwise: readers that pick
+the descriptor's width from the sizes they counted (Java's ``ZipInputStream``, JDK 17 for
+one) misread ZIP64 descriptors of small members. Rows go to the compressor through 64 KiB
+buffers (never one row at a time: every call into zlib hands the GIL over, which is what
+made concurrent exports cost twice their CPU), and the ZIP leaves in chunks of ``CHUNK``
+through a queue of ``QUEUE_CHUNKS``: the thread waits while the client is slower, so
+memory per export stays bounded whatever its size.
 
 A member that is not a CSV, or a ZIP that does not open, is refused before the first byte
 leaves. A failure half-way (a row with more values than headers, a CSV or ZIP that stops
@@ -37,6 +41,9 @@ CHUNK = 64 * 1024
 #: chunks made but not yet sent: the most an export holds ahead of its client
 QUEUE_CHUNKS = 4
 _READ_BUFFER = 256 * 1024
+#: an upstream CSV from this size on is rewritten with ZIP64 sizes: a rewritten CSV is at
+#: most twice its size (a line end "\n" becomes "\r\n"), deflate adds under 1%
+ZIP64_FROM = (zipfile.ZIP64_LIMIT - (1 << 20)) // 2
 #: errors that mean the upstream's ZIP or CSV cannot be checked
 _UNREADABLE = (zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeDecodeError, csv.Error, EOFError)
 csv.field_size_limit(64 * 1024 * 1024)
@@ -228,8 +235,7 @@ class Export:
             for member in self._members:
                 info = zipfile.ZipInfo(member.filename, member.date_time)
                 info.compress_type = zipfile.ZIP_DEFLATED
-                # Its size is not known when its header leaves: ZIP64 sizes, always.
-                dst = zout.open(info, "w", force_zip64=True)
+                dst = zout.open(info, "w", force_zip64=member.file_size >= ZIP64_FROM)
                 text = io.TextIOWrapper(
                     io.BufferedWriter(dst, CHUNK),
                     encoding="utf-8",
