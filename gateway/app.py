@@ -319,12 +319,13 @@ class Gateway:
         failure half-way, a client gone or an entry that cannot be written leaves the body
         cut short and the connection closed (uvicorn closes it when the app returns without
         completing the body): the client never holds a complete-looking file."""
-        await send({"type": "http.response.start", "status": reply.status, "headers": _raw(reply)})
         # The request body was read through: what comes next is the client going away.
         gone = asyncio.ensure_future(receive())
         held: bytes | None = None
         complete = False
         try:
+            start = {"type": "http.response.start", "status": reply.status, "headers": _raw(reply)}
+            await send(start)
             async for chunk in produced.chunks():
                 if gone.done():
                     raise _ClientGone()
@@ -350,8 +351,10 @@ class Gateway:
         decision.duration_ms = (time.perf_counter() - started) * 1000
         try:
             await self.audit.record(decision.as_dict())
-        except AuditUnavailable:
-            return  # cut short: the export was not recorded
+        except AuditUnavailable as exc:
+            decision.outcome = ERROR  # for the log and the metrics: cut short, unrecorded
+            decision.note(exc.reason)
+            return
         if complete:
             await send({"type": "http.response.body", "body": held or b"", "more_body": False})
 

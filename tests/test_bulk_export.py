@@ -76,12 +76,15 @@ def export_gw(bulk_crm: str, tmp_path: Path) -> Iterator[GatewayHandle]:
 
 
 @contextlib.contextmanager
-def _gateway(upstream: str, tmp_path: Path, *, exports: int) -> Iterator[GatewayHandle]:
-    log = tmp_path / f"audit-exports-{exports}.jsonl"
+def _gateway(
+    upstream: str, tmp_path: Path, *, exports: int, audit: dict[str, Any] | None = None
+) -> Iterator[GatewayHandle]:
+    log = tmp_path / f"audit-{exports}" / "audit.jsonl"
+    log.parent.mkdir()
     settings = Settings.build(
         upstream=upstream,
         audit_log=str(log),
-        policy=policy_from_mapping({"audit": {"fsync": "never"}}),
+        policy=policy_from_mapping({"audit": {"fsync": "never", **(audit or {})}}),
         env={"GATEWAY_SECRET": "test-secret", "GATEWAY_MAX_CONCURRENT_EXPORTS": str(exports)},
     )
     app = create_app(settings)
@@ -228,6 +231,24 @@ def test_a_row_wider_than_its_header_half_way_cuts_the_export_short(
     assert os.listdir(spool_dir) == [] and _held_in(spool_dir) == []
     # the slot is free again
     assert export_gw.http.get("/crm/bulk/v8/read/3/result").status_code == 200
+
+
+def test_an_export_whose_audit_entry_cannot_be_written_is_cut_short(
+    bulk_crm: str, tmp_path: Path, spool_dir: Path
+) -> None:
+    # With a tiny max_bytes every entry rotates the file; without its folder it cannot.
+    with _gateway(bulk_crm, tmp_path, exports=1, audit={"max_bytes": 200}) as gw:
+        got = bytearray()
+        with gw.http.stream("GET", "/crm/bulk/v8/read/1/result") as r:
+            chunks = r.iter_raw()
+            got += next(chunks)
+            shutil.rmtree(gw.audit_log.parent)
+            with pytest.raises(httpx.RemoteProtocolError):
+                for chunk in chunks:
+                    got += chunk
+        with pytest.raises(zipfile.BadZipFile):
+            zipfile.ZipFile(io.BytesIO(bytes(got)))
+        assert os.listdir(spool_dir) == [] and _held_in(spool_dir) == []
 
 
 def test_a_client_gone_half_way_is_audited_and_frees_its_export(
