@@ -12,6 +12,10 @@ for a protocol upgrade or names a host not served (400, ``check_head``), more re
 ``max_concurrent_requests`` in flight (503 with ``Retry-After``, never queued), a body
 declared or grown over ``max_request_body_bytes`` (413), one not complete within
 ``body_read_timeout_seconds`` (408), and one cut short by the client (never forwarded).
+
+A request's one audit entry is written before its reply leaves, except for a body made
+while it is sent (a bulk export, ``Reply.produced``): its entry is written when it ends,
+before its last chunk (``_send_produced``).
 """
 
 from __future__ import annotations

@@ -28,10 +28,6 @@ from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
 from gateway.view import View
 
 
-class SpoolFailed(GatewayError):
-    message = "The gateway could not hold the bulk result to check it."
-
-
 async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
     body = loads_request(req.body)
     query = body.get("query") if isinstance(body, dict) else None
@@ -153,7 +149,7 @@ async def _spool(resp: UpstreamResponse, limit: int) -> Any:
             out.write(decoder.flush())
     except OSError as exc:
         out.close()
-        raise SpoolFailed() from exc
+        raise GatewayError("The gateway could not hold the bulk result to check it.") from exc
     except BaseException:
         out.close()
         raise
