@@ -5,8 +5,10 @@ Everything runs on this machine in one run, so compare the ratios, not the absol
 and the load generator share CPU 1. CPU per request is read from /proc for the process
 under test, so it does not depend on how busy the other core is.
 
-    make bench                     # all targets, 1/16/64 connections, 200-record pages
-    python -m bench.run --seconds 2 --connections 1 64
+    make bench                     # all targets, 1/16/64 connections, 200-record pages,
+                                   # then the bulk exports (bench/bulk.py)
+    python -m bench.run --seconds 2 --connections 1 64 --only proxy
+    python -m bench.run --only bulk --bulk-rows 100000   # a quicker bulk run
 """
 
 from __future__ import annotations
@@ -176,9 +178,27 @@ def main() -> None:
         nargs="+",
         default=["direct", "passthrough", "floor-proxy", "gateway-aiohttp", "gateway-httpx"],
     )
+    p.add_argument("--only", choices=["proxy", "bulk"], help="run one section only")
+    p.add_argument("--bulk-rows", type=int, default=1_000_000, help="rows of the bulk export")
     a = p.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
+    sections = [f"# make bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)"]
+    if a.only != "bulk":
+        sections.append(proxies(a))
+    if a.only != "proxy":
+        from bench import bulk
+
+        sections.append(bulk.run(a.bulk_rows))
+    text = "\n\n".join(sections)
+    print()
+    print(text)
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.md").write_text(text)
+
+
+def proxies(a: argparse.Namespace) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     sport = free_port()
     sandbox = f"http://127.0.0.1:{sport}"
@@ -222,14 +242,12 @@ def main() -> None:
                     f"{r.cpu_ms:6.2f} ms CPU/req",
                     flush=True,
                 )
-    report(results, floor_ms, rewrite_ms, size)
+    return report(results, floor_ms, rewrite_ms, size)
 
 
-def report(results: list[Result], floor_ms: float, rewrite_ms: float, size: int) -> None:
+def report(results: list[Result], floor_ms: float, rewrite_ms: float, size: int) -> str:
     by = {(r.target, r.connections): r for r in results}
     lines = [
-        f"# make bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)",
-        "",
         f"Redaction of one 200-record page ({size / 1024:.0f} KB), in process: "
         f"gateway rewrite {rewrite_ms:.2f} ms vs floor (orjson parse + null + dump) "
         f"{floor_ms:.2f} ms = **{rewrite_ms / floor_ms:.2f}x** the floor.",
@@ -251,12 +269,7 @@ def report(results: list[Result], floor_ms: float, rewrite_ms: float, size: int)
             f"| {r.target} | {r.connections} | {r.rps:.0f} | {r.cpu_ms:.2f} | {ratio} "
             f"| {cpu_ratio} |"
         )
-    text = "\n".join(lines) + "\n"
-    print()
-    print(text)
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.md").write_text(text)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ for a protocol upgrade or names a host not served (400, ``check_head``), more re
 ``max_concurrent_requests`` in flight (503 with ``Retry-After``, never queued), a body
 declared or grown over ``max_request_body_bytes`` (413), one not complete within
 ``body_read_timeout_seconds`` (408), and one cut short by the client (never forwarded).
+
+A request's one audit entry is written before its reply leaves, except for a body made
+while it is sent (a bulk export, ``Reply.produced``): its entry is written when it ends,
+before its last chunk (``_send_produced``).
 """
 
 from __future__ import annotations
@@ -59,12 +63,11 @@ from gateway.policy_store import PolicyStore
 from gateway.readiness import Readiness
 from gateway.serving import check_head, default_hosts
 from gateway.settings import Settings
-from gateway.types import Reply
+from gateway.types import Produced, Reply
 from gateway.upstream import BreakerUpstream, GzipStreamDecoder, Upstream, make_upstream
 
 log = structlog.get_logger("gateway")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
-_CHUNK = 64 * 1024
 
 
 class Gateway:
@@ -115,6 +118,7 @@ class Gateway:
             metadata=self.metadata,
             policy=policy,
             secret=self.secret,
+            exports=settings.max_concurrent_exports,
         )
         self.policies = PolicyStore(
             settings.policy_path,
@@ -257,9 +261,11 @@ class Gateway:
         self.in_flight += 1
         try:
             reply, read_through = await self._through(pipeline, scope, receive, decision)
-            await self._finish(reply, decision, started, send, close=not read_through)
+            await self._finish(
+                reply, decision, started, send, close=not read_through, receive=receive
+            )
         except asyncio.CancelledError:
-            if not decision.status:  # not yet recorded by _finish
+            if not decision.recorded:
                 await self._cancelled(decision, started, send)
             raise
         finally:
@@ -278,6 +284,7 @@ class Gateway:
         decision.outcome = CANCELLED
         decision.status = reply.status
         decision.duration_ms = (time.perf_counter() - started) * 1000
+        decision.recorded = True
         try:
             await self.audit.record(decision.as_dict())
         except AuditUnavailable:
@@ -325,22 +332,28 @@ class Gateway:
         return reply, read_through
 
     async def _finish(
-        self, reply: Reply, decision: Decision, started: float, send: Send, *, close: bool
+        self,
+        reply: Reply,
+        decision: Decision,
+        started: float,
+        send: Send,
+        *,
+        close: bool,
+        receive: Receive | None = None,
     ) -> None:
         decision.status = reply.status
-        decision.duration_ms = (time.perf_counter() - started) * 1000
-        try:
-            await self.audit.record(decision.as_dict())
-        except AuditUnavailable as exc:
-            # Nothing goes out unrecorded (the write, if any, already reached the CRM).
-            await _discard(reply)
-            reply = _error_reply(exc, decision)
+        if reply.produced is None:
+            reply = await self._record(reply, decision, started)
         _stamp(reply, decision)
         if close:
             # Body bytes left unread on the connection must never be parsed as a request.
             reply.headers.append(("connection", "close"))
         try:
-            await _send_reply(reply, send)
+            if reply.produced is None:
+                await _send_reply(reply, send)
+            else:
+                assert receive is not None
+                await self._send_produced(reply, reply.produced, decision, started, send, receive)
         finally:
             self._observe(decision, reply.status, time.perf_counter() - started)
 
@@ -361,11 +374,84 @@ class Gateway:
         )
 
 
+    async def _record(self, reply: Reply, decision: Decision, started: float) -> Reply:
+        """The audit entry, written before the reply leaves: the reply, or the error that
+        takes its place when the entry cannot be written."""
+        decision.duration_ms = (time.perf_counter() - started) * 1000
+        decision.recorded = True
+        try:
+            await self.audit.record(decision.as_dict())
+        except AuditUnavailable as exc:
+            # Nothing goes out unrecorded (the write, if any, already reached the CRM).
+            await _discard(reply)
+            return _error_reply(exc, decision)
+        return reply
+
+    async def _send_produced(
+        self,
+        reply: Reply,
+        produced: Produced,
+        decision: Decision,
+        started: float,
+        send: Send,
+        receive: Receive,
+    ) -> None:
+        """A body made while it is sent (a bulk export): only its end can tell how it went
+        (values withheld, a failure half-way), so its one audit entry is written then, and
+        its last chunk, which completes it, leaves only after the entry is written. A
+        failure half-way, a client gone or an entry that cannot be written leaves the body
+        cut short and the connection closed (uvicorn closes it when the app returns without
+        completing the body): the client never holds a complete-looking file."""
+        # The request body was read through: what comes next is the client going away.
+        gone = asyncio.ensure_future(receive())
+        held: bytes | None = None
+        complete = False
+        try:
+            start = {"type": "http.response.start", "status": reply.status, "headers": _raw(reply)}
+            await send(start)
+            async for chunk in produced.chunks():
+                if gone.done():
+                    raise _ClientGone()
+                if held is not None:
+                    await send({"type": "http.response.body", "body": held, "more_body": True})
+                held = chunk
+            complete = not gone.done()
+            if not complete:
+                raise _ClientGone()
+        except _ClientGone:
+            decision.outcome = ERROR
+            decision.note(Reason.CLIENT_DISCONNECTED)
+        except GatewayError as exc:
+            decision.outcome = ERROR
+            decision.note(exc.reason)
+        except Exception as exc:
+            log.error("internal_error", request_id=decision.request_id, error=type(exc).__name__)
+            decision.outcome = ERROR
+            decision.note(Reason.ERROR)
+        finally:
+            gone.cancel()
+            await produced.aclose()
+        decision.duration_ms = (time.perf_counter() - started) * 1000
+        decision.recorded = True
+        try:
+            await self.audit.record(decision.as_dict())
+        except AuditUnavailable as exc:
+            decision.outcome = ERROR  # for the log and the metrics: cut short, unrecorded
+            decision.note(exc.reason)
+            return
+        if complete:
+            await send({"type": "http.response.body", "body": held or b"", "more_body": False})
+
+
 async def _admin_error(_request: Request, exc: Exception) -> Response:
     """``/_gateway/nope`` and a wrong method answer in the CRM envelope like every error."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     error = {404: InvalidUrl, 405: MethodNotAllowed}.get(status, GatewayError)()
     return Response(error.body(), status_code=error.status_code, media_type=JSON_TYPE)
+
+
+class _ClientGone(Exception):
+    pass
 
 
 def _method_name(method: str) -> str:
@@ -418,29 +504,20 @@ async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:
 async def _discard(reply: Reply) -> None:
     if reply.stream is not None:
         await reply.stream.aclose()
-    if reply.file is not None:
-        reply.file.close()
+
+
+def _raw(reply: Reply) -> list[tuple[bytes, bytes]]:
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in reply.headers]
 
 
 async def _send_reply(reply: Reply, send: Send) -> None:
-    raw_headers: list[tuple[bytes, bytes]] = [
-        (n.encode("latin-1"), v.encode("latin-1")) for n, v in reply.headers
-    ]
-    if reply.stream is None and reply.file is None:
+    raw_headers = _raw(reply)
+    if reply.stream is None:
         raw_headers.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": reply.body})
         return
     await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
-    if reply.file is not None:
-        try:
-            while chunk := reply.file.read(_CHUNK):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        finally:
-            reply.file.close()
-        await send({"type": "http.response.body", "body": b""})
-        return
-    assert reply.stream is not None
     decoder = GzipStreamDecoder() if reply.gunzip else None
     try:
         async for chunk in reply.stream.chunks:

@@ -46,6 +46,8 @@ class Decision:
     policy_version: str | None = None
     policy_hash: str | None = None  # the policy file's digest (policy.py ``parse_policy``)
     metadata_age_s: float | None = None
+    #: its entry has been handed to the audit trail (not itself an audit fact)
+    recorded: bool = False
     # What rules in shadow mode would have done (gateway/rules.py); the traffic was not
     # changed. ``shadowed`` counts, per rule, the times it would have acted (for metrics).
     would_refuse_reasons: list[str] = field(default_factory=list)

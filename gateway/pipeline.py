@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from gateway.bulk import ExportSlots
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import Decision
@@ -55,6 +56,7 @@ class Pipeline:
         policy: Policy,
         secret: bytes,
         uploads: UploadedFiles | None = None,
+        exports: ExportSlots | int = 4,
     ) -> None:
         self.policy = policy
         self.secret = secret
@@ -62,11 +64,13 @@ class Pipeline:
         self.views = Views(metadata, policy, secret)
         states = RecordStates(upstream, upstream_url, self.views)
         shared = uploaded_files() if uploads is None else uploads  # an empty cache is falsy
-        self.ctx = Context(self.forward, self.views, states, policy, shared)
+        slots = ExportSlots(exports) if isinstance(exports, int) else exports
+        self.ctx = Context(self.forward, self.views, states, policy, slots, shared)
 
     def with_policy(self, policy: Policy) -> Pipeline:
-        """The corridor under another policy (a reload), sharing this one's metadata cache
-        and what was uploaded through it. A request keeps the pipeline it started with."""
+        """The corridor under another policy (a reload), sharing this one's metadata cache,
+        what was uploaded through it and its export slots. A request keeps the pipeline it
+        started with."""
         fwd = self.forward
         return Pipeline(
             upstream=fwd.upstream,
@@ -76,6 +80,7 @@ class Pipeline:
             policy=policy,
             secret=self.secret,
             uploads=self.ctx.uploads,
+            exports=self.ctx.exports,
         )
 
     async def handle(self, req: CanonicalRequest, decision: Decision) -> Reply:

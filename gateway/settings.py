@@ -39,6 +39,12 @@ RUNTIME: dict[str, tuple[str, str, type, float | int | str]] = {
         int,
         256,
     ),
+    "max_concurrent_exports": (
+        "--max-concurrent-exports",
+        "GATEWAY_MAX_CONCURRENT_EXPORTS",
+        int,
+        4,
+    ),
     "breaker_failures": ("--breaker-failures", "GATEWAY_BREAKER_FAILURES", int, 5),
     "breaker_cooldown_s": ("--breaker-cooldown", "GATEWAY_BREAKER_COOLDOWN_SECONDS", float, 30.0),
     "max_header_bytes": ("--max-header-bytes", "GATEWAY_MAX_HEADER_BYTES", int, 32 * 1024),
@@ -94,6 +100,8 @@ class Settings:
     body_read_timeout_s: float = 30.0
     #: more in flight are refused at once (503 + Retry-After), never queued
     max_concurrent_requests: int = 256
+    #: bulk exports streamed at once; more get a 503
+    max_concurrent_exports: int = 4
     #: consecutive connection failures or 5xx from the CRM that open its circuit
     breaker_failures: int = 5
     #: while open: 503 + Retry-After at once; then one probe is let through

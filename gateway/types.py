@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import Protocol
 
 from gateway.upstream import Headers, UpstreamResponse
 
 
+class Produced(Protocol):
+    """A body made while it is sent (a bulk export, rewritten as it streams): ``chunks``
+    raises what ended it early; ``aclose`` stops it and frees what it holds."""
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Reply:
-    """What goes back to the client: a finished body, a spooled file, or an upstream stream."""
+    """What goes back to the client: a finished body, an upstream stream, or a body made
+    while it is sent (audited once it is made: app.py)."""
 
     status: int
     headers: Headers = field(default_factory=list)
     body: bytes = b""
-    file: IO[bytes] | None = None
     stream: UpstreamResponse | None = None
     gunzip: bool = False  # decode a gzip stream for a client that did not ask for gzip
+    produced: Produced | None = None

@@ -49,6 +49,13 @@ def test_serve_with_malformed_upstream_exits_2() -> None:
     assert "--upstream" in _one_clear_line(run("serve", "--upstream", "not a url"))
 
 
+def test_serve_with_a_bad_export_limit_exits_2() -> None:
+    for bad in ("0", "four", "-1"):
+        env = {"GATEWAY_MAX_CONCURRENT_EXPORTS": bad}
+        p = run("serve", "--upstream", "http://crm.example", env=env)
+        assert "GATEWAY_MAX_CONCURRENT_EXPORTS" in _one_clear_line(p)
+
+
 def test_serve_with_bad_policy_names_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[redaction]\nshow = ["medium"]\n')

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
+from gateway.bulk import ExportSlots
 from gateway.decision import Decision
 from gateway.errors import Reason
 from gateway.forward import Forwarder
@@ -32,6 +33,8 @@ class Context:
     views: Views
     states: RecordStates
     policy: Policy
+    #: bulk exports running at once (``Settings.max_concurrent_exports``)
+    exports: ExportSlots
     #: what each file uploaded through this gateway named, to check again when a job runs it
     uploads: UploadedFiles = field(default_factory=uploaded_files)
 

@@ -4,21 +4,26 @@ is rewritten with the private columns emptied, headers kept."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from typing import Any
 
 from gateway import bulk
 from gateway.crm.request import CanonicalRequest
 from gateway.decision import REDACTED, Decision
-from gateway.errors import BodyTooLarge, InvalidData, MetadataUnavailable, UnreadableUpstream
-from gateway.forward import STALE_AFTER_REWRITE, withheld_header
+from gateway.errors import (
+    BodyTooLarge,
+    GatewayError,
+    InvalidData,
+    MetadataUnavailable,
+    UnreadableUpstream,
+)
+from gateway.forward import STALE_AFTER_REWRITE
 from gateway.handlers import Context
 from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
 from gateway.privacy.catalog import ModuleCatalog
-from gateway.privacy.redact import Counts, is_masked, path_mask
-from gateway.rules import Rule, withholds
+from gateway.privacy.redact import is_masked, path_mask
+from gateway.rules import Mode, Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
 from gateway.view import View
@@ -46,49 +51,85 @@ async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision:
 
 
 async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
-    fwd = ctx.forward
-    status_url = f"{fwd.upstream_url}/crm/bulk/{req.version}/read/{req.job_id}"
+    """The export streams out as it is rewritten. Its ``X-Privacy-Withheld`` leaves before
+    any row is read, so it names the fields whose columns are emptied; how many values were,
+    and how the export ended, the audit entry tells (written once the body is made)."""
+    release = ctx.exports.take()  # refused before anything is fetched
+    export: bulk.Export | None = None
+    handed = False  # the body that releases the slot when it is closed is made
     try:
-        job = await fetch_json(fwd.upstream, "GET", status_url, view.headers, b"", 1 << 20)
-    except UnreadableUpstream as exc:
-        raise MetadataUnavailable(details={"reason": "bulk job unreadable"}) from exc
-    name, fields = _job_module(job.body)
-    if job.status != 200 or name is None:
-        # Without the job's module, the export cannot be checked.
-        raise MetadataUnavailable(details={"reason": "bulk job module unknown"})
-    module = await ctx.views.resolve_module(view, name)
-    decision.module = module
-    paths = [tuple(f.split(".")) for f in fields if "." in f]
-    catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
-    resp = await fwd.send(req, decision)
-    if resp.status != 200:
-        return await fwd.json_reply(resp, lambda body, counts: None, decision, req)
-    source = await _spool(resp, ctx.policy.max_bulk_result)
-    counts: Counts = {}
-    blank = _blanker(module, catalogs, view.shown)
-    try:
-        out = await asyncio.to_thread(bulk.rewrite_zip, source, blank, counts)
-    except BaseException:
-        source.close()
-        raise
-    if not withholds(ctx.policy.rule_mode(Rule.REDACT), decision, counts):
-        # Checked the same way, then the CRM's own file goes on (redact not enforced).
-        out.close()
-        size = source.seek(0, os.SEEK_END)
-        source.seek(0)
-        hdrs = [(n, v) for n, v in resp.headers if n not in ("content-encoding", "content-length")]
-        return Reply(resp.status, [*hdrs, ("content-length", str(size))], file=source)
-    source.close()
+        fwd = ctx.forward
+        status_url = f"{fwd.upstream_url}/crm/bulk/{req.version}/read/{req.job_id}"
+        try:
+            job = await fetch_json(fwd.upstream, "GET", status_url, view.headers, b"", 1 << 20)
+        except UnreadableUpstream as exc:
+            raise MetadataUnavailable(details={"reason": "bulk job unreadable"}) from exc
+        name, fields = _job_module(job.body)
+        if job.status != 200 or name is None:
+            # Without the job's module, the export cannot be checked.
+            raise MetadataUnavailable(details={"reason": "bulk job module unknown"})
+        module = await ctx.views.resolve_module(view, name)
+        decision.module = module
+        paths = [tuple(f.split(".")) for f in fields if "." in f]
+        catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
+        resp = await fwd.send(req, decision)
+        if resp.status != 200:
+            return await fwd.json_reply(resp, lambda body, counts: None, decision, req)
+        source = await _spool(resp, ctx.policy.max_bulk_result)
+
+        def closed() -> None:
+            decision.withheld(export.counts if export else {})
+            release()
+
+        blank = _blanker(module, catalogs, view.shown)
+        mode = ctx.policy.rule_mode(Rule.REDACT)
+        if mode is not Mode.ENFORCE:
+            body = await _unchanged(source, blank, mode, decision, release)
+            handed = True
+            dropped = ("content-encoding", "content-length")  # decoded; sent chunked
+            hdrs = [(n, v) for n, v in resp.headers if n not in dropped]
+            return Reply(resp.status, hdrs, produced=body)
+        export = bulk.Export(source, blank, closed)
+        handed = True
+        withheld = await export.start()
+    finally:
+        if not handed:
+            release()
     decision.outcome = REDACTED
-    size = out.seek(0, os.SEEK_END)
-    out.seek(0)
     hdrs = [(n, v) for n, v in resp.headers if n not in STALE_AFTER_REWRITE]
     hdrs += [
         ("content-type", "application/zip"),
-        ("content-length", str(size)),
-        ("x-privacy-withheld", withheld_header(counts)),
+        ("x-privacy-withheld", f"fields={','.join(withheld)}" if withheld else "0"),
     ]
-    return Reply(resp.status, hdrs, file=out)
+    return Reply(resp.status, hdrs, produced=export)
+
+
+async def _unchanged(
+    source: Any,
+    blank: Callable[[str], str | None],
+    mode: Mode,
+    decision: Decision,
+    release: Callable[[], None],
+) -> bulk.FileBody:
+    """Redaction not enforced: the CRM's own file goes on. In shadow it is rewritten first,
+    to the end and into nothing, to learn what enforce would withhold; a file that cannot
+    be checked is refused in every mode (fail closed)."""
+    copy = await asyncio.to_thread(bulk.copy_of, source)
+    if mode is Mode.SHADOW:
+        export = bulk.Export(source, blank, lambda: None)
+        try:
+            await export.start()
+            async for _ in export.chunks():
+                pass
+        except BaseException:
+            copy.close()
+            raise
+        finally:
+            await export.aclose()
+        withholds(mode, decision, export.counts)
+    else:
+        source.close()
+    return bulk.FileBody(copy, release)
 
 
 def module_name(value: Any) -> str | None:
@@ -129,7 +170,8 @@ def _blanker(
 
 
 async def _spool(resp: UpstreamResponse, limit: int) -> Any:
-    """The upstream body, identity-decoded, in a spooled temporary file (bounded)."""
+    """The upstream body, identity-decoded, in a spooled temporary file (bounded). A file
+    that cannot be written (a full disk) is refused before the first byte leaves."""
     out = bulk.spooled()
     coding = (resp.header("content-encoding") or "identity").lower()
     if coding not in ("identity", "gzip"):
@@ -146,6 +188,9 @@ async def _spool(resp: UpstreamResponse, limit: int) -> Any:
             out.write(data)
         if decoder:
             out.write(decoder.flush())
+    except OSError as exc:
+        out.close()
+        raise GatewayError("The gateway could not hold the bulk result to check it.") from exc
     except BaseException:
         out.close()
         raise
