@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.audit.config import checkpoint_signer
+from gateway.audit.files import AuditLogInUse
 from gateway.keys import KeyFileError, KeyRing
 from gateway.policy import PolicyError, explain, load_policy
 from gateway.settings import Settings, SettingsError
@@ -28,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", help="port to listen on (GATEWAY_PORT, default 8080)")
     s.add_argument("--policy", help="policy file (GATEWAY_POLICY)")
     s.add_argument("--audit-log", help="audit log file; stdout if absent (GATEWAY_AUDIT_LOG)")
+    s.add_argument(
+        "--workers",
+        help='worker processes on the one port, or "auto" for one per usable CPU; above 1 each '
+        "writes its own AUDIT_LOG-<instance> (GATEWAY_WORKERS, default 1)",
+    )
     s.add_argument(
         "--transport", choices=("aiohttp", "httpx"), help="upstream client (GATEWAY_TRANSPORT)"
     )
@@ -122,6 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
             policy=policy,
             checkpoint_file=args.checkpoint_file,
             checkpoint_key=args.checkpoint_key,
+            workers=args.workers,
         )
         checkpoint_signer(settings)  # a bad key stops serve before any file is created
     except (SettingsError, PolicyError, KeyFileError) as exc:
@@ -132,18 +139,26 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         return _fail(str(exc))
-    configure_logging()
-    app = create_app(settings)
-    uvicorn.run(
-        app,
+    options.update(
         host=settings.host,
         port=settings.port,
         access_log=False,  # query strings are personal data
         log_level="warning",
         timeout_graceful_shutdown=10,
         server_header=False,
-        **options,
     )
+    configure_logging()
+    try:
+        if settings.workers > 1:
+            from gateway.workers import serve_workers
+
+            serve_workers(settings, options)
+            return 0
+        app = create_app(settings)
+        app.audit.claim()  # before the port is taken: a second process stops here
+    except AuditLogInUse as exc:
+        return _fail(str(exc))
+    uvicorn.run(app, **options)
     return 0
 
 

@@ -43,6 +43,8 @@ class Settings:
     checkpoint_file: Path | None = None
     #: Ed25519 private key (PEM) that signs checkpoints; None: HMAC with the gateway secret
     checkpoint_key: Path | None = None
+    #: worker processes sharing the port; each > 1 writes ``audit-<instance>.jsonl``
+    workers: int = 1
 
     @classmethod
     def build(
@@ -58,6 +60,7 @@ class Settings:
         policy: Policy | None = None,
         checkpoint_file: str | None = None,
         checkpoint_key: str | None = None,
+        workers: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         env = os.environ if env is None else env
@@ -86,6 +89,11 @@ class Settings:
         if cp_file and log and _is_log_file(Path(cp_file), Path(log)):
             raise SettingsError("--checkpoint-file must not be the audit log or one of its files")
         cp_key = checkpoint_key or env.get("GATEWAY_CHECKPOINT_KEY") or None
+        n_workers = worker_count(workers or env.get("GATEWAY_WORKERS") or "1")
+        if n_workers > 1 and (not log or (policy and policy.audit_stdout)):
+            # one stream cannot hold several chains whole: a line longer than a pipe's
+            # atomic write could interleave with another worker's
+            raise SettingsError("--workers above 1 needs --audit-log and audit.stdout off")
         return cls(
             upstream=up,
             upload_upstream=upload,
@@ -99,7 +107,40 @@ class Settings:
             policy=policy or Policy(),
             checkpoint_file=Path(cp_file) if cp_file else None,
             checkpoint_key=Path(cp_key) if cp_key else None,
+            workers=n_workers,
         )
+
+    def environment(self) -> dict[str, str]:
+        """The ``GATEWAY_*`` variables from which ``build`` makes these settings again in
+        another process (a worker). The secret itself is never put there: the worker reads
+        the file, or inherits ``GATEWAY_SECRET`` when that is how it was given."""
+        paths = {
+            "GATEWAY_POLICY": self.policy_path,
+            "GATEWAY_AUDIT_LOG": self.audit_log,
+            "GATEWAY_CHECKPOINT_FILE": self.checkpoint_file,
+            "GATEWAY_CHECKPOINT_KEY": self.checkpoint_key,
+        }
+        env = {name: str(path) for name, path in paths.items() if path is not None}
+        env.update(
+            GATEWAY_UPSTREAM=self.upstream,
+            GATEWAY_UPLOAD_UPSTREAM=self.upload_upstream,
+            GATEWAY_HOST=self.host,
+            GATEWAY_PORT=str(self.port),
+            GATEWAY_SECRET_FILE=str(self.secret_file),
+            GATEWAY_TRANSPORT=self.transport,
+            GATEWAY_WORKERS=str(self.workers),
+        )
+        return env
+
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: a positive number, or ``auto`` for the CPUs this process may run on."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0))
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise SettingsError('--workers must be a number from 1 to 256, or "auto"')
+    return int(text)
 
 
 def _is_log_file(candidate: Path, log: Path) -> bool:

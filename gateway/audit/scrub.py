@@ -41,6 +41,8 @@ _METHOD = re.compile(r"[A-Z]{1,16}")
 _API_VERSION = re.compile(r"v?\d{1,3}(\.\d{1,3})?")
 _MODULE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _POLICY_VERSION = re.compile(r"[A-Za-z0-9_.:#+\-]+")
+# host or pod name, then the worker: ``gateway-7d9f-x2k4-w1`` (gateway.audit.config)
+_INSTANCE = re.compile(r"[A-Za-z0-9._\-]{1,80}-w[0-9]{1,4}")
 _DIGEST = re.compile(r"[0-9a-f]{7,64}")
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 # A route is a template the gateway chose: literal segments are lower-case API words
@@ -160,6 +162,7 @@ _SCALARS: dict[str, Check] = {
     "metadata_age_s": _amount,
     "client_rule": _name(_MODULE),
     "client_request_id": _name(_CLIENT_REQUEST_ID),
+    "instance": _name(_INSTANCE),
 }
 _LISTS: dict[str, Check] = {
     "record_ids": _name(_RECORD_ID),

@@ -85,7 +85,7 @@ class TestWhatIsWritten:
         keys = {
             "event", "ts", "seq", "request_id", "client", "method", "route", "api_version",
             "module", "record_ids", "outcome", "reasons", "fields_withheld", "upstream_status",
-            "client_rule", "fields_refused", "client_request_id",
+            "client_rule", "fields_refused", "client_request_id", "instance",
             "status", "duration_ms", "policy_version", "metadata_age_s", "prev_hash", "hash",
         }  # fmt: skip
         assert set(request) == keys == set(start)
