@@ -64,10 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="audit log tools")
     asub = a.add_subparsers(dest="audit_command", required=True)
     v = asub.add_parser("verify", help="check the audit log's hash chain and checkpoints")
-    v.add_argument("file")
+    v.add_argument("file", nargs="+", help="a log, several, or a directory of *.jsonl logs")
     _key_arguments(v)
-    r = asub.add_parser("report", help="write an HTML report of an audit log")
-    r.add_argument("file")
+    r = asub.add_parser("report", help="write one HTML report of one or several audit logs")
+    r.add_argument("file", nargs="+", help="a log, several, or a directory of *.jsonl logs")
     r.add_argument("--html", required=True)
     _key_arguments(r)
     k = asub.add_parser("keygen", help="make an Ed25519 key pair for signing checkpoints")
@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 def _key_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoints",
-        help="checkpoints file (default GATEWAY_CHECKPOINT_FILE, else FILE.checkpoints)",
+        help="checkpoints file of the one log given (default GATEWAY_CHECKPOINT_FILE, else "
+        "FILE.checkpoints; with several logs each has its FILE.checkpoints)",
     )
     p.add_argument(
         "--public-key",
@@ -167,7 +168,7 @@ def _audit_keys(args: argparse.Namespace) -> tuple[bytes | None, KeyRing | None]
     if args.public_key or args.secret_file:
         ring = KeyRing.load(map(Path, args.public_key), map(Path, args.secret_file))
         return None, ring
-    return _secret_beside(args.file), None
+    return _secret_beside(Path(args.file[0])), None
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -206,10 +207,12 @@ def _audit_secret() -> bytes | None:
     return None
 
 
-def _secret_beside(log: str) -> bytes | None:
+def _secret_beside(log: Path) -> bytes | None:
+    """The secret from the environment, else ``.gateway-secret`` beside the log (in it,
+    for a directory of logs)."""
     found = _audit_secret()
     if found is None:
-        candidate = Path(log).with_name(".gateway-secret")
+        candidate = log / ".gateway-secret" if log.is_dir() else log.with_name(".gateway-secret")
         if candidate.exists():
             found = candidate.read_bytes().strip()
     return found
