@@ -113,7 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import configure_logging, create_app
-    from gateway.serving import uvicorn_options
+    from gateway.serving import DRAIN_SECONDS, uvicorn_options
 
     try:
         policy_path = args.policy or os.environ.get("GATEWAY_POLICY")
@@ -145,7 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         access_log=False,  # query strings are personal data
         log_level="warning",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
         server_header=False,
     )
     configure_logging()
