@@ -142,7 +142,6 @@ class AuditTrail:
         self._checkpoints = CheckpointFile(checkpoint_path) if checkpoint_path else None
         anchor = path or checkpoint_path
         self._lock = WriterLock(anchor) if anchor is not None else None
-        self.instance = instance
 
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()  # the writer has work
