@@ -200,3 +200,32 @@ def test_worker_count_is_a_number_or_auto() -> None:
     for bad in ("0", "-1", "two", "1000"):
         with pytest.raises(SettingsError):
             worker_count(bad)
+
+
+def test_sigterm_drains_requests_in_flight_on_every_worker(
+    crm: Crm, tmp_path: Path, started: list[Serve]
+) -> None:
+    gw = Serve(crm, "--workers", "2", "--audit-log", str(tmp_path / "audit.jsonl"))
+    started.append(gw)
+    wait_for(lambda: len(workers_of(gw.proc.pid)) == 2, "two workers")
+    crm.fault(path_contains="/settings/modules", delay=1.5, times=4)
+
+    def slow(i: int) -> int:
+        rid = f"slow-{i}"
+        r = httpx.get(
+            gw.url + "/crm/v8/settings/modules",
+            headers={**AUTH, "X-Request-Id": rid},
+            timeout=20,
+        )
+        return r.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = pool.map(slow, range(4))
+        time.sleep(0.5)  # all four now wait on the CRM
+        status, err = gw.stop()
+        assert list(answers) == [200] * 4
+    assert status == 0, err
+    logs = sorted(tmp_path.glob("audit-*.jsonl"))
+    entries = [json.loads(x) for f in logs for x in f.read_text().splitlines()]
+    assert {e.get("client_request_id") for e in entries} >= {f"slow-{i}" for i in range(4)}
+    assert verify_dir(tmp_path).returncode == 0
