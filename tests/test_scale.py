@@ -80,18 +80,21 @@ def read_leads(url: str) -> httpx.Response:
     )
 
 
+@pytest.mark.parametrize(("first", "second"), [("1", "1"), ("2", "1"), ("1", "2")])
 def test_a_second_serve_on_an_audit_log_in_use_refuses_to_start(
-    crm: Crm, tmp_path: Path, started: list[Serve]
+    crm: Crm, tmp_path: Path, started: list[Serve], first: str, second: str
 ) -> None:
+    """Whatever either one's worker count: the first holds the log, the second stops."""
     log = tmp_path / "audit.jsonl"
-    started.append(Serve(crm, "--audit-log", str(log)))
-    second = subprocess.run(
-        [*CLI, "serve", "--upstream", crm.url, "--port", str(free_port()), "--audit-log", str(log)],
+    started.append(Serve(crm, "--audit-log", str(log), "--workers", first))
+    p = subprocess.run(
+        [*CLI, "serve", "--upstream", crm.url, "--port", str(free_port()), "--audit-log", str(log),
+         "--workers", second],
         capture_output=True, text=True, timeout=60, env=env(),
     )  # fmt: skip
-    assert second.returncode == 2
-    lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(log) in lines[0] and "in use" in lines[0], second.stderr
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(log) in lines[0] and "in use" in lines[0], p.stderr
     assert read_leads(started[0].url).status_code == 200  # the first one is untouched
     assert started[0].stop()[0] in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
 
