@@ -16,9 +16,8 @@ from pathlib import Path
 
 from gateway.audit.canonical import utc_timestamp
 from gateway.audit.charts import bars, stacked_bars
-from gateway.audit.checkpoints import default_checkpoint_path
 from gateway.audit.stats import AuditStats, Tally, collect, read_entries
-from gateway.audit.verify import VerifyResult, audit_logs, verify_log
+from gateway.audit.verify import VerifyResult, audit_logs, checkpoints_of, verify_log
 from gateway.keys import KeyRing
 
 OUTCOME_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#79706e")  # forwarded redacted refused error
@@ -221,9 +220,7 @@ def run_report(
             raise FileNotFoundError(2, "no *.jsonl audit log", ", ".join(named))
         results = []
         for log in logs:
-            cps = checkpoints
-            if cps is None and default_checkpoint_path(log).exists():
-                cps = str(default_checkpoint_path(log))
+            cps = checkpoints_of(log, checkpoints)
             results.append((log, verify_log(log, cps, secret, keys=keys)))
         result = results[0][1] if len(results) == 1 else _merged(results)
         stats = collect(chain.from_iterable(read_entries(log) for log in logs))

@@ -289,6 +289,13 @@ def orphan_checkpoints(paths: Sequence[str | Path], logs: list[Path]) -> list[Pa
     return orphans
 
 
+def checkpoints_of(log: str | Path, given: str | Path | None) -> str | Path | None:
+    """The checkpoints file to check ``log`` against: ``given``, else ``<log>.checkpoints``
+    when it exists, else none."""
+    default = default_checkpoint_path(Path(log))
+    return given if given is not None or not default.exists() else default
+
+
 def check_log(
     path: str | Path,
     checkpoints: str | Path | None,
@@ -303,8 +310,7 @@ def check_log(
     log without any checkpoints file cannot be checked against them: that is status 2.
     """
     default = default_checkpoint_path(Path(path))
-    if checkpoints is None and default.exists():
-        checkpoints = default
+    checkpoints = checkpoints_of(path, checkpoints)
     if checkpoints is None and keys:
         return (
             2,
