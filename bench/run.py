@@ -3,7 +3,11 @@
 Everything runs on this machine in one run, so compare the ratios, not the absolute figures
 (the machines are shared and noisy). The proxy under test is pinned to CPU 0; the sandbox
 and the load generator share CPU 1. CPU per request is read from /proc for the process
-under test, so it does not depend on how busy the other core is.
+under test (and its workers), so it does not depend on how busy the other core is.
+
+``workers-1`` and ``workers-2`` are ``serve --workers N`` free to run on both CPUs; the
+sandbox and the load generator still share CPU 1 with them, so on a 2-core machine the
+second worker competes with the load it serves.
 
     make bench                     # all targets, 1/16/64 connections, 200-record pages,
                                    # then the bulk exports (bench/bulk.py)
@@ -36,14 +40,30 @@ PAGE = "/crm/v2/Leads?per_page=200"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    """CPU time of ``pid`` and every process under it (a server's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            fields = _stat(p)
+            total += (int(fields[11]) + int(fields[12])) / TICK
+        todo.extend(children.get(p, ()))
+    return total
 
 
 @contextlib.contextmanager
 def process(
-    args: list[str], url: str, cpu: int | None, env: dict[str, str] | None = None
+    args: list[str], url: str, cpus: set[int] | None, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [sys.executable, *args],
@@ -51,13 +71,8 @@ def process(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    if (
-        cpu is not None
-        and hasattr(os, "sched_setaffinity")
-        and os.cpu_count()
-        and os.cpu_count() > 1
-    ):  # type: ignore[operator]
-        os.sched_setaffinity(proc.pid, {cpu})
+    if cpus is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(proc.pid, cpus)  # before it starts any worker
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -176,7 +191,15 @@ def main() -> None:
     p.add_argument(
         "--targets",
         nargs="+",
-        default=["direct", "passthrough", "floor-proxy", "gateway-aiohttp", "gateway-httpx"],
+        default=[
+            "direct",
+            "passthrough",
+            "floor-proxy",
+            "gateway-aiohttp",
+            "gateway-httpx",
+            "workers-1",
+            "workers-2",
+        ],
     )
     p.add_argument("--only", choices=["proxy", "bulk"], help="run one section only")
     p.add_argument("--bulk-rows", type=int, default=1_000_000, help="rows of the bulk export")
@@ -204,11 +227,12 @@ def proxies(a: argparse.Namespace) -> str:
     sandbox = f"http://127.0.0.1:{sport}"
     results: list[Result] = []
     sandbox_cmd = ["-m", "gateway", "sandbox", "--port", str(sport)]
-    with process(sandbox_cmd, sandbox, 1) as sb:
+    with process(sandbox_cmd, sandbox, {1}) as sb:
         floor_ms, rewrite_ms, size, masked = redaction_floor(sandbox)
         for target in a.targets:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
+            cpus = {0}
             if target == "direct":
                 cmd = None
             elif target == "passthrough":
@@ -225,16 +249,20 @@ def proxies(a: argparse.Namespace) -> str:
                     sandbox,
                     "--port",
                     str(port),
-                    "--transport",
-                    target.split("-", 1)[1],
                     "--audit-log",
-                    str(tmp / f"{target}.jsonl"),
+                    str(tmp / target / "audit.jsonl"),
                 ]
+                (tmp / target).mkdir()
+                if target.startswith("workers-"):
+                    cmd += ["--workers", target.split("-", 1)[1]]
+                    cpus = {0, 1}
+                else:
+                    cmd += ["--transport", target.split("-", 1)[1]]
             for c in a.connections:
                 if cmd is None:
                     results.append(measure(target, sandbox, sb.pid, c, a.seconds))
                 else:
-                    with process(cmd, url, 0, {"GATEWAY_SECRET": "bench"}) as proc:
+                    with process(cmd, url, cpus, {"GATEWAY_SECRET": "bench"}) as proc:
                         results.append(measure(target, url, proc.pid, c, a.seconds))
                 r = results[-1]
                 print(
@@ -269,6 +297,13 @@ def report(results: list[Result], floor_ms: float, rewrite_ms: float, size: int)
             f"| {r.target} | {r.connections} | {r.rps:.0f} | {r.cpu_ms:.2f} | {ratio} "
             f"| {cpu_ratio} |"
         )
+    scaling = [
+        f"{by[('workers-2', c)].rps / by[('workers-1', c)].rps:.2f}x at {c} connections"
+        for c in sorted({r.connections for r in results})
+        if ("workers-1", c) in by and ("workers-2", c) in by
+    ]
+    if scaling:
+        lines += ["", "`serve --workers 2` against `--workers 1`: " + ", ".join(scaling) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.audit.config import checkpoint_signer, checkpoint_target, instance_name
+from gateway.audit.files import AuditLogInUse
 from gateway.keys import KeyFileError, KeyRing
 from gateway.policy import PolicyError, load_policy
 from gateway.settings import RUNTIME, Settings, SettingsError
@@ -36,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", help="port to listen on (GATEWAY_PORT, default 8080)")
     s.add_argument("--policy", help="policy file (GATEWAY_POLICY)")
     s.add_argument("--audit-log", help="audit log file; stdout if absent (GATEWAY_AUDIT_LOG)")
+    s.add_argument(
+        "--workers",
+        help='worker processes on the one port, or "auto" for one per usable CPU; above 1 each '
+        "writes its own AUDIT_LOG-<instance> (GATEWAY_WORKERS, default 1)",
+    )
     s.add_argument(
         "--transport", choices=("aiohttp", "httpx"), help="upstream client (GATEWAY_TRANSPORT)"
     )
@@ -76,10 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="audit log tools")
     asub = a.add_subparsers(dest="audit_command", required=True)
     v = asub.add_parser("verify", help="check the audit log's hash chain and checkpoints")
-    v.add_argument("file", help="the audit log, or a captured stdout stream")
+    v.add_argument(
+        "file", nargs="+", help="audit logs, a directory of *.jsonl logs, or a captured stream"
+    )
     _key_arguments(v)
-    r = asub.add_parser("report", help="write an HTML report of an audit log")
-    r.add_argument("file", help="the audit log")
+    r = asub.add_parser("report", help="write one HTML report of one or several audit logs")
+    r.add_argument("file", nargs="+", help="a log, several, or a directory of *.jsonl logs")
     r.add_argument("--html", required=True, help="where to write the HTML report")
     _key_arguments(r)
     k = asub.add_parser("keygen", help="make an Ed25519 key pair for signing checkpoints")
@@ -99,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
 def _key_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoints",
-        help="checkpoints file (default GATEWAY_CHECKPOINT_FILE, else FILE.checkpoints)",
+        help="checkpoints file of the one log given (default GATEWAY_CHECKPOINT_FILE, else "
+        "FILE.checkpoints; with several logs each has its FILE.checkpoints)",
     )
     p.add_argument(
         "--public-key",
@@ -143,6 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
             checkpoint_key=args.checkpoint_key,
             runtime={attr: getattr(args, attr) for attr in RUNTIME},
             proxy_from_env=args.proxy_from_env,
+            workers=args.workers,
         )
         checkpoint_signer(settings)  # a bad key stops serve before any file is created
         check_paths(settings)
@@ -157,22 +167,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, sock: socket.socket, options: dict[str, Any]) -> int:
+    import structlog
     import uvicorn
 
     from gateway.app import create_app
     from gateway.logs import configure_logging
     from gateway.serving import GatewayServer
+
     configure_logging(level=settings.log_level)
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
+    options.update(
         access_log=False,  # query strings are personal data
         log_config=None,  # stdlib logging is already routed to JSON lines
         # uvicorn's own info lines would repeat the gateway's started/stopped lines
         log_level="debug" if settings.log_level == "debug" else "warning",
         timeout_graceful_shutdown=settings.drain_timeout_s,
         server_header=False,
-        **options,
     )
     host, port = sock.getsockname()[:2]
     facts = {
@@ -183,10 +192,26 @@ def _run(settings: Settings, sock: socket.socket, options: dict[str, Any]) -> in
         "audit_sink": str(settings.audit_log) if settings.audit_log else "stdout",
         "checkpoints": checkpoint_target(settings),
         "instance": instance_name(),
-        "workers": 1,
+        "workers": settings.workers,
         "pid": os.getpid(),
     }
-    GatewayServer(config, facts).run(sockets=[sock])
+    try:
+        if settings.workers > 1:
+            from gateway.workers import serve_workers
+
+            sock.close()  # checked free; uvicorn's supervisor binds it for its workers
+            log = structlog.get_logger("gateway")
+            log.info("started", **facts)
+            serve_workers(settings, {**options, "host": settings.host, "port": settings.port})
+            log.info("stopped", pid=os.getpid())
+            return 0
+        app = create_app(settings)
+        app.audit.claim()  # a second process on the same audit log stops here
+    except AuditLogInUse as exc:
+        sock.close()
+        return _fail(str(exc))
+    GatewayServer(uvicorn.Config(app, **options), facts).run(sockets=[sock])
+    return 0
     return 0
 
 
@@ -195,7 +220,7 @@ def _audit_keys(args: argparse.Namespace) -> tuple[bytes | None, KeyRing | None]
     if args.public_key or args.secret_file:
         ring = KeyRing.load(map(Path, args.public_key), map(Path, args.secret_file))
         return None, ring
-    return _secret_beside(args.file), None
+    return _secret_beside(Path(args.file[0])), None
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -234,10 +259,12 @@ def _audit_secret() -> bytes | None:
     return None
 
 
-def _secret_beside(log: str) -> bytes | None:
+def _secret_beside(log: Path) -> bytes | None:
+    """The secret from the environment, else ``.gateway-secret`` beside the log (in it,
+    for a directory of logs)."""
     found = _audit_secret()
     if found is None:
-        candidate = Path(log).with_name(".gateway-secret")
+        candidate = log / ".gateway-secret" if log.is_dir() else log.with_name(".gateway-secret")
         if candidate.exists():
             found = candidate.read_bytes().strip()
     return found

@@ -34,6 +34,9 @@ log = structlog.get_logger("gateway")
 # A Host value: a name or an IPv4 address, or a bracketed IPv6 address, and an optional port.
 _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.\-]+)(?::[0-9]{1,5})?")
 
+#: how long ``serve`` lets requests in flight finish after SIGTERM (Kubernetes'
+#: ``terminationGracePeriodSeconds`` must be longer than the preStop pause plus this)
+DRAIN_SECONDS = 10
 #: uvicorn's HTTP/1.1 parsers; "auto" is httptools when it is installed, else h11
 PARSERS = ("auto", "h11", "httptools")
 _DEFAULT_HEADER_BYTES = 32 * 1024  # settings.py ``max_header_bytes``

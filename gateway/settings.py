@@ -114,6 +114,8 @@ class Settings:
     drain_timeout_s: int = 10
     #: the HTTP(S) proxy upstream calls go through (only with --proxy-from-env)
     upstream_proxy: str | None = None
+    #: worker processes sharing the port; each > 1 writes ``audit-<instance>.jsonl``
+    workers: int = 1
 
     @classmethod
     def build(
@@ -131,6 +133,7 @@ class Settings:
         checkpoint_key: str | None = None,
         runtime: Mapping[str, object] | None = None,
         proxy_from_env: bool = False,
+        workers: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """``runtime``: flag values by ``RUNTIME`` attribute (None: not given). Each is
@@ -164,6 +167,11 @@ class Settings:
             raise SettingsError("--checkpoint-file must not be the audit log or one of its files")
         cp_key = checkpoint_key or env.get("GATEWAY_CHECKPOINT_KEY") or None
         use_proxy = proxy_from_env or env.get("GATEWAY_PROXY_FROM_ENV", "") not in ("", "0")
+        n_workers = worker_count(workers or env.get("GATEWAY_WORKERS") or "1")
+        if n_workers > 1 and (not log or (policy and policy.audit_stdout)):
+            # one stream cannot hold several chains whole: a line longer than a pipe's
+            # atomic write could interleave with another worker's
+            raise SettingsError("--workers above 1 needs --audit-log and audit.stdout off")
         return cls(
             upstream=up,
             upload_upstream=upload,
@@ -179,7 +187,42 @@ class Settings:
             checkpoint_key=Path(cp_key) if cp_key else None,
             upstream_proxy=env_proxy(up, env) if use_proxy else None,
             **_runtime(runtime or {}, env, policy),
+            workers=n_workers,
         )
+
+    def environment(self) -> dict[str, str]:
+        """The ``GATEWAY_*`` variables from which ``build`` makes these settings again in
+        another process (a worker). The secret itself is never put there: the worker reads
+        the file, or inherits ``GATEWAY_SECRET`` when that is how it was given."""
+        paths = {
+            "GATEWAY_POLICY": self.policy_path,
+            "GATEWAY_AUDIT_LOG": self.audit_log,
+            "GATEWAY_CHECKPOINT_FILE": self.checkpoint_file,
+            "GATEWAY_CHECKPOINT_KEY": self.checkpoint_key,
+        }
+        env = {name: str(path) for name, path in paths.items() if path is not None}
+        env.update(
+            GATEWAY_UPSTREAM=self.upstream,
+            GATEWAY_UPLOAD_UPSTREAM=self.upload_upstream,
+            GATEWAY_HOST=self.host,
+            GATEWAY_PORT=str(self.port),
+            GATEWAY_SECRET_FILE=str(self.secret_file),
+            GATEWAY_TRANSPORT=self.transport,
+            GATEWAY_WORKERS=str(self.workers),
+        )
+        env.update({var: str(getattr(self, attr)) for attr, (_, var, _, _) in RUNTIME.items()})
+        if self.upstream_proxy is not None:
+            env["GATEWAY_PROXY_FROM_ENV"] = "1"
+        return env
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: a positive number, or ``auto`` for the CPUs this process may run on."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0))
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise SettingsError('--workers must be a number from 1 to 256, or "auto"')
+    return int(text)
 
 
 def _runtime(given: Mapping[str, object], env: Mapping[str, str], policy: Policy) -> dict[str, Any]:

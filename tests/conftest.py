@@ -3,11 +3,20 @@
 ``crm`` is the sandbox (reset before each test), with helpers for its ``/_sandbox/`` admin
 endpoints: what it received, faults to inject, raw record edits. ``make_gateway`` starts a
 real gateway in front of it (any policy), ``gw`` is one with the default policy.
+
+``GATEWAY_TEST_WORKERS=2 pytest tests/test_redaction.py ...`` runs the same tests against
+``privacy-gateway serve --workers 2`` in a subprocess instead (policies given as a mapping;
+``handle.app`` is then None and ``handle.audit()`` merges every worker's chain by time).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +30,7 @@ from gateway.app import Gateway, create_app
 from gateway.policy import Policy, load_policy, policy_from_mapping
 from gateway.sandbox import create_app as create_sandbox
 from gateway.settings import Settings
-from tests.servers import ThreadedServer
+from tests.servers import ThreadedServer, free_port
 
 # CI machines are shared: judge properties by their examples, never by how fast they came.
 settings.register_profile(
@@ -95,17 +104,29 @@ def crm(crm_server: ThreadedServer) -> Iterator[Crm]:
         yield Crm(crm_server.url, admin, http)
 
 
+WORKERS = int(os.environ.get("GATEWAY_TEST_WORKERS", "1"))
+
+
 @dataclass
 class GatewayHandle:
     url: str
-    app: Gateway
+    app: Gateway | None  # None when the gateway runs as `serve --workers N`
     http: httpx.Client  # authenticated, through the gateway
     audit_log: Path
 
+    def audit_files(self) -> list[Path]:
+        """The log, or with several workers each worker's log beside it."""
+        if self.app is None:
+            return sorted(self.audit_log.parent.glob(f"{self.audit_log.stem}-*.jsonl"))
+        return [self.audit_log] if self.audit_log.exists() else []
+
+    def audit_text(self) -> str:
+        return "".join(f.read_text() for f in self.audit_files())
+
     def audit(self) -> list[dict[str, Any]]:
-        if not self.audit_log.exists():
-            return []
-        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
+        """Every entry; several workers' chains merged in time order."""
+        entries = [json.loads(x) for x in self.audit_text().splitlines() if x[:1] == "{"]
+        return sorted(entries, key=lambda e: e["ts"]) if self.app is None else entries
 
     def requests(self) -> list[dict[str, Any]]:
         return [e for e in self.audit() if e.get("event") == "request"]
@@ -126,7 +147,7 @@ def parser(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
-    started: list[tuple[ThreadedServer, httpx.Client]] = []
+    started: list[tuple[Callable[[], None], httpx.Client]] = []
 
     def make(
         policy: dict[str, Any] | Policy | None = None,
@@ -148,6 +169,9 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
             else policy_from_mapping({"audit": {"fsync": "never"}, **(policy or {})})
         )
         n = len(started)
+        if WORKERS > 1 and not isinstance(policy, Policy):
+            raw = {"audit": {"fsync": "never"}, **(policy or {})}
+            return _serve_workers(crm, tmp_path, n, raw, upstream, upload_upstream, transport)
         settings = Settings.build(
             upstream=upstream or crm.url,
             upload_upstream=upload_upstream,
@@ -160,13 +184,63 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
         app = create_app(settings)
         server = ThreadedServer(app, http=http, max_header_bytes=settings.max_header_bytes).start()
         http = httpx.Client(base_url=server.url, headers=AUTH, timeout=30)
-        started.append((server, http))
+        started.append((server.stop, http))
         return GatewayHandle(server.url, app, http, tmp_path / f"audit{n}.jsonl")
 
+    def _serve_workers(
+        crm: Crm,
+        tmp_path: Path,
+        n: int,
+        policy: dict[str, Any],
+        upstream: str | None,
+        upload_upstream: str | None,
+        transport: str,
+    ) -> GatewayHandle:
+        policy_file = tmp_path / f"policy{n}.toml"
+        policy_file.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in policy.items()))
+        port = free_port()
+        args = ["--upstream", upstream or crm.url, "--port", str(port), "--transport", transport]
+        args += ["--policy", str(policy_file), "--workers", str(WORKERS)]
+        args += ["--audit-log", str(tmp_path / f"audit{n}.jsonl")]
+        if upload_upstream:
+            args += ["--upload-upstream", upload_upstream]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", *args],
+            env={**env, "GATEWAY_SECRET": "test-secret", "GATEWAY_INSTANCE": "test"},
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url + "/_gateway/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.1)
+
+        def stop() -> None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+
+        http = httpx.Client(base_url=url, headers=AUTH, timeout=30)
+        started.append((stop, http))
+        return GatewayHandle(url, None, http, tmp_path / f"audit{n}.jsonl")
+
     yield make
-    for server, http in started:
+    for stop, http in started:
         http.close()
-        server.stop()
+        stop()
+
+
+def _toml(value: Any) -> str:
+    """A policy value as an inline TOML value (JSON's strings, numbers and booleans are
+    TOML's too)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 @pytest.fixture

@@ -48,6 +48,11 @@ them), and without any checkpoints a cut tail is undetectable.
 
 Exit codes of ``audit verify``: 0 intact, 1 broken (the first bad line and its file are
 named: a log line, or a checkpoint line), 2 unreadable or nothing to check the keys against.
+
+Many writers (``serve --workers N``, many pods): each process holds the lock on its own log
+(``<log>.lock``) and stamps ``instance`` on every entry (``config.instance_name``). ``audit
+verify`` and ``audit report`` take several logs or a directory of ``*.jsonl`` logs, each
+with its own ``<log>.checkpoints``; verify exits 0 only if every chain is intact.
 """
 
 from gateway.audit.trail import AuditTrail

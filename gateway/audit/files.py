@@ -2,10 +2,12 @@
 
 A log is its base file (``audit.jsonl``) plus the files rotation moved aside
 (``audit.jsonl.1`` is the most recent, higher numbers are older). Rotation never deletes.
+Its one writer holds ``audit.jsonl.lock`` (``WriterLock``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import sys
@@ -116,3 +118,48 @@ def write_stdout(data: bytes) -> None:
     else:
         stream.write(data.decode())
         stream.flush()
+
+
+class AuditLogInUse(OSError):
+    """Another process writes this audit log: two writers would interleave one chain."""
+
+    def __init__(self, log: Path) -> None:
+        super().__init__(f"audit log {log} is in use: another process holds {lock_path(log)}")
+        self.log = log
+
+
+def lock_path(log: Path) -> Path:
+    return log.with_name(f"{log.name}.lock")
+
+
+class WriterLock:
+    """An exclusive ``flock`` on ``<log>.lock``: one writer per audit log.
+
+    A separate file, so rotation (which renames the log) never drops it; the kernel lets
+    go of it when the process dies, however it dies, so a restart takes it straight back.
+    """
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise ``AuditLogInUse`` at once; a no-op when already held."""
+        if self._fd is not None:
+            return
+        fd = os.open(lock_path(self.log), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AuditLogInUse(self.log) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the last descriptor releases the lock

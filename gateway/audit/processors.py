@@ -20,20 +20,25 @@ from gateway.audit.scrub import scrub
 
 
 class Enrich:
-    """Stamp ``ts`` now, and insist on the ``seq`` the trail reserved in ``record()``.
+    """Stamp ``ts`` now and the writer's ``instance``, and insist on the ``seq`` the trail
+    reserved in ``record()``.
 
     The trail passes ``seq`` as a keyword of the log call, which structlog applies after the
-    caller's fields, so an input field named ``seq`` or ``ts`` can never win.
+    caller's fields, so an input field named ``seq``, ``ts`` or ``instance`` can never win.
     """
 
-    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, clock: Callable[[], datetime] | None = None, instance: str | None = None
+    ) -> None:
         self._clock = clock
+        self._instance = instance
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         seq = event_dict.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise ValueError("an audit entry needs the seq reserved by the trail")
         event_dict["ts"] = utc_timestamp(self._clock() if self._clock else None)
+        event_dict["instance"] = self._instance
         return event_dict
 
 

@@ -8,15 +8,16 @@ Everything taken from the log is HTML-escaped. Key numbers carry stable ids
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from html import escape
+from itertools import chain
 from pathlib import Path
 
 from gateway.audit.canonical import utc_timestamp
 from gateway.audit.charts import bars, stacked_bars
-from gateway.audit.checkpoints import default_checkpoint_path
 from gateway.audit.stats import AuditStats, Tally, collect, read_entries
-from gateway.audit.verify import VerifyResult, verify_log
+from gateway.audit.verify import VerifyResult, audit_logs, checkpoints_of, verify_log
 from gateway.keys import KeyRing
 
 OUTCOME_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#79706e")  # forwarded redacted refused error
@@ -198,26 +199,55 @@ def render_report(stats: AuditStats, result: VerifyResult, log_path: str) -> str
 
 
 def run_report(
-    path: str,
+    paths: str | Sequence[str],
     html_out: str,
     checkpoints: str | None,
     secret: bytes | None,
     *,
     keys: KeyRing | None = None,
 ) -> int:
-    """Write the HTML report; 0 intact, 1 broken (the report is still written), 2 unreadable."""
-    if checkpoints is None and default_checkpoint_path(Path(path)).exists():
-        checkpoints = str(default_checkpoint_path(Path(path)))
+    """Write one HTML report over every log ``paths`` names (files, or directories of
+    ``*.jsonl``, as ``audit verify`` takes them): the numbers of all of them merged, and the
+    verification of each. 0 all intact, 1 any broken (the report is still written), 2
+    unreadable."""
+    named = [paths] if isinstance(paths, str) else list(paths)
+    logs = audit_logs(named)
+    if checkpoints is not None and len(logs) != 1:
+        print("audit report failed: --checkpoints names the file of one log, not of several")
+        return 2
     try:
-        result = verify_log(path, checkpoints, secret, keys=keys)
-        stats = collect(read_entries(Path(path)))
-        page = render_report(stats, result, path)
+        if not logs:
+            raise FileNotFoundError(2, "no *.jsonl audit log", ", ".join(named))
+        results = []
+        for log in logs:
+            cps = checkpoints_of(log, checkpoints)
+            results.append((log, verify_log(log, cps, secret, keys=keys)))
+        result = results[0][1] if len(results) == 1 else _merged(results)
+        stats = collect(chain.from_iterable(read_entries(log) for log in logs))
+        page = render_report(stats, result, ", ".join(map(str, named)))
         tmp = f"{html_out}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(page)
         os.replace(tmp, html_out)
     except OSError as exc:
-        print(f"audit report failed: {exc.filename or path}: {exc.strerror or exc}")
+        print(f"audit report failed: {exc.filename or named[0]}: {exc.strerror or exc}")
         return 2
     print(f"audit report written to {html_out}: {result.summary}")
     return 0 if result.ok else 1
+
+
+def _merged(results: list[tuple[Path, VerifyResult]]) -> VerifyResult:
+    """Several logs as one verdict: intact only if each is; the first broken one named."""
+    broken = next((r for _, r in results if not r.ok), None)
+    intact = sum(r.ok for _, r in results)
+    summary = f"{intact} of {len(results)} audit logs intact; " + "; ".join(
+        f"{log}: {r.summary}" for log, r in results
+    )
+    first = broken or results[0][1]
+    return replace(
+        first,
+        entries=sum(r.entries for _, r in results),
+        segments=sum(r.segments for _, r in results),
+        checkpoints=sum(r.checkpoints for _, r in results),
+        summary=summary,
+    )

@@ -17,6 +17,12 @@ Back-pressure, by ``on_full``:
   failed write reached it) and starts a new segment from there; entries offered while it
   recovers are dropped and counted.
 
+One writer: ``claim()`` (and ``start()``, which calls it) takes an exclusive lock on
+``<path>.lock`` (on stdout only, ``<checkpoint_path>.lock``) and raises ``AuditLogInUse``
+when another process holds it: two writers on one file would interleave one chain, which
+verifies as tampering. Every entry carries ``instance``, the writer's name (host or pod and
+worker number, from ``gateway.audit.config.instance_name``), inside what the hash covers.
+
 Segments: every ``start()`` writes ``{"event": "segment_start"}`` linked to the last whole
 entry already on disk, so restarts are visible in the chain. Torn tail: a crash mid-write
 can leave a partial last line. History is never edited, so that line stays; the new
@@ -60,9 +66,9 @@ from gateway.audit.checkpoints import (
     last_checkpoint,
     make_checkpoint,
 )
-from gateway.audit.files import Tail, write_stdout
+from gateway.audit.files import Tail, WriterLock, write_stdout
 from gateway.audit.logfile import LogFile
-from gateway.audit.processors import ChainHasher, LineCollector, audit_logger
+from gateway.audit.processors import ChainHasher, Enrich, LineCollector, audit_logger
 from gateway.audit.scrub import SCHEMA_VERSION
 from gateway.errors import AuditUnavailable
 from gateway.keys import SigningKey
@@ -117,7 +123,7 @@ class AuditTrail:
         on_full: str = "block",
         queue_size: int = 10_000,
         block_timeout_s: float = 5.0,
-        instance: str = "",
+        instance: str | None = None,
     ) -> None:
         if path is None and not stdout:
             raise ValueError("the audit trail needs a path, stdout, or both")
@@ -144,7 +150,9 @@ class AuditTrail:
         if checkpoint_path is not None:
             self._checkpoints = CheckpointFile(checkpoint_path)
         elif stdout:
-            self._checkpoints = StreamCheckpoints(instance)
+            self._checkpoints = StreamCheckpoints(instance or "")
+        anchor = path or checkpoint_path
+        self._lock = WriterLock(anchor) if anchor is not None else None
 
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()  # the writer has work
@@ -152,8 +160,8 @@ class AuditTrail:
         self._hasher = ChainHasher()
         self._collector = LineCollector()
         #: which process wrote an entry, and in which format (see docs/audit-schema.md)
-        self._log = audit_logger(self._collector, self._hasher).bind(
-            instance=instance or None, gateway_version=__version__, schema=SCHEMA_VERSION
+        self._log = audit_logger(self._collector, self._hasher, Enrich(instance=instance)).bind(
+            gateway_version=__version__, schema=SCHEMA_VERSION
         )
         self._state: Literal["new", "open", "recovering", "failed", "closed"] = "new"
         self._closing = False
@@ -201,10 +209,20 @@ class AuditTrail:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def claim(self) -> None:
+        """Become the one writer of the log (see the module doc); idempotent."""
+        if self._lock is not None:
+            self._lock.acquire()
+
     async def start(self) -> None:
         if self._state != "new":
             raise RuntimeError("an AuditTrail starts once")
-        tail = await asyncio.to_thread(self._open_blocking)
+        self.claim()
+        try:
+            tail = await asyncio.to_thread(self._open_blocking)
+        except BaseException:
+            self._release()
+            raise
         resumed = False
         if self._file is None and isinstance(self._checkpoints, CheckpointFile):
             # stdout only: the checkpoints file is the one record of where the chain got to
@@ -460,6 +478,11 @@ class AuditTrail:
             self._file.close()
         if self._checkpoints is not None:
             self._checkpoints.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
 
 def _describe(exc: BaseException) -> str:

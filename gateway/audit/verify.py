@@ -29,7 +29,7 @@ recovered from (see ``gateway.audit.trail``): it is reported in the summary, not
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -372,27 +372,92 @@ def _check_truncation(pins: list[CheckpointLine], file: Path, last_seq: int) -> 
             raise _Broken(pin, file, f"log ends before checkpoint seq {pin.seq} (truncated)")
 
 
-def run_verify(
-    path: str, checkpoints: str | None, secret: bytes | None, *, keys: KeyRing | None = None
-) -> int:
-    """Print one line about the log; 0 intact, 1 broken, 2 unreadable.
+def audit_logs(paths: Sequence[str | Path]) -> list[Path]:
+    """The logs ``paths`` name: a file is one log (its base name); a directory holds one
+    log per ``*.jsonl`` file in it (rotated ``.N`` files, checkpoints and locks beside them
+    belong to those)."""
+    logs: list[Path] = []
+    for path in map(Path, paths):
+        logs.extend(sorted(path.glob("*.jsonl")) if path.is_dir() else [path])
+    return logs
+
+
+def orphan_checkpoints(paths: Sequence[str | Path], logs: list[Path]) -> list[Path]:
+    """Checkpoint files in the named directories whose log is not there (deleted?)."""
+    orphans: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.glob("*.jsonl.checkpoints"))
+            orphans.extend(c for c in found if c.with_suffix("") not in logs)
+    return orphans
+
+
+def checkpoints_of(log: str | Path, given: str | Path | None) -> str | Path | None:
+    """The checkpoints file to check ``log`` against: ``given``, else ``<log>.checkpoints``
+    when it exists, else none."""
+    default = default_checkpoint_path(Path(log))
+    return given if given is not None or not default.exists() else default
+
+
+def check_log(
+    path: str | Path,
+    checkpoints: str | Path | None,
+    secret: bytes | None,
+    *,
+    keys: KeyRing | None = None,
+) -> tuple[int, str]:
+    """One log's exit status (0 intact, 1 broken, 2 unreadable) and its one-line summary.
 
     Without ``checkpoints`` the default ``<log>.checkpoints`` is used when it exists, so
     the plain command already catches a cut tail. Given ``keys`` (an auditor's ring), a
-    log without any checkpoints file cannot be checked against them: that is exit 2.
+    log without any checkpoints file cannot be checked against them: that is status 2.
     """
-    if checkpoints is None and default_checkpoint_path(Path(path)).exists():
-        checkpoints = str(default_checkpoint_path(Path(path)))
+    default = default_checkpoint_path(Path(path))
+    checkpoints = checkpoints_of(path, checkpoints)
     if checkpoints is None and keys and not _is_stream_file(Path(path)):
-        print(
-            f"audit log unverifiable: no checkpoints file at "
-            f"{default_checkpoint_path(Path(path))} to check the keys against"
+        return (
+            2,
+            f"audit log unverifiable: no checkpoints file at {default} to check the keys against",
         )
-        return 2
     try:
         result = verify_log(path, checkpoints, secret, keys=keys)
     except OSError as exc:
-        print(f"audit log unreadable: {exc.filename or path}: {exc.strerror or exc}")
+        return 2, f"audit log unreadable: {exc.filename or path}: {exc.strerror or exc}"
+    return (0 if result.ok else 1), result.summary
+
+
+def run_verify(
+    paths: str | Sequence[str],
+    checkpoints: str | None,
+    secret: bytes | None,
+    *,
+    keys: KeyRing | None = None,
+) -> int:
+    """Print one line per log; 0 only when every log is intact, else 1 (broken) or 2
+    (unreadable, or nothing to check the keys against), whichever is worse.
+
+    One file prints its summary alone; several files or a directory print each log's
+    summary after its name, and a checkpoints file in a directory without its log is
+    broken (the log it pinned is gone). ``checkpoints`` names one log's file only.
+    """
+    named = [paths] if isinstance(paths, str) else list(paths)
+    logs = audit_logs(named)
+    if len(named) == 1 and logs == [Path(named[0])]:
+        status, line = check_log(named[0], checkpoints, secret, keys=keys)
+        print(line)
+        return status
+    if checkpoints is not None:
+        print("audit log unverifiable: --checkpoints names the file of one log, not of several")
         return 2
-    print(result.summary)
-    return 0 if result.ok else 1
+    if not logs:
+        print(f"audit log unreadable: no *.jsonl audit log in {', '.join(named)}")
+        return 2
+    worst = 0
+    for log in logs:
+        status, line = check_log(log, None, secret, keys=keys)
+        print(f"{log}: {line}")
+        worst = max(worst, status)
+    for orphan in orphan_checkpoints(named, logs):
+        print(f"{orphan}: checkpoints BROKEN: their audit log {orphan.with_suffix('')} is missing")
+        worst = max(worst, 1)
+    return worst

@@ -51,7 +51,7 @@ def _writes_reached(crm: Crm, path_part: str = "/crm/") -> list[dict[str, Any]]:
 
 
 def _audit_text(gw: GatewayHandle) -> str:
-    return gw.audit_log.read_text() if gw.audit_log.exists() else ""
+    return gw.audit_text()
 
 
 def _zip(*members: tuple[str, str]) -> bytes:

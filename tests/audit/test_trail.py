@@ -85,10 +85,10 @@ class TestWhatIsWritten:
         keys = {
             "event", "ts", "seq", "request_id", "client", "method", "route", "api_version",
             "module", "record_ids", "outcome", "reasons", "fields_withheld", "upstream_status",
-            "client_rule", "fields_refused", "client_request_id",
+            "client_rule", "fields_refused", "client_request_id", "instance",
             "status", "duration_ms", "policy_version", "metadata_age_s", "prev_hash", "hash",
             "would_refuse", "would_refuse_fields", "would_redact", "shadowed_rules", "policy_hash",
-            "instance", "gateway_version", "schema",
+            "gateway_version", "schema",
         }  # fmt: skip
         assert set(request) == keys == set(start)
         assert request["event"] == "request" and request["request_id"] == "req-00000"
