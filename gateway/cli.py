@@ -201,8 +201,8 @@ def _run(settings: Settings, sock: socket.socket, options: dict[str, Any]) -> in
 
             sock.close()  # checked free; uvicorn's supervisor binds it for its workers
             log = structlog.get_logger("gateway")
-            log.info("started", **facts)
-            serve_workers(settings, {**options, "host": settings.host, "port": settings.port})
+            where = {**options, "host": settings.host, "port": settings.port}
+            serve_workers(settings, where, lambda: log.info("started", **facts))
             log.info("stopped", pid=os.getpid())
             return 0
         app = create_app(settings)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,15 @@ from gateway.settings import Settings
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def serve_workers(settings: Settings, options: dict[str, Any]) -> None:
-    """Run ``settings.workers`` workers until SIGTERM; raises ``AuditLogInUse``."""
+def serve_workers(
+    settings: Settings, options: dict[str, Any], started: Callable[[], None]
+) -> None:
+    """Run ``settings.workers`` workers until SIGTERM; raises ``AuditLogInUse`` before
+    ``started`` is called."""
     assert settings.audit_log is not None  # Settings refuses several workers on stdout
     lock = WriterLock(settings.audit_log)
     lock.acquire()
+    started()
     metrics = tempfile.mkdtemp(prefix="privacy-gateway-metrics-")
     try:
         load_or_create_secret(settings.secret_file, settings.secret)

@@ -219,11 +219,11 @@ def test_stdout_stream_carries_instance_version_schema_and_checkpoints(
     entries = [json.loads(line) for line in captured.read_text().splitlines()]
     assert MARKER not in captured.read_text()
     chain = [e for e in entries if e["event"] != "checkpoint"]
-    assert {e["instance"] for e in chain} == {"pod-a"}
+    assert {e["instance"] for e in chain} == {"pod-a-w1"}
     assert {e["gateway_version"] for e in chain} == {__version__}
     assert {e["schema"] for e in chain} == {2}
     checkpoints = [e for e in entries if e["event"] == "checkpoint"]
-    assert len(checkpoints) >= 2 and all(c["instance"] == "pod-a" for c in checkpoints)
+    assert len(checkpoints) >= 2 and all(c["instance"] == "pod-a-w1" for c in checkpoints)
 
     ok = run("audit", "verify", str(captured), env={"GATEWAY_SECRET": "stream-secret"})
     assert ok.returncode == 0, ok.stdout + ok.stderr
