@@ -175,6 +175,7 @@ class Gateway:
                 await asyncio.sleep(0.01)
             await self.upstream.aclose()
             await self.audit.close()
+            self.metrics.close()
 
     def _use_policy(self, policy: Policy) -> None:
         """A reloaded policy: new requests take the corridor built for it."""

@@ -32,7 +32,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from gateway import __version__
 from gateway.decision import REFUSED, Decision
@@ -199,6 +199,13 @@ class Metrics:
         for rule, n in d.shadowed.items():
             self.shadowed.labels(rule).inc(n)
         self.sync()
+
+    def close(self) -> None:
+        """This process stops serving: in multiprocess mode its live gauges (queue depth,
+        the policy in force) leave the aggregate (a worker killed outright cannot say so;
+        its gauges stay until the directory is removed)."""
+        if multiprocess_dir() is not None:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def render(self) -> bytes:
         self.sync(force=True)
