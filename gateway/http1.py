@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Protocol, cast
@@ -87,8 +88,8 @@ class _Refusing:
     def _refuse(self, error: GatewayError) -> None:
         if self.transport.is_closing():
             return
-        cycle = getattr(self, "cycle", None)
-        if cycle is not None and not cycle.response_complete:
+        cycle = self._owner()
+        if cycle is not None:
             # The app has this request (its body went bad half-way): the app writes the
             # entry when its read ends, under this error; an answer it began is cut off.
             cycle.scope[PARSER_REFUSAL] = error
@@ -105,6 +106,12 @@ class _Refusing:
             # uvicorn's shutdown waits for its tasks: the entry is written before exit.
             self.server_state.tasks.add(task)
             task.add_done_callback(self.server_state.tasks.discard)
+
+    def _owner(self) -> Any:
+        """The cycle whose application has the refused bytes (its body went bad half-way),
+        or None: they begin a request of their own."""
+        cycle = getattr(self, "cycle", None)
+        return cycle if cycle is not None and not cycle.response_complete else None
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(self._parser_error())
@@ -156,13 +163,49 @@ class StrictH11Protocol(_Refusing, H11Protocol):
 
 class BoundedHttpToolsProtocol(_Refusing, HttpToolsProtocol):
     """httptools with a bound on the bytes of one request head: data that leaves the head
-    still incomplete is counted, and past the bound the request gets 431."""
+    still incomplete is counted, and past the bound the request gets 431.
+
+    httptools parses pipelined requests as they arrive, while an earlier one is still in
+    the application (h11 parses nothing past a request until its answer is complete). A
+    request refused then is a request of its own: its refusal waits until every request
+    before it is answered (``_pending``), and is then answered and audited like any other;
+    an earlier request is never answered with it, nor a later one's body taken for its."""
 
     _in_head = True  # from the end of one message until the parser completes a head
     _ends = 0  # heads and messages the parser has completed on this connection
     _head_bytes = 0
+    _pending: GatewayError | None = None  # a refusal waiting for earlier answers
+
+    def _owner(self) -> Any:
+        return None if self._in_head else super()._owner()
+
+    def _refuse(self, error: GatewayError) -> None:
+        if self._pending is not None or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        queued = any(item[0] is cycle for item in self.pipeline)
+        # Refused bytes in a head begin a request after ``cycle``; in a body they are
+        # ``cycle``'s, and earlier requests are in flight when it is still queued.
+        earlier = (cycle is not None and not cycle.response_complete) if self._in_head else queued
+        if earlier:
+            self.pipeline = deque(item for item in self.pipeline if item[0] is not cycle)
+            self._pending = error
+            self.flow.pause_reading()
+            return
+        super()._refuse(error)
+
+    def on_response_complete(self) -> None:
+        if self._pending is not None and not self.pipeline and not self.transport.is_closing():
+            self.server_state.total_requests += 1
+            error, self._pending = self._pending, None
+            self.cycle = None  # type: ignore[assignment]  # no request is left in the app
+            super()._refuse(error)
+            return
+        super().on_response_complete()
 
     def data_received(self, data: bytes) -> None:
+        if self._pending is not None:
+            return  # past a refused request nothing is read
         ends = self._ends
         super().data_received(data)
         if self._in_head and self._ends == ends:
