@@ -302,8 +302,9 @@ class Gateway:
         policy = pipeline.policy
         read_through = False
         try:
-            if not self.audit.healthy and policy.audit_on_full == "block":
-                # Refuse before anything reaches the CRM: it could not be recorded.
+            if not self.audit.healthy and self.audit.blocks:
+                # Refuse before anything reaches the CRM: it could not be recorded. (The
+                # trail's own on_full: a reload does not change how it was built.)
                 raise AuditUnavailable()
             try:
                 body = await _read_body(

@@ -9,8 +9,13 @@ or is marked ``xfail(strict=True)`` with what is left open.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import time
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import Crm, GatewayHandle, MakeGateway
 from tests.edge.conftest import head, wait_for
@@ -121,3 +126,47 @@ def test_an_oversized_head_pipelined_after_a_write_gets_its_own_431(
     gw = make_gateway({"limits": {"max_header_bytes": 8192}}, http=parser)
     second = head(f"Cookie: c={'a' * 70_000}")
     _pipelined_then_refused(crm, gw, second, 431, "headers_too_large")
+
+
+# == (2) policies: rule modes, reloads, overrides ===========================================
+
+
+def _until(check: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def test_a_reload_to_on_full_drop_does_not_let_writes_reach_the_crm_unaudited(
+    crm: Crm, make_gateway: MakeGateway, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """FOUND: ``audit.on_full`` is read once at start (the trail keeps blocking), but the
+    corridor's "refuse before the CRM when the trail cannot write" check read the policy
+    in force. After a reload saying "drop", a trail that can no longer write let a write
+    through to the CRM, and only then answered 503 with no audit entry: the CRM acted on
+    a request nobody recorded. Fixed in gateway/app.py: the check asks the trail."""
+    folder = tmp_path_factory.mktemp("policy")
+    path = folder / "policy.toml"
+    path.write_bytes(b'version = "block"\n[audit]\nfsync = "never"\nmax_bytes = 200\n')
+    gw = make_gateway(policy_path=path)
+    if gw.app is None:
+        pytest.skip("reloads a policy file of one in-process gateway")
+    assert gw.http.get("/crm/v8/settings/modules").status_code == 200
+    _replace(
+        path, b'version = "drop"\n[audit]\nfsync = "never"\nmax_bytes = 200\non_full = "drop"\n'
+    )
+    _until(lambda: gw.http.get("/_gateway/ready").json()["policy_version"] == "drop")
+    lead = _normal_lead(crm)
+    shutil.rmtree(gw.audit_log.parent)  # every entry rotates the log; without its folder it cannot
+    gw.http.get("/crm/v8/settings/modules")  # the trail finds out
+    crm.clear()
+    r = gw.http.put(f"/crm/v8/Leads/{lead['id']}", json={"data": [{"Last_Name": "Unaudited"}]})
+    assert r.status_code == 503, r.text
+    assert [x for x in crm.received("/crm/") if x["method"] != "GET"] == []
