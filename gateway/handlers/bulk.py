@@ -22,7 +22,7 @@ from gateway.handlers import Context
 from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
 from gateway.privacy.catalog import ModuleCatalog
-from gateway.privacy.redact import is_masked, path_mask
+from gateway.privacy.redact import is_masked, path_mask, safe_label
 from gateway.rules import Mode, Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
@@ -164,7 +164,10 @@ def _blanker(
         return info.private is not None and (info.private.export or is_masked(info, shown))
 
     def blank(header: str) -> str | None:
-        return path_mask(module, header.strip().split("."), catalogs, masked)
+        label = path_mask(module, header.strip().split("."), catalogs, masked)
+        # A header is the CRM's text: it names a count in the audit entry and a field in
+        # X-Privacy-Withheld only when it is a plain name, as a JSON answer's keys do.
+        return label if label is None or safe_label(label) else "unknown"
 
     return blank
 
