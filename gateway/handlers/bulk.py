@@ -111,24 +111,22 @@ async def _unchanged(
     decision: Decision,
     release: Callable[[], None],
 ) -> bulk.FileBody:
-    """Redaction not enforced: the CRM's own file goes on. In shadow it is rewritten first,
-    to the end and into nothing, to learn what enforce would withhold; a file that cannot
-    be checked is refused in every mode (fail closed)."""
+    """Redaction not enforced: the CRM's own file goes on. It is rewritten first, to the
+    end and into nothing: a file that cannot be checked is refused in every mode (fail
+    closed; rules.py: off is still evaluated), and in shadow what enforce would withhold
+    is recorded."""
     copy = await asyncio.to_thread(bulk.copy_of, source)
-    if mode is Mode.SHADOW:
-        export = bulk.Export(source, blank, lambda: None)
-        try:
-            await export.start()
-            async for _ in export.chunks():
-                pass
-        except BaseException:
-            copy.close()
-            raise
-        finally:
-            await export.aclose()
-        withholds(mode, decision, export.counts)
-    else:
-        source.close()
+    export = bulk.Export(source, blank, lambda: None)
+    try:
+        await export.start()
+        async for _ in export.chunks():
+            pass
+    except BaseException:
+        copy.close()
+        raise
+    finally:
+        await export.aclose()
+    withholds(mode, decision, export.counts)
     return bulk.FileBody(copy, release)
 
 

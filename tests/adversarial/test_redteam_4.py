@@ -393,3 +393,40 @@ def test_a_record_key_outside_ascii_is_withheld_and_the_answer_still_goes_out(
     assert BULK_MARK not in r.text
     assert r.json()["data"][0]["\uff25mail"] is None
     assert "unknown" in r.headers["x-privacy-withheld"]
+
+
+def _zip_with_dir_data(csv_text: str, hidden: bytes) -> bytes:
+    """A result ZIP whose "directory" member holds bytes (zipfile lists it as a directory)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("111.csv", csv_text)
+        zf.writestr(zipfile.ZipInfo("notes/"), hidden)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["enforce", "shadow", "off"])
+@pytest.mark.parametrize(
+    "result",
+    ["not-a-zip", "txt-member", "dir-with-data"],
+)
+def test_an_export_the_gateway_cannot_check_is_refused_in_every_mode(
+    bulk_crm: tuple[BulkCrm, str], make_gateway: MakeGateway, mode: str, result: str
+) -> None:
+    """rules.py: "A check the gateway could not make is never a rule ... Those fail closed
+    in every mode"; ``off`` is "still evaluated". FOUND: with ``rules.redact = "off"`` the
+    CRM's file went on unread (a ZIP of anything, or no ZIP at all), and in shadow and off a
+    member zipfile calls a directory went on with whatever bytes it held, unread. Fixed in
+    gateway/handlers/bulk.py (off reads the file through like shadow, recording nothing)
+    and gateway/bulk.py (a directory entry holding bytes cannot be checked)."""
+    fake, url = bulk_crm
+    csv_text = "id,Last_Name\r\n1,Doe\r\n"
+    fake.result = {
+        "not-a-zip": b"PK\x03\x04 garbage " + BULK_MARK.encode(),
+        "txt-member": _zip(("111.csv", csv_text.encode()), ("readme.txt", BULK_MARK.encode())),
+        "dir-with-data": _zip_with_dir_data(csv_text, BULK_MARK.encode()),
+    }[result]
+    gw = make_gateway({"rules": {"redact": mode}}, upstream=url)
+    r = _export(gw)
+    assert r.status_code == 502, (r.status_code, r.content[:200])
+    assert r.json()["status"] == "error"
+    assert BULK_MARK.encode() not in r.content
