@@ -430,3 +430,88 @@ def test_an_export_the_gateway_cannot_check_is_refused_in_every_mode(
     assert r.status_code == 502, (r.status_code, r.content[:200])
     assert r.json()["status"] == "error"
     assert BULK_MARK.encode() not in r.content
+
+
+# -- module overrides on the routes their own tests do not name --------------------------
+
+OVR_MARK = "rt4-override-mark-77"
+OVR_KEY = "rt4-bi-key"
+#: Leads.Designation and Contacts.Mailing_City are public in the sandbox's metadata
+OVERRIDES: dict[str, Any] = {
+    "modules": {
+        "Leads": {"private": {"designation": "restricted"}},
+        "contacts": {"private": {"MAILING_CITY": "restricted"}},
+    },
+}
+
+
+@pytest.fixture
+def overridden(crm: Crm) -> dict[str, Any]:
+    """A lead whose Designation and whose referrer's Mailing_City hold markers."""
+    lead = _normal_lead(crm)
+    contact = crm.records("Contacts")[0]
+    crm.edit(
+        "Leads",
+        lead["id"],
+        Designation=OVR_MARK,
+        Referrer={"name": contact["Last_Name"], "id": contact["id"]},
+    )
+    crm.edit("Contacts", contact["id"], Mailing_City=OVR_MARK + "-city")
+    return {"lead": lead["id"], "contact": contact["id"]}
+
+
+def _coql(gw: GatewayHandle, query: str) -> httpx.Response:
+    return gw.http.post("/crm/v8/coql", content=orjson.dumps({"select_query": query}))
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "related-list",
+        "coql-lookup-condition",
+        "coql-aggregate",
+        "sort-by",
+        "composite-read",
+        "composite-search",
+        "external-key",
+        "single-record",
+    ],
+)
+def test_an_override_holds_on_every_route(
+    crm: Crm, make_gateway: MakeGateway, overridden: dict[str, Any], attack: str
+) -> None:
+    gw = make_gateway(OVERRIDES)
+    lead, contact = overridden["lead"], overridden["contact"]
+    crm.clear()
+    if attack == "related-list":
+        r = gw.http.get(f"/crm/v8/Contacts/{contact}/Leads", params={"fields": "Designation"})
+    elif attack == "coql-lookup-condition":
+        r = _coql(
+            gw, f"select Last_Name from Leads where Referrer.Mailing_City = '{OVR_MARK}-city'"
+        )
+    elif attack == "coql-aggregate":
+        r = _coql(gw, "select COUNT(designation) from Leads where Last_Name is not null")
+    elif attack == "sort-by":
+        r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "sort_by": "Designation"})
+    elif attack in ("composite-read", "composite-search"):
+        sub = (
+            {"method": "GET", "uri": f"/crm/v8/Leads/{lead}", "params": {"fields": "Designation"}}
+            if attack == "composite-read"
+            else {
+                "method": "GET",
+                "uri": "/crm/v8/Leads/search",
+                "params": {"criteria": f"(Designation:equals:{OVR_MARK})"},
+            }
+        )
+        r = gw.http.post("/crm/v8/__composite_requests", json={"__composite_requests": [sub]})
+    elif attack == "external-key":
+        r = gw.http.get(f"/crm/v8/Leads/{OVR_MARK}", headers={"X-EXTERNAL": "Leads.Designation"})
+    else:
+        r = gw.http.get(f"/crm/v8/Leads/{lead}", params={"fields": "Designation,Referrer"})
+    assert OVR_MARK not in r.text, (r.status_code, r.text[:400])
+    if attack == "coql-aggregate":  # COUNT(Designation) tells which records have one
+        assert r.status_code == 400 and "/coql" not in str(crm.received("/crm/")), r.text
+    for sent in crm.received("/crm/"):
+        assert OVR_MARK not in sent["path"] + sent["query"] + str(sent.get("body", "")), sent
+        assert "sort_by=designation" not in sent["query"].lower(), sent
+    assert OVR_MARK not in gw.audit_text()
