@@ -188,7 +188,8 @@ class BoundedHttpToolsProtocol(_Refusing, HttpToolsProtocol):
         # ``cycle``'s, and earlier requests are in flight when it is still queued.
         earlier = (cycle is not None and not cycle.response_complete) if self._in_head else queued
         if earlier:
-            self.pipeline = deque(item for item in self.pipeline if item[0] is not cycle)
+            if not self._in_head:  # the request whose body was refused never runs
+                self.pipeline = deque(item for item in self.pipeline if item[0] is not cycle)
             self._pending = error
             self.flow.pause_reading()
             return

@@ -515,3 +515,45 @@ def test_an_override_holds_on_every_route(
         assert OVR_MARK not in sent["path"] + sent["query"] + str(sent.get("body", "")), sent
         assert "sort_by=designation" not in sent["query"].lower(), sent
     assert OVR_MARK not in gw.audit_text()
+
+
+def test_three_pipelined_requests_and_a_malformed_fourth_are_answered_in_order(
+    crm: Crm, make_gateway: MakeGateway, parser: str
+) -> None:
+    """httptools queues the second and third while the first is in the application; the
+    refusal of the fourth comes after all three answers, each with its own entry."""
+    gw = make_gateway(http=parser)
+    lead = _normal_lead(crm)
+    crm.fault(path_contains="/crm/v8/Leads/", method="PUT", delay=0.3, times=1)
+    read = head(target=f"/crm/v8/Leads/{lead['id']}?fields=Last_Name")
+    raw = _until_closed(
+        gw.url,
+        _put(lead["id"], "First") + read + read + b"GET /x HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
+    )
+    answers = _answers(raw)
+    assert [a[0] for a in answers] == [200, 200, 200, 400], raw[:800]
+    entries = wait_for(lambda: len(gw.requests()) == 4 and gw.requests())
+    assert sorted(e["status"] for e in entries) == [200, 200, 200, 400]
+    ids = [a[1]["x-gateway-request-id"] for a in answers]
+    assert sorted(ids) == sorted(e["request_id"] for e in entries)
+
+
+def test_an_empty_line_before_a_request_is_answered_in_the_envelope_and_audited(
+    crm: Crm, make_gateway: MakeGateway, parser: str
+) -> None:
+    """RFC 9112 §2.2: a server SHOULD ignore an empty line before a request line. httptools
+    does; h11 refuses it. Either way the client gets an answer of the gateway's and the
+    request one audit entry, and nothing unchecked reaches the CRM."""
+    gw = make_gateway(http=parser)
+    crm.clear()
+    raw = _until_closed(
+        gw.url, b"\r\n" + head("Connection: close", target="/crm/v8/Leads?fields=Email")
+    )
+    ((status, headers, body),) = _answers(raw)
+    assert status in (200, 400), raw[:300]
+    (entry,) = wait_for(gw.requests)
+    assert entry["request_id"] == headers["x-gateway-request-id"] and entry["status"] == status
+    if status == 200:
+        assert all(r["Email"] is None for r in orjson.loads(body)["data"])
+    else:
+        assert not crm.received("/crm/v8/Leads")
