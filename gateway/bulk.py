@@ -17,7 +17,8 @@ memory per export stays bounded whatever its size.
 A member that is not a CSV (a directory entry holding bytes included), or a ZIP that does
 not open, is refused before the first byte leaves. A failure half-way (a row with more
 values than headers, a CSV or ZIP that stops making sense) stops the sink at once: nothing
-more leaves, so the client's ZIP is cut short and never looks complete. The gateway never passes on what it could not check.
+more leaves, so the client's ZIP is cut short and never looks complete. The gateway never
+passes on what it could not check.
 """
 
 from __future__ import annotations
