@@ -8,6 +8,7 @@ or is marked ``xfail(strict=True)`` with what is left open.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -16,6 +17,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -557,3 +559,66 @@ def test_an_empty_line_before_a_request_is_answered_in_the_envelope_and_audited(
         assert all(r["Email"] is None for r in orjson.loads(body)["data"])
     else:
         assert not crm.received("/crm/v8/Leads")
+
+
+# -- time-boxed exceptions and unknown keys beyond plain reads ------------------------------
+
+EXC_KEY = "rt4-partner-key"
+
+
+def _partner(expires: Any) -> dict[str, Any]:
+    digest = hashlib.sha256(EXC_KEY.encode()).hexdigest()
+    return {"name": "partner", "key_sha256": digest, "show": ["low", "high"], "expires": expires}
+
+
+def _bulk_job(crm: Crm) -> str:
+    body = {"query": {"module": {"api_name": "Leads"}, "fields": ["Last_Name", "Phone"]}}
+    job = crm.http.post(
+        "/crm/bulk/v8/read",
+        content=orjson.dumps(body),
+        headers={"content-type": "application/json"},
+    )
+    assert job.status_code in (200, 201), job.text
+    job_id: str = job.json()["data"][0]["details"]["id"]
+    return job_id
+
+
+def test_an_expired_exception_is_honoured_nowhere(crm: Crm, make_gateway: MakeGateway) -> None:
+    """Composite sub-requests (which may carry their own headers) and bulk results get the
+    default after expiry, like a plain read."""
+    gone = datetime.now(UTC) - timedelta(seconds=1)
+    gw = make_gateway({"clients": [_partner(gone)]})
+    phones = [r["Phone"] for r in crm.records("Leads") if r["Phone"]]
+    assert phones
+    key = {"X-Gateway-Key": EXC_KEY}
+    sub = {"method": "GET", "uri": "/crm/v8/Leads", "params": {"fields": "Phone", "per_page": 50}}
+    keyed_sub = {**sub, "headers": key}
+    for body, headers in (
+        ({"__composite_requests": [sub]}, key),
+        ({"__composite_requests": [keyed_sub]}, {}),
+    ):
+        r = gw.http.post("/crm/v8/__composite_requests", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        assert not any(p in r.text for p in phones)
+    job_id = _bulk_job(crm)
+    r = gw.http.get(f"/crm/bulk/v8/read/{job_id}/result", headers=key)
+    assert r.status_code == 200, r.text[:300]
+    assert not any(p in _csvs(r.content) for p in phones)
+    assert any("exception_expired" in e["reasons"] for e in gw.requests())
+
+
+def test_an_unknown_key_in_a_composite_sub_request_is_refused_when_the_policy_refuses_them(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway({"unknown_keys": "refuse", "clients": [_partner(None)]})
+    sub = {
+        "method": "GET",
+        "uri": "/crm/v8/Leads",
+        "params": {"fields": "Phone"},
+        "headers": {"X-Gateway-Key": "guessed"},
+    }
+    crm.clear()
+    r = gw.http.post("/crm/v8/__composite_requests", json={"__composite_requests": [sub]})
+    answer = r.json()["__composite_requests"][0]["details"]["response"]
+    assert answer["status_code"] in (401, 403), answer
+    assert not crm.received("/crm/v8/Leads")
