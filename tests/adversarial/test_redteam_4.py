@@ -622,3 +622,38 @@ def test_an_unknown_key_in_a_composite_sub_request_is_refused_when_the_policy_re
     answer = r.json()["__composite_requests"][0]["details"]["response"]
     assert answer["status_code"] in (401, 403), answer
     assert not crm.received("/crm/v8/Leads")
+
+
+# -- shadow and off never turn "could not check" into "pass" -------------------------------
+
+ALL_SHADOW = {"mode": "shadow"}
+ALL_OFF = {"rules": {r: "off" for r in ("redact", "criteria", "sort", "stop_processing")}}
+
+
+@pytest.mark.parametrize("policy", [ALL_SHADOW, ALL_OFF], ids=["shadow", "off"])
+@pytest.mark.parametrize("fault", ["fields-metadata", "unreadable-answer", "state-unknown"])
+def test_what_the_gateway_could_not_check_is_refused_in_shadow_and_off(
+    crm: Crm, make_gateway: MakeGateway, policy: dict[str, Any], fault: str
+) -> None:
+    gw = make_gateway(policy)
+    lead = _normal_lead(crm)
+    crm.edit("Leads", lead["id"], Email=BULK_MARK)
+    if fault == "fields-metadata":
+        crm.fault(path_contains="/settings/fields", status=500, body="boom")
+        r = gw.http.get(f"/crm/v8/Leads/{lead['id']}", params={"fields": "Email"})
+    elif fault == "unreadable-answer":
+        crm.fault(
+            path_contains=f"/crm/v8/Leads/{lead['id']}",
+            method="GET",
+            status=200,
+            body=f"<html>{BULK_MARK}</html>",
+            content_type="application/json",
+        )
+        r = gw.http.get(f"/crm/v8/Leads/{lead['id']}", params={"fields": "Email"})
+    else:
+        crm.fault(path_contains="/crm/v8/Leads", method="GET", status=500, body="boom")
+        crm.clear()
+        r = gw.http.put(f"/crm/v8/Leads/{lead['id']}", json={"data": [{"Last_Name": "X"}]})
+    assert r.status_code >= 400, r.text
+    assert BULK_MARK not in r.text
+    assert [x for x in crm.received("/crm/") if x["method"] == "PUT"] == []
