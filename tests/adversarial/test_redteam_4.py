@@ -28,6 +28,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from structlog.testing import capture_logs
 
 from gateway.audit import run_verify, verify_log
 from gateway.audit.canonical import canonical_json, entry_hash
@@ -738,3 +739,37 @@ def test_a_rewritten_log_whose_checkpoints_were_deleted_does_not_verify(
     (folder / "audit.jsonl").write_text("\n".join(forged) + "\n")  # no checkpoints beside it
     assert verify_log(folder / "audit.jsonl").ok  # the forgery is a well-formed chain
     assert run_verify([str(folder)], None, b"test-secret") != 0
+
+
+# == (5) metrics and logs ==================================================================
+
+LABEL_MARK = "rt4labelmark"
+
+
+def test_nothing_a_client_chooses_becomes_a_metric_label_or_a_log_value(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway(
+        {"rules": {"criteria": "shadow"}, "clients": [_partner(None)], "unknown_keys": "refuse"}
+    )
+    m = LABEL_MARK
+    with capture_logs() as logs:
+        gw.http.get(f"/crm/v8/{m}", params={"fields": "Last_Name"})
+        gw.http.get(f"/crm/v8/Leads/{m}9", params={"fields": m})
+        gw.http.get(f"/crm/v8/Contacts/1/{m}")
+        gw.http.get("/crm/v8/Leads/search", params={"criteria": f"(Email:equals:{m}@x.com)"})
+        gw.http.get(f"/crm/v8/{m}/search", params={"word": m})
+        gw.http.post("/crm/v8/coql", content=orjson.dumps({"select_query": f"select a from {m}"}))
+        gw.http.get("/crm/v8/Leads", headers={"X-Request-Id": f"{m}@x", "X-CRM-ORG": m})
+        gw.http.get("/crm/v8/Leads", headers={"X-Gateway-Key": m})
+        gw.http.get(f"/crm/bulk/v8/read/{m}/result")
+        gw.http.request(m.upper(), "/crm/v8/Leads")
+        gw.http.get(f"/{m}")
+        gw.http.get(f"/crm/{m}/Leads")
+        _until_closed(gw.url, f"GET /{m} HTTP/1.1\r\nHost: 127.0.0.1\r\nX: {m}\n\r\n".encode())
+        time.sleep(0.3)
+    metrics = gw.http.get("/_gateway/metrics").text
+    assert m not in metrics.lower()
+    assert sum(e["event"] == "request" for e in logs) >= 12, logs  # the log lines were seen
+    assert m not in str(logs).lower()
+    assert m not in gw.audit_text().lower()
