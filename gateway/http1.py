@@ -5,7 +5,8 @@ hears of, and the two parsers do not refuse the same things: h11 takes bare LF l
 and unfolds obs-fold lines without telling anyone, and httptools buffers a request head of
 any size. The two protocol classes here close those gaps where the bytes still are:
 
-- a request head with a bare LF or an obs-fold line is refused under h11 too (RFC 9112
+- a request head (or a chunked body's trailer section) with a bare LF or an obs-fold line
+  is refused under h11 too (RFC 9112
   §2.2 lets a recipient accept a bare LF and §5.2 lets it unfold; a proxy that does either
   reads a head differently from a server behind it that does not);
 - a request head still incomplete past the bound is refused with 431 under httptools too,
@@ -29,7 +30,7 @@ from typing import Any, Protocol, cast
 
 import h11
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
-from h11._readers import READERS
+from h11._readers import READERS, ChunkedReader
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -136,9 +137,29 @@ def _strict_head_reader(buf: Any) -> Any:
     return _IDLE_READER(buf)
 
 
+class _StrictChunkedReader(ChunkedReader):
+    """h11's chunked body reader, refusing bare LF line ends and obs-fold lines in the
+    trailer section too: h11 would end the message at a bare ``\n\n`` there, where a
+    server that does not take bare LF reads on (httptools refuses it)."""
+
+    def __call__(self, buf: Any) -> Any:
+        if self._reading_trailer:
+            raw = bytes(buf)
+            if raw[:1] == b"\n":
+                raise h11.RemoteProtocolError("bare LF in the trailer section")
+            end = _BLANK_LINE.search(raw) if raw[:2] != b"\r\n" else None
+            if end is not None and (
+                _BARE_LF.search(raw[: end.end()]) or _OBS_FOLD.search(raw[: end.end()])
+            ):
+                raise h11.RemoteProtocolError("bare LF or obs-fold in the trailer section")
+        return super().__call__(buf)
+
+
 class _StrictConnection(h11.Connection):
     def _get_io_object(self, role: Any, event: Any, io_dict: Any) -> Callable[..., Any] | None:
         found = super()._get_io_object(role, event, io_dict)
+        if type(found) is ChunkedReader:
+            return _StrictChunkedReader()  # a fresh reader: nothing was read with it yet
         return _strict_head_reader if found is _IDLE_READER else found
 
 

@@ -773,3 +773,28 @@ def test_nothing_a_client_chooses_becomes_a_metric_label_or_a_log_value(
     assert sum(e["event"] == "request" for e in logs) >= 12, logs  # the log lines were seen
     assert m not in str(logs).lower()
     assert m not in gw.audit_text().lower()
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [b"X-T: a\n\n", b"\n", b"X-T: a\r\n folded\r\n\r\n"],
+    ids=["bare-lf-trailer", "bare-lf-end", "obs-fold-trailer"],
+)
+def test_a_trailer_section_is_held_to_the_same_standard_as_a_head(
+    crm: Crm, make_gateway: MakeGateway, parser: str, trailer: bytes
+) -> None:
+    """FOUND (h11): the strict reader covered request heads only; in a chunked body's
+    trailer section h11 still took a bare LF as a line end (and ``\\n\\n`` as the end of
+    the message) and unfolded obs-fold, where httptools refuses both. A front proxy that
+    does not take bare LF would forward the bytes after ``\\n\\n`` as part of one request
+    while the gateway served them as a second. Fixed in gateway/http1.py
+    (``_StrictChunkedReader``): both parsers refuse it, one entry, nothing forwarded."""
+    gw = make_gateway(http=parser)
+    crm.clear()
+    post = head("Transfer-Encoding: chunked", method="POST", target="/crm/v8/Leads")
+    second = head("Connection: close", target="/crm/v8/Leads?fields=Last_Name")
+    raw = _until_closed(gw.url, post + b"0\r\n" + trailer + second)
+    assert [a[0] for a in _answers(raw)] == [400], raw[:500]
+    (entry,) = wait_for(gw.requests)
+    assert entry["status"] == 400 and entry["reasons"] == ["malformed_http"], entry
+    assert not crm.received("/crm/v8/Leads")
