@@ -6,9 +6,11 @@ and unfolds obs-fold lines without telling anyone, and httptools buffers a reque
 any size. The two protocol classes here close those gaps where the bytes still are:
 
 - a request head (or a chunked body's trailer section) with a bare LF or an obs-fold line
-  is refused under h11 too (RFC 9112
-  §2.2 lets a recipient accept a bare LF and §5.2 lets it unfold; a proxy that does either
-  reads a head differently from a server behind it that does not);
+  is refused under h11 too (RFC 9112 §2.2 lets a recipient accept a bare LF and §5.2 lets
+  it unfold; a proxy that does either reads a head differently from a server behind it
+  that does not);
+- under httptools, which parses pipelined requests while an earlier one is still in the
+  application, a refused request is answered after the requests before it, as under h11;
 - a request head still incomplete past the bound is refused with 431 under httptools too,
   so what uvicorn buffers for one head is bounded whichever parser runs;
 - whatever either parser refuses is answered in the CRM's error envelope with
