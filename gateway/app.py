@@ -256,7 +256,11 @@ class Gateway:
                 # Refused at once: a queue would only make every waiting client time out.
                 raise Overloaded("Too many requests are in flight; retry later.")
         except GatewayError as exc:
-            await self._finish(_error_reply(exc, decision), decision, started, send, close=True)
+            # A body the parser refused in the same read was answered by it (gateway.http1):
+            # the entry says what the client got.
+            refused = scope.get(PARSER_REFUSAL)
+            error = refused if isinstance(refused, GatewayError) else exc
+            await self._finish(_error_reply(error, decision), decision, started, send, close=True)
             return
         self.in_flight += 1
         try:

@@ -798,3 +798,27 @@ def test_a_trailer_section_is_held_to_the_same_standard_as_a_head(
     (entry,) = wait_for(gw.requests)
     assert entry["status"] == 400 and entry["reasons"] == ["malformed_http"], entry
     assert not crm.received("/crm/v8/Leads")
+
+
+def test_a_request_refused_by_its_head_and_its_body_at_once_is_audited_as_answered(
+    crm: Crm, make_gateway: MakeGateway, parser: str
+) -> None:
+    """A head the gateway refuses (a Host not served) and a chunked body the parser refuses,
+    in one packet: the client gets one answer, and the entry must say what it got. FOUND
+    (both parsers, low): the parser answered 400 "not well-formed" and closed, and the
+    entry named the head's refusal (``invalid_data``; a 431 or 503 the same way, with a
+    status the client never saw). Fixed in gateway/app.py: the head's refusal takes the
+    parser's error when it has one."""
+    gw = make_gateway(http=parser)
+    crm.clear()
+    data = head(
+        "Transfer-Encoding: chunked", method="POST", target="/crm/v8/Leads", host="evil.example"
+    )
+    raw = _until_closed(gw.url, data + b"ZZZ\r\nhello\r\n0\r\n\r\n")
+    ((status, _, body),) = _answers(raw)
+    (entry,) = wait_for(gw.requests)
+    assert entry["status"] == status, (entry, body)
+    answered = orjson.loads(body)["details"].get("reason", "")
+    if "parsed" in answered:  # the parser's answer went out
+        assert entry["reasons"] == ["malformed_http"], entry
+    assert not crm.received("/crm/v8/Leads")
