@@ -22,7 +22,7 @@ from gateway.handlers import Context
 from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
 from gateway.privacy.catalog import ModuleCatalog
-from gateway.privacy.redact import is_masked, path_mask, safe_label
+from gateway.privacy.redact import Counts, is_masked, path_mask, redact_body, safe_label
 from gateway.rules import Mode, Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
@@ -74,7 +74,13 @@ async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision:
         catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
         resp = await fwd.send(req, decision)
         if resp.status != 200:
-            return await fwd.json_reply(resp, lambda body, counts: None, decision, req)
+            # Not an export: a JSON answer, checked as any record-bearing answer is.
+            plan = await ctx.views.plan(view, module, decision)
+
+            def rewrite(body: Any, counts: Counts) -> None:
+                redact_body(body, plan, counts)
+
+            return await fwd.json_reply(resp, rewrite, decision, req)
         source = await _spool(resp, ctx.policy.max_bulk_result)
 
         def closed() -> None:

@@ -201,6 +201,7 @@ class BulkCrm:
     result: bytes = b""
     encoding: str | None = None
     content_type: str = "application/zip"
+    status: int = 200
 
     def app(self) -> Starlette:
         async def org(_: Request) -> Response:
@@ -245,7 +246,7 @@ class BulkCrm:
 
         async def result(_: Request) -> Response:
             headers = {"content-encoding": self.encoding} if self.encoding else None
-            return Response(self.result, media_type=self.content_type, headers=headers)
+            return Response(self.result, self.status, media_type=self.content_type, headers=headers)
 
         return Starlette(
             routes=[
@@ -883,3 +884,39 @@ def test_a_bad_sub_request_header_does_not_hide_an_earlier_write_behind_a_500(
     assert r.status_code == 200, r.text
     first, second = (e["details"]["response"] for e in r.json()["__composite_requests"])
     assert first["status_code"] == 200 and second["status_code"] == 400, (first, second)
+
+
+@pytest.mark.parametrize("status", [201, 202, 203, 206, 404])
+def test_a_bulk_result_answered_with_json_under_another_status_carries_no_value(
+    bulk_crm: tuple[BulkCrm, str], make_gateway: MakeGateway, status: int
+) -> None:
+    """FOUND (medium; there since the corridor was written): the result route's answer other
+    than 200 went on as the CRM's JSON with no check of its records (its rewrite was a
+    no-op, and the error scrub keeps ``data``): a record in it passed unredacted. Fixed in
+    gateway/handlers/bulk.py: such an answer is redacted with the module's plan, as any
+    record-bearing answer is."""
+    fake, url = bulk_crm
+    fake.status, fake.content_type = status, "application/json"
+    record = {"id": "1", "Last_Name": "Doe", "Email": BULK_MARK}
+    fake.result = orjson.dumps({"data": [record], "info": {"more_records": False}})
+    gw = make_gateway(upstream=url)
+    r = _export(gw)
+    assert BULK_MARK not in r.text, (r.status_code, r.text)
+
+
+def test_a_bulk_result_error_envelope_still_reaches_the_client(
+    bulk_crm: tuple[BulkCrm, str], make_gateway: MakeGateway
+) -> None:
+    fake, url = bulk_crm
+    fake.status, fake.content_type = 400, "application/json"
+    fake.result = orjson.dumps(
+        {
+            "code": "INVALID_DATA",
+            "details": {"api_name": "id"},
+            "message": "bad job",
+            "status": "error",
+        }
+    )
+    gw = make_gateway(upstream=url)
+    r = _export(gw)
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_DATA", r.text
