@@ -32,6 +32,7 @@ from structlog.testing import capture_logs
 
 from gateway.audit import run_verify, verify_log
 from gateway.audit.canonical import canonical_json, entry_hash
+from gateway.policy import PolicyError, policy_from_mapping
 from tests.conftest import Crm, GatewayHandle, MakeGateway
 from tests.edge.conftest import head, wait_for
 from tests.servers import serve
@@ -920,3 +921,32 @@ def test_a_bulk_result_error_envelope_still_reaches_the_client(
     gw = make_gateway(upstream=url)
     r = _export(gw)
     assert r.status_code == 400 and r.json()["code"] == "INVALID_DATA", r.text
+
+
+@pytest.mark.parametrize(
+    ("modules", "key"),
+    [
+        (
+            {"Leads": {"private": {"Designation": "restricted", "designation": "low"}}},
+            "modules.Leads.private.designation",
+        ),
+        (
+            {
+                "Leads": {"private": {"Designation": "restricted"}},
+                "leads": {"private": {"designation": "low"}},
+            },
+            "modules.leads",
+        ),
+    ],
+    ids=["field-twice", "module-twice"],
+)
+def test_an_override_named_twice_in_another_case_is_refused_not_silently_weakened(
+    modules: dict[str, Any], key: str
+) -> None:
+    """FOUND (low): overrides are matched case-insensitively, and the last spelling won: a
+    file a reviewer reads as ``Designation = "restricted"`` served it as "low" (shown to
+    low clients, searchable) when a second line said ``designation = "low"``. Fixed in
+    gateway/policy.py: a name given twice in any case is an error naming the key."""
+    with pytest.raises(PolicyError) as raised:
+        policy_from_mapping({"modules": modules})
+    assert raised.value.key == key
