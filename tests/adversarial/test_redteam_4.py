@@ -8,6 +8,7 @@ or is marked ``xfail(strict=True)`` with what is left open.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -950,3 +951,28 @@ def test_an_override_named_twice_in_another_case_is_refused_not_silently_weakene
     with pytest.raises(PolicyError) as raised:
         policy_from_mapping({"modules": modules})
     assert raised.value.key == key
+
+
+@pytest.mark.parametrize("size", [70_000, 300_000])
+def test_a_huge_request_line_is_refused_in_the_envelope_with_one_entry(
+    crm: Crm, make_gateway: MakeGateway, parser: str, size: int
+) -> None:
+    """FOUND (h11, low): the head bound held only for a head still incomplete when a read
+    ended, and ``check_head`` counted header lines only: a 70 KB request line arriving in
+    one read was forwarded to the CRM (whose server answered 431). Fixed in
+    gateway/serving.py: ``check_head`` bounds the request target too (the protocol's
+    ``REQUEST_LINE_ROOM``)."""
+    gw = make_gateway(http=parser)
+    crm.clear()
+    target = "/crm/v8/Leads?fields=Last_Name&x=" + "a" * size
+    client_raw = b""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # refused mid-send
+        client_raw = _until_closed(gw.url, head("Connection: close", target=target))
+    answers = _answers(client_raw)
+    (entry,) = wait_for(gw.requests)
+    assert entry["status"] in (400, 414, 431), entry
+    assert entry["upstream_status"] is None, entry  # nothing was sent to the CRM
+    if answers:
+        assert answers[0][0] == entry["status"]
+    assert not crm.received("/crm/v8/Leads")
+    assert "aaaaaaaaaa" not in gw.audit_text()
