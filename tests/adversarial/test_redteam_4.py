@@ -14,6 +14,7 @@ import io
 import json
 import shutil
 import socket
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -976,3 +977,32 @@ def test_a_huge_request_line_is_refused_in_the_envelope_with_one_entry(
         assert answers[0][0] == entry["status"]
     assert not crm.received("/crm/v8/Leads")
     assert "aaaaaaaaaa" not in gw.audit_text()
+
+
+def test_a_reload_mid_request_does_not_change_what_that_request_shows(
+    crm: Crm, make_gateway: MakeGateway, tmp_path: Path
+) -> None:
+    """A read in flight when a policy showing High takes effect keeps the policy it started
+    with: its answer stays redacted and its entry names the old version."""
+    path = tmp_path / "policy-mid.toml"
+    path.write_bytes(b'version = "hide"\n[audit]\nfsync = "never"\n[redaction]\nshow = []\n')
+    gw = make_gateway(policy_path=path)
+    if gw.app is None:
+        pytest.skip("reloads a policy file of one in-process gateway")
+    lead = next(r for r in crm.records("Leads") if r["Phone"])
+    crm.fault(path_contains=f"/crm/v8/Leads/{lead['id']}", method="GET", delay=2.5, times=1)
+    box: dict[str, httpx.Response] = {}
+    t = threading.Thread(
+        target=lambda: box.update(r=gw.http.get(f"/crm/v8/Leads/{lead['id']}?fields=Phone"))
+    )
+    t.start()
+    time.sleep(0.3)
+    _replace(path, b'version = "show"\n[audit]\nfsync = "never"\n[redaction]\nshow = ["high"]\n')
+    _until(lambda: gw.http.get("/_gateway/ready").json()["policy_version"] == "show")
+    t.join(30)
+    r = box["r"]
+    assert r.status_code == 200 and r.json()["data"][0]["Phone"] is None, r.text
+    entry = next(e for e in gw.requests() if e["request_id"] == r.headers["x-gateway-request-id"])
+    assert entry["policy_version"] == "hide"
+    now = gw.http.get(f"/crm/v8/Leads/{lead['id']}?fields=Phone").json()["data"][0]["Phone"]
+    assert now == lead["Phone"]  # the new policy serves new requests
