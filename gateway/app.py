@@ -257,7 +257,11 @@ class Gateway:
                 # Refused at once: a queue would only make every waiting client time out.
                 raise Overloaded("Too many requests are in flight; retry later.")
         except GatewayError as exc:
-            await self._finish(_error_reply(exc, decision), decision, started, send, close=True)
+            # A body the parser refused in the same read was answered by it (gateway.http1):
+            # the entry says what the client got.
+            refused = scope.get(PARSER_REFUSAL)
+            error = refused if isinstance(refused, GatewayError) else exc
+            await self._finish(_error_reply(error, decision), decision, started, send, close=True)
             return
         self.in_flight += 1
         try:
@@ -303,8 +307,9 @@ class Gateway:
         policy = pipeline.policy
         read_through = False
         try:
-            if not self.audit.healthy and policy.audit_on_full == "block":
-                # Refuse before anything reaches the CRM: it could not be recorded.
+            if not self.audit.healthy and self.audit.blocks:
+                # Refuse before anything reaches the CRM: it could not be recorded. (The
+                # trail's own on_full: a reload does not change how it was built.)
                 raise AuditUnavailable()
             try:
                 body = await _read_body(

@@ -14,10 +14,11 @@ made concurrent exports cost twice their CPU), and the ZIP leaves in chunks of `
 through a queue of ``QUEUE_CHUNKS``: the thread waits while the client is slower, so
 memory per export stays bounded whatever its size.
 
-A member that is not a CSV, or a ZIP that does not open, is refused before the first byte
-leaves. A failure half-way (a row with more values than headers, a CSV or ZIP that stops
-making sense) stops the sink at once: nothing more leaves, so the client's ZIP is cut short
-and never looks complete. The gateway never passes on what it could not check.
+A member that is not a CSV (a directory entry holding bytes included), or a ZIP that does
+not open, is refused before the first byte leaves. A failure half-way (a row with more
+values than headers, a CSV or ZIP that stops making sense) stops the sink at once: nothing
+more leaves, so the client's ZIP is cut short and never looks complete. The gateway never
+passes on what it could not check.
 """
 
 from __future__ import annotations
@@ -217,6 +218,8 @@ class Export:
             fields: set[str] = set()
             for member in self._zin.infolist():
                 if member.is_dir():
+                    if member.file_size:
+                        raise UnreadableUpstream()  # bytes no CSV reader looks at
                     continue
                 if not member.filename.lower().endswith(".csv"):
                     raise UnreadableUpstream()

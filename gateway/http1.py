@@ -5,9 +5,12 @@ hears of, and the two parsers do not refuse the same things: h11 takes bare LF l
 and unfolds obs-fold lines without telling anyone, and httptools buffers a request head of
 any size. The two protocol classes here close those gaps where the bytes still are:
 
-- a request head with a bare LF or an obs-fold line is refused under h11 too (RFC 9112
-  §2.2 lets a recipient accept a bare LF and §5.2 lets it unfold; a proxy that does either
-  reads a head differently from a server behind it that does not);
+- a request head (or a chunked body's trailer section) with a bare LF or an obs-fold line
+  is refused under h11 too (RFC 9112 §2.2 lets a recipient accept a bare LF and §5.2 lets
+  it unfold; a proxy that does either reads a head differently from a server behind it
+  that does not);
+- under httptools, which parses pipelined requests while an earlier one is still in the
+  application, a refused request is answered after the requests before it, as under h11;
 - a request head still incomplete past the bound is refused with 431 under httptools too,
   so what uvicorn buffers for one head is bounded whichever parser runs;
 - whatever either parser refuses is answered in the CRM's error envelope with
@@ -22,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Protocol, cast
 
 import h11
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
-from h11._readers import READERS
+from h11._readers import READERS, ChunkedReader
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -87,8 +91,8 @@ class _Refusing:
     def _refuse(self, error: GatewayError) -> None:
         if self.transport.is_closing():
             return
-        cycle = getattr(self, "cycle", None)
-        if cycle is not None and not cycle.response_complete:
+        cycle = self._owner()
+        if cycle is not None:
             # The app has this request (its body went bad half-way): the app writes the
             # entry when its read ends, under this error; an answer it began is cut off.
             cycle.scope[PARSER_REFUSAL] = error
@@ -105,6 +109,12 @@ class _Refusing:
             # uvicorn's shutdown waits for its tasks: the entry is written before exit.
             self.server_state.tasks.add(task)
             task.add_done_callback(self.server_state.tasks.discard)
+
+    def _owner(self) -> Any:
+        """The cycle whose application has the refused bytes (its body went bad half-way),
+        or None: they begin a request of their own."""
+        cycle = getattr(self, "cycle", None)
+        return cycle if cycle is not None and not cycle.response_complete else None
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(self._parser_error())
@@ -129,9 +139,29 @@ def _strict_head_reader(buf: Any) -> Any:
     return _IDLE_READER(buf)
 
 
+class _StrictChunkedReader(ChunkedReader):
+    """h11's chunked body reader, refusing bare LF line ends and obs-fold lines in the
+    trailer section too: h11 would end the message at a bare ``\n\n`` there, where a
+    server that does not take bare LF reads on (httptools refuses it)."""
+
+    def __call__(self, buf: Any) -> Any:
+        if self._reading_trailer:
+            raw = bytes(buf)
+            if raw[:1] == b"\n":
+                raise h11.RemoteProtocolError("bare LF in the trailer section")
+            end = _BLANK_LINE.search(raw) if raw[:2] != b"\r\n" else None
+            if end is not None and (
+                _BARE_LF.search(raw[: end.end()]) or _OBS_FOLD.search(raw[: end.end()])
+            ):
+                raise h11.RemoteProtocolError("bare LF or obs-fold in the trailer section")
+        return super().__call__(buf)
+
+
 class _StrictConnection(h11.Connection):
     def _get_io_object(self, role: Any, event: Any, io_dict: Any) -> Callable[..., Any] | None:
         found = super()._get_io_object(role, event, io_dict)
+        if type(found) is ChunkedReader:
+            return _StrictChunkedReader()  # a fresh reader: nothing was read with it yet
         return _strict_head_reader if found is _IDLE_READER else found
 
 
@@ -156,13 +186,50 @@ class StrictH11Protocol(_Refusing, H11Protocol):
 
 class BoundedHttpToolsProtocol(_Refusing, HttpToolsProtocol):
     """httptools with a bound on the bytes of one request head: data that leaves the head
-    still incomplete is counted, and past the bound the request gets 431."""
+    still incomplete is counted, and past the bound the request gets 431.
+
+    httptools parses pipelined requests as they arrive, while an earlier one is still in
+    the application (h11 parses nothing past a request until its answer is complete). A
+    request refused then is a request of its own: its refusal waits until every request
+    before it is answered (``_pending``), and is then answered and audited like any other;
+    an earlier request is never answered with it, nor a later one's body taken for its."""
 
     _in_head = True  # from the end of one message until the parser completes a head
     _ends = 0  # heads and messages the parser has completed on this connection
     _head_bytes = 0
+    _pending: GatewayError | None = None  # a refusal waiting for earlier answers
+
+    def _owner(self) -> Any:
+        return None if self._in_head else super()._owner()
+
+    def _refuse(self, error: GatewayError) -> None:
+        if self._pending is not None or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        queued = any(item[0] is cycle for item in self.pipeline)
+        # Refused bytes in a head begin a request after ``cycle``; in a body they are
+        # ``cycle``'s, and earlier requests are in flight when it is still queued.
+        earlier = (cycle is not None and not cycle.response_complete) if self._in_head else queued
+        if earlier:
+            if not self._in_head:  # the request whose body was refused never runs
+                self.pipeline = deque(item for item in self.pipeline if item[0] is not cycle)
+            self._pending = error
+            self.flow.pause_reading()
+            return
+        super()._refuse(error)
+
+    def on_response_complete(self) -> None:
+        if self._pending is not None and not self.pipeline and not self.transport.is_closing():
+            self.server_state.total_requests += 1
+            error, self._pending = self._pending, None
+            self.cycle = None  # type: ignore[assignment]  # no request is left in the app
+            super()._refuse(error)
+            return
+        super().on_response_complete()
 
     def data_received(self, data: bytes) -> None:
+        if self._pending is not None:
+            return  # past a refused request nothing is read
         ends = self._ends
         super().data_received(data)
         if self._in_head and self._ends == ends:

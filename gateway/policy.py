@@ -246,8 +246,14 @@ def _modules(raw: Any) -> dict[str, dict[str, str]]:
     if not isinstance(raw, dict):
         raise PolicyError("modules", "expected tables such as [modules.Leads.private]")
     out: dict[str, dict[str, str]] = {}
+    seen_modules: set[str] = set()
     for module, body in raw.items():
         where = f"modules.{module}"
+        # Names are compared case-insensitively: one named twice would let the second
+        # spelling silently replace what a reviewer reads in the first.
+        if module.lower() in seen_modules:
+            raise PolicyError(where, "the module is named twice (in another letter case)")
+        seen_modules.add(module.lower())
         if not isinstance(body, dict):
             raise PolicyError(where, "expected a table")
         if set(body) - {"private"}:
@@ -262,6 +268,10 @@ def _modules(raw: Any) -> dict[str, dict[str, str]]:
             ):
                 raise PolicyError(
                     f"{where}.private.{name}", "expected 'high', 'low' or 'restricted'"
+                )
+            if any(other.lower() == name.lower() for other in fields):
+                raise PolicyError(
+                    f"{where}.private.{name}", "the field is named twice (in another letter case)"
                 )
             fields[name] = sensitivity.lower()
         out[module] = fields

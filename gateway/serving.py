@@ -86,7 +86,10 @@ def check_head(
             upgrade = True
         elif name == b"host":
             host.append(value)
-    if size > max_header_bytes:
+    # The request line has its own room (``REQUEST_LINE_ROOM``, as in the protocol's bound
+    # on a head still incomplete): a head that arrived whole in one read is held to it too.
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    if size > max_header_bytes or target > REQUEST_LINE_ROOM:
         raise HeadersTooLarge()
     # RFC 9112 §6.3: "If a message is received with both a Transfer-Encoding and a
     # Content-Length header field, ... Such a message might indicate an attempt to perform
@@ -124,8 +127,9 @@ def uvicorn_options(
 
     A request head still incomplete past ``max_header_bytes`` plus room for the request
     line is refused by the protocol, under either parser, with 431 in the CRM envelope; a
-    complete head just over ``max_header_bytes`` reaches ``check_head``, which answers the
-    same. uvicorn's option for h11's buffer carries the bound to both protocol classes.
+    complete head just over ``max_header_bytes`` (or whose request target is over
+    ``REQUEST_LINE_ROOM``: a head that came in one read) reaches ``check_head``, which
+    answers the same. uvicorn's option for h11's buffer carries the bound to both protocol classes.
     """
     if http not in PARSERS:
         raise ValueError(f"http must be one of {', '.join(PARSERS)}")

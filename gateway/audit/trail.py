@@ -190,6 +190,12 @@ class AuditTrail:
         return len(self._queue)
 
     @property
+    def blocks(self) -> bool:
+        """Whether a full queue or a failing sink refuses entries (``on_full = "block"``,
+        as the trail was built: a reloaded policy does not change it)."""
+        return not self._drop
+
+    @property
     def healthy(self) -> bool:
         return (
             self._state == "open"

@@ -22,7 +22,7 @@ from gateway.handlers import Context
 from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
 from gateway.privacy.catalog import ModuleCatalog
-from gateway.privacy.redact import is_masked, path_mask
+from gateway.privacy.redact import Counts, is_masked, path_mask, redact_body, safe_label
 from gateway.rules import Mode, Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
@@ -74,7 +74,13 @@ async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision:
         catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
         resp = await fwd.send(req, decision)
         if resp.status != 200:
-            return await fwd.json_reply(resp, lambda body, counts: None, decision, req)
+            # Not an export: a JSON answer, checked as any record-bearing answer is.
+            plan = await ctx.views.plan(view, module, decision)
+
+            def rewrite(body: Any, counts: Counts) -> None:
+                redact_body(body, plan, counts)
+
+            return await fwd.json_reply(resp, rewrite, decision, req)
         source = await _spool(resp, ctx.policy.max_bulk_result)
 
         def closed() -> None:
@@ -111,24 +117,22 @@ async def _unchanged(
     decision: Decision,
     release: Callable[[], None],
 ) -> bulk.FileBody:
-    """Redaction not enforced: the CRM's own file goes on. In shadow it is rewritten first,
-    to the end and into nothing, to learn what enforce would withhold; a file that cannot
-    be checked is refused in every mode (fail closed)."""
+    """Redaction not enforced: the CRM's own file goes on. It is rewritten first, to the
+    end and into nothing: a file that cannot be checked is refused in every mode (fail
+    closed; rules.py: off is still evaluated), and in shadow what enforce would withhold
+    is recorded."""
     copy = await asyncio.to_thread(bulk.copy_of, source)
-    if mode is Mode.SHADOW:
-        export = bulk.Export(source, blank, lambda: None)
-        try:
-            await export.start()
-            async for _ in export.chunks():
-                pass
-        except BaseException:
-            copy.close()
-            raise
-        finally:
-            await export.aclose()
-        withholds(mode, decision, export.counts)
-    else:
-        source.close()
+    export = bulk.Export(source, blank, lambda: None)
+    try:
+        await export.start()
+        async for _ in export.chunks():
+            pass
+    except BaseException:
+        copy.close()
+        raise
+    finally:
+        await export.aclose()
+    withholds(mode, decision, export.counts)
     return bulk.FileBody(copy, release)
 
 
@@ -164,7 +168,10 @@ def _blanker(
         return info.private is not None and (info.private.export or is_masked(info, shown))
 
     def blank(header: str) -> str | None:
-        return path_mask(module, header.strip().split("."), catalogs, masked)
+        label = path_mask(module, header.strip().split("."), catalogs, masked)
+        # A header is the CRM's text: it names a count in the audit entry and a field in
+        # X-Privacy-Withheld only when it is a plain name, as a JSON answer's keys do.
+        return label if label is None or safe_label(label) else "unknown"
 
     return blank
 

@@ -14,6 +14,7 @@ call, an upload or a bulk-read result (not JSON).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +32,8 @@ from gateway.types import Reply
 MAX_SUBREQUESTS = 5
 #: sub-request headers the CRM does not let a sub-request set
 _FORBIDDEN_HEADERS = frozenset({"authorization", "x-crm-org"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z\-]+")
+_HEADER_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _NOT_IN_COMPOSITE = frozenset({Kind.COMPOSITE, Kind.UPLOAD, Kind.BULK_READ_RESULT, Kind.BLOB})
 _PRECEDENCE = {"forwarded": 0, REDACTED: 1, REFUSED: 2, ERROR: 3}
 
@@ -88,6 +91,13 @@ def _sub_request(parent: CanonicalRequest, sub: Any) -> CanonicalRequest:
         raise InvalidData(details={"reason": "params and headers must be objects"})
     if any(str(k).lower() in _FORBIDDEN_HEADERS for k in headers):
         raise InvalidData(details={"reason": "a sub-request may not set its credentials"})
+    # No parser has read these: a name must be an RFC 9110 token and a value hold no control
+    # character, as on the wire (else the upstream client refuses them half-way through).
+    if not all(
+        _HEADER_NAME.fullmatch(str(k)) and not _HEADER_CTL.search(str(v))
+        for k, v in headers.items()
+    ):
+        raise InvalidData(details={"reason": "a sub-request header is not a valid header"})
     path, _, inline = uri.partition("?")
     query = "&".join(
         q for q in (inline, encode_query((str(k), _param(v)) for k, v in params.items())) if q

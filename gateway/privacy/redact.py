@@ -170,7 +170,7 @@ def redact_record(
     nulls, nested, deep, strange = plan.steps(record)
     if top:
         for key in strange:
-            label = key if _safe_label(key) else "unknown"
+            label = key if safe_label(key) else "unknown"
             record[key] = None
             counts[label] = counts.get(label, 0) + 1
     for key, api_name in nulls:
@@ -355,12 +355,15 @@ def redact_coql_rows(rows: Any, plan: CoqlPlan, counts: Counts) -> None:
             try:
                 action = plan.actions[key.lower()]
             except KeyError:
-                action = key if _safe_label(key) else "unknown"
+                action = key if safe_label(key) else "unknown"
             if isinstance(action, MaskPlan):
                 redact_rows(row[key], action, counts)
             elif action is not None:
                 _null(row, key, action, counts)
 
 
-def _safe_label(key: str) -> bool:
-    return len(key) <= 100 and all(c.isalnum() or c in "_.$()" for c in key)
+def safe_label(key: str) -> bool:
+    """Whether a name the CRM's answer chose may name a withheld value as it is (in the
+    audit entry and ``X-Privacy-Withheld``, a header: ASCII only); any other is counted as
+    "unknown"."""
+    return len(key) <= 100 and key.isascii() and all(c.isalnum() or c in "_.$()" for c in key)
