@@ -712,19 +712,12 @@ def test_a_hidden_zip_entry_is_not_passed_on_unchecked_in_shadow_or_off(
 # == (4) audit: verify over a directory ====================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OPEN (medium, design): the chain is unkeyed (sha256), so only the HMAC- or "
-    "Ed25519-signed checkpoints make a log tamper-evident. `audit verify DIR` with the secret "
-    "reports a log whose checkpoints file was deleted as intact (exit 0, with a note), so "
-    "whoever can write the directory can rewrite a log and delete its checkpoints. With "
-    "--public-key the same log is 'unverifiable' (exit 2). Fix: in directory mode (at "
-    "least), a file-mode log without its checkpoints file is unverifiable whatever key is "
-    "given; or key the chain itself.",
-)
 def test_a_rewritten_log_whose_checkpoints_were_deleted_does_not_verify(
     crm: Crm, make_gateway: MakeGateway, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    """The chain is unkeyed (sha256): only the signed checkpoints make a log tamper-evident.
+    In a collection (a directory, several files), a log without its checkpoints file is
+    unverifiable (exit 2), whatever key is given."""
     gw = make_gateway()
     for _ in range(3):
         assert gw.http.get("/crm/v8/settings/modules").status_code == 200
