@@ -419,9 +419,14 @@ def check_log(
     default = default_checkpoint_path(Path(path))
     checkpoints = checkpoints_of(path, checkpoints)
     if checkpoints is None and (keys or collected) and not _is_stream_file(Path(path)):
+        why = (
+            " to check the keys against"
+            if keys
+            else ": without them a rewritten log cannot be told from an intact one"
+        )
         return (
             2,
-            f"audit log unverifiable: no checkpoints file at {default} to check the keys against",
+            f"audit log unverifiable: no checkpoints file at {default}{why}",
         )
     try:
         result = verify_log(path, checkpoints, secret, keys=keys)
