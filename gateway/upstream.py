@@ -23,7 +23,7 @@ import enum
 import math
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Protocol
@@ -441,6 +441,18 @@ class GzipStreamDecoder:
             return self._d.decompress(chunk)
         except zlib.error as exc:
             raise UnreadableUpstream() from exc
+
+    def pieces(self, chunk: bytes, most: int = 1 << 20) -> Iterator[bytes]:
+        """``chunk`` decoded, in pieces of at most ``most`` bytes: one compressed chunk of a
+        bomb never expands in memory all at once."""
+        data = chunk
+        while data:
+            try:
+                piece = self._d.decompress(data, most)
+            except zlib.error as exc:
+                raise UnreadableUpstream() from exc
+            yield piece
+            data = self._d.unconsumed_tail
 
     def flush(self) -> bytes:
         return self._d.flush()

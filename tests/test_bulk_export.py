@@ -368,3 +368,16 @@ def test_an_export_of_more_than_4_gib_streams_and_reads_back(tmp_path: Path) -> 
                 size += len(block)
             assert member_size in (None, size)
     assert size == info.file_size
+
+
+def test_a_gzip_bomb_chunk_is_decoded_in_bounded_pieces() -> None:
+    """One compressed chunk of a bulk result never expands in memory all at once: 64 MiB
+    of zeros (a 64 KiB chunk) comes out in pieces of at most 1 MiB, all of it."""
+    import gzip
+
+    from gateway.upstream import GzipStreamDecoder
+
+    bomb = gzip.compress(b"\0" * (64 << 20))
+    assert len(bomb) < 128 << 10
+    sizes = [len(p) for p in GzipStreamDecoder().pieces(bomb)]
+    assert sum(sizes) == 64 << 20 and max(sizes) <= 1 << 20

@@ -188,11 +188,11 @@ async def _spool(resp: UpstreamResponse, limit: int) -> Any:
     size = 0
     try:
         async for chunk in resp.chunks:
-            data = decoder.feed(chunk) if decoder else chunk
-            size += len(data)
-            if size > limit:
-                raise BodyTooLarge("The bulk result is larger than the gateway inspects.")
-            out.write(data)
+            for data in decoder.pieces(chunk) if decoder else (chunk,):
+                size += len(data)
+                if size > limit:
+                    raise BodyTooLarge("The bulk result is larger than the gateway inspects.")
+                out.write(data)
         if decoder:
             out.write(decoder.flush())
     except OSError as exc:
