@@ -121,6 +121,11 @@ async def _unchanged(
     end and into nothing: a file that cannot be checked is refused in every mode (fail
     closed; rules.py: off is still evaluated), and in shadow what enforce would withhold
     is recorded."""
+    try:
+        await asyncio.to_thread(bulk.every_byte_listed, source)
+    except BaseException:
+        source.close()
+        raise
     copy = await asyncio.to_thread(bulk.copy_of, source)
     export = bulk.Export(source, blank, lambda: None)
     try:
