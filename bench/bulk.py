@@ -141,7 +141,7 @@ def end_to_end(upstream: str, sent: list[float], exports: int, tmp: Path) -> Run
     cmd = ["-m", "gateway", "serve", "--upstream", upstream, "--port", str(port)]
     cmd += ["--audit-log", str(tmp / f"bulk-{exports}.jsonl")]
     env = {"GATEWAY_SECRET": "bench", "GATEWAY_MAX_CONCURRENT_EXPORTS": str(exports)}
-    with process(cmd, url, 0, env) as proc:
+    with process(cmd, url, {0}, env) as proc:
         asyncio.run(_download(url + "/crm/bulk/v8/read/2/result", time.perf_counter()))
         rest = _mb(proc.pid, "VmRSS")
         cpu = cpu_seconds(proc.pid)

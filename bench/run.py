@@ -278,18 +278,19 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
     sections = [f"# make bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)"]
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
     if a.only != "bulk":
         sections.append(proxies(a))
+        # kept (and shown) at once: a failure in the bulk section loses none of it
+        print("\n" + sections[-1], flush=True)
+        (out / "latest.md").write_text("\n\n".join(sections))
     if a.only != "proxy":
         from bench import bulk
 
         sections.append(bulk.run(a.bulk_rows))
-    text = "\n\n".join(sections)
-    print()
-    print(text)
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.md").write_text(text)
+        print("\n" + sections[-1], flush=True)
+    (out / "latest.md").write_text("\n\n".join(sections))
 
 
 def proxies(a: argparse.Namespace) -> str:
