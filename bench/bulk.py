@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench import targets
 from bench.bulkcrm import make_zip, serve
 from gateway import bulk
 from gateway.serving import free_port
@@ -140,7 +141,7 @@ def end_to_end(upstream: str, sent: list[float], exports: int, tmp: Path) -> Run
     cmd = ["-m", "gateway", "serve", "--upstream", upstream, "--port", str(port)]
     cmd += ["--audit-log", str(tmp / f"bulk-{exports}.jsonl")]
     env = {"GATEWAY_SECRET": "bench", "GATEWAY_MAX_CONCURRENT_EXPORTS": str(exports)}
-    with process(cmd, url, 0, env) as proc:
+    with process(cmd, url, {0}, env) as proc:
         asyncio.run(_download(url + "/crm/bulk/v8/read/2/result", time.perf_counter()))
         rest = _mb(proc.pid, "VmRSS")
         cpu = cpu_seconds(proc.pid)
@@ -222,4 +223,22 @@ def run(rows: int) -> str:
             f"| {r.cpu / (r.exports * one.cpu):.2f}x | {r.added_mb:.1f} MB |"
         )
     lines += ["", f"One export: {one.size / 1e6:.0f} MB ({four.size / 1e6:.0f} MB each of 4)."]
+    lines += ["", "Targets (issue 14), each from this run:", "", *targets.HEADER]
+    lines.append(
+        targets.row(
+            "bulk rewrite speed vs csv.reader -> csv.writer copy (in process, rows per CPU s)",
+            copy_s / rewrite_s,
+            0.8,
+            at_most=False,
+        )
+    )
+    for r in runs:
+        lines.append(
+            targets.row(
+                f"gateway peak RSS, {r.exports} export{'s' if r.exports > 1 else ''} at once",
+                r.peak_mb,
+                150,
+                unit="MB",
+            )
+        )
     return "\n".join(lines) + "\n"

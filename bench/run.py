@@ -9,9 +9,16 @@ under test (and its workers), so it does not depend on how busy the other core i
 sandbox and the load generator still share CPU 1 with them, so on a 2-core machine the
 second worker competes with the load it serves.
 
-    make bench                     # all targets, 1/16/64 connections, 200-record pages,
-                                   # then the bulk exports (bench/bulk.py)
-    python -m bench.run --seconds 2 --connections 1 64 --only proxy
+    make bench                     # all targets, 1/16/64 connections, 200-record and
+                                   # 1-record pages, nginx on a non-record route, then
+                                   # the bulk exports (bench/bulk.py)
+    python -m bench.run --seconds 2 --connections 16 --only proxy \
+        --targets floor-proxy gateway-aiohttp       # a quick look at the main ratios
+
+Every ratio the issue sets a target for is printed beside it with whether it holds
+(``bench/targets.py``). ``nginx`` is nginx's ``proxy_pass`` to the sandbox (one worker
+process, pinned like the others); ``make bench`` installs it from Debian's packages when
+it is missing and it can, and without it that row says it was skipped.
     python -m bench.run --only bulk --bulk-rows 100000   # a quicker bulk run
 """
 
@@ -21,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,10 +41,19 @@ import aiohttp
 import httpx
 import orjson
 
+from bench import targets
 from gateway.serving import free_port
 
 AUTH = {"Authorization": "Zoho-oauthtoken bench-token"}
 PAGE = "/crm/v2/Leads?per_page=200"
+ONE = "/crm/v2/Leads?per_page=1"  # the fixed work per request: one record to redact
+ROUTE = "/crm/v2/org"  # a non-record route: passed through (its JSON checked) by the gateway
+ROUTE_CONNECTIONS = 16
+#: the targets measured on 1-record answers too, and those measured on the non-record route
+ONE_TARGETS = frozenset({"direct", "floor-proxy", "gateway-aiohttp", "gateway-interval"})
+ROUTE_TARGETS = frozenset({"passthrough", "gateway-aiohttp", "gateway-interval", "nginx"})
+#: the gateway's audit trail with fsync every 100 ms instead of on every entry
+INTERVAL_POLICY = "policies/default.toml"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -66,7 +83,7 @@ def process(
     args: list[str], url: str, cpus: set[int] | None, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [sys.executable, *args],
+        args if Path(args[0]).is_absolute() else [sys.executable, *args],
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -97,6 +114,7 @@ def process(
 class Result:
     target: str
     connections: int
+    page: str  # PAGE, ONE or ROUTE
     requests: int
     seconds: float
     cpu: float  # seconds of CPU used by the process under test
@@ -129,13 +147,64 @@ async def load(url: str, connections: int, seconds: float) -> int:
     return done
 
 
-def measure(name: str, base: str, pid: int, connections: int, seconds: float) -> Result:
-    asyncio.run(load(base + PAGE, connections, 0.5))  # warm up: metadata, pools
+def measure(
+    name: str, base: str, pid: int, connections: int, seconds: float, page: str = PAGE
+) -> Result:
+    asyncio.run(load(base + page, connections, 0.5))  # warm up: metadata, pools
     before = cpu_seconds(pid)
     start = time.perf_counter()
-    n = asyncio.run(load(base + PAGE, connections, seconds))
+    n = asyncio.run(load(base + page, connections, seconds))
     elapsed = time.perf_counter() - start
-    return Result(name, connections, n, elapsed, cpu_seconds(pid) - before)
+    return Result(name, connections, page, n, elapsed, cpu_seconds(pid) - before)
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+
+
+def nginx_command(binary: str, upstream_port: int, port: int, tmp: Path) -> list[str]:
+    """nginx's ``proxy_pass`` to the sandbox, one worker, kept-alive upstream connections,
+    no access log: the plainest fast reverse proxy."""
+    root = tmp / "nginx"
+    root.mkdir(exist_ok=True)
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream crm {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location = /_gateway/health {{ return 200 "ok"; }}
+        location / {{
+            proxy_pass http://crm;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+    )
+    return [binary, "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")]
+
+
+def interval_policy(tmp: Path) -> Path:
+    """The default policy with the audit trail fsynced every 100 ms, not per entry."""
+    text = Path(INTERVAL_POLICY).read_text()
+    path = tmp / "interval.toml"
+    path.write_text(text.replace('fsync = "always"', 'fsync = "interval:100"', 1))
+    return path
 
 
 def redaction_floor(sandbox: str, rounds: int = 200) -> tuple[float, float, int, tuple[str, ...]]:
@@ -196,9 +265,11 @@ def main() -> None:
             "passthrough",
             "floor-proxy",
             "gateway-aiohttp",
+            "gateway-interval",
             "gateway-httpx",
             "workers-1",
             "workers-2",
+            "nginx",
         ],
     )
     p.add_argument("--only", choices=["proxy", "bulk"], help="run one section only")
@@ -207,18 +278,19 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
     sections = [f"# make bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)"]
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
     if a.only != "bulk":
         sections.append(proxies(a))
+        # kept (and shown) at once: a failure in the bulk section loses none of it
+        print("\n" + sections[-1], flush=True)
+        (out / "latest.md").write_text("\n\n".join(sections))
     if a.only != "proxy":
         from bench import bulk
 
         sections.append(bulk.run(a.bulk_rows))
-    text = "\n\n".join(sections)
-    print()
-    print(text)
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.md").write_text(text)
+        print("\n" + sections[-1], flush=True)
+    (out / "latest.md").write_text("\n\n".join(sections))
 
 
 def proxies(a: argparse.Namespace) -> str:
@@ -226,6 +298,7 @@ def proxies(a: argparse.Namespace) -> str:
     sport = free_port()
     sandbox = f"http://127.0.0.1:{sport}"
     results: list[Result] = []
+    nginx_missing = False
     sandbox_cmd = ["-m", "gateway", "sandbox", "--port", str(sport)]
     with process(sandbox_cmd, sandbox, {1}) as sb:
         floor_ms, rewrite_ms, size, masked = redaction_floor(sandbox)
@@ -233,8 +306,18 @@ def proxies(a: argparse.Namespace) -> str:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             cpus = {0}
+            env = {"GATEWAY_SECRET": "bench"}
+            pages = [PAGE] if target != "nginx" else []
+            pages += [ONE] if target in ONE_TARGETS else []
             if target == "direct":
                 cmd = None
+            elif target == "nginx":
+                binary = nginx_binary()
+                if binary is None:
+                    print("nginx: skipped, not installable", flush=True)
+                    nginx_missing = True
+                    continue
+                cmd = nginx_command(binary, sport, port, tmp)
             elif target == "passthrough":
                 cmd = ["-m", "bench.passthrough", "--upstream", sandbox, "--port", str(port)]
             elif target == "floor-proxy":
@@ -256,25 +339,41 @@ def proxies(a: argparse.Namespace) -> str:
                 if target.startswith("workers-"):
                     cmd += ["--workers", target.split("-", 1)[1]]
                     cpus = {0, 1}
+                elif target == "gateway-interval":
+                    cmd += ["--policy", str(interval_policy(tmp))]
                 else:
                     cmd += ["--transport", target.split("-", 1)[1]]
             for c in a.connections:
+                todo = [*pages]
+                if target in ROUTE_TARGETS and c == ROUTE_CONNECTIONS:
+                    todo.append(ROUTE)
+                if not todo:
+                    continue
                 if cmd is None:
-                    results.append(measure(target, sandbox, sb.pid, c, a.seconds))
-                else:
-                    with process(cmd, url, cpus, {"GATEWAY_SECRET": "bench"}) as proc:
-                        results.append(measure(target, url, proc.pid, c, a.seconds))
-                r = results[-1]
-                print(
-                    f"{r.target:16} c={r.connections:<3} {r.rps:8.1f} req/s  "
-                    f"{r.cpu_ms:6.2f} ms CPU/req",
-                    flush=True,
-                )
-    return report(results, floor_ms, rewrite_ms, size)
+                    for page in todo:
+                        results.append(measure(target, sandbox, sb.pid, c, a.seconds, page))
+                        show(results[-1])
+                    continue
+                with process(cmd, url, cpus, env) as proc:
+                    for page in todo:
+                        results.append(measure(target, url, proc.pid, c, a.seconds, page))
+                        show(results[-1])
+    return report(results, floor_ms, rewrite_ms, size, nginx_missing)
 
 
-def report(results: list[Result], floor_ms: float, rewrite_ms: float, size: int) -> str:
-    by = {(r.target, r.connections): r for r in results}
+def show(r: Result) -> None:
+    print(
+        f"{r.target:16} c={r.connections:<3} {r.page:28} {r.rps:8.1f} req/s  "
+        f"{r.cpu_ms:6.3f} ms CPU/req",
+        flush=True,
+    )
+
+
+def report(
+    results: list[Result], floor_ms: float, rewrite_ms: float, size: int, nginx_missing: bool
+) -> str:
+    by = {(r.target, r.connections, r.page): r for r in results}
+    conns = sorted({r.connections for r in results})
     lines = [
         f"Redaction of one 200-record page ({size / 1024:.0f} KB), in process: "
         f"gateway rewrite {rewrite_ms:.2f} ms vs floor (orjson parse + null + dump) "
@@ -282,28 +381,77 @@ def report(results: list[Result], floor_ms: float, rewrite_ms: float, size: int)
         "",
         "`floor-proxy` is the pass-through proxy plus that floor on every answer (parse, null"
         " the same names, dump): the least any redacting proxy on this stack can cost. The"
-        " last column is each target's CPU per request against it.",
+        " last column is each target's CPU per request against it on the same page."
+        " `gateway-interval` is the gateway with the audit trail fsynced every 100 ms"
+        ' (`[audit] fsync = "interval:100"`) instead of before every answer (the default).',
         "",
-        "| target | conns | req/s | CPU ms/req (process under test) | req/s vs direct "
+        "| target | page | conns | req/s | CPU ms/req (process under test) | req/s vs direct "
         "| CPU vs floor-proxy |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        direct = by.get(("direct", r.connections))
+        direct = by.get(("direct", r.connections, r.page))
         ratio = f"{r.rps / direct.rps:.2f}" if direct else "-"
-        floor_proxy = by.get(("floor-proxy", r.connections))
+        floor_proxy = by.get(("floor-proxy", r.connections, r.page))
         cpu_ratio = f"{r.cpu_ms / floor_proxy.cpu_ms:.2f}x" if floor_proxy else "-"
         lines.append(
-            f"| {r.target} | {r.connections} | {r.rps:.0f} | {r.cpu_ms:.2f} | {ratio} "
-            f"| {cpu_ratio} |"
+            f"| {r.target} | `{r.page.removeprefix('/crm/v2/')}` | {r.connections} "
+            f"| {r.rps:.0f} | {r.cpu_ms:.3f} | {ratio} | {cpu_ratio} |"
         )
     scaling = [
-        f"{by[('workers-2', c)].rps / by[('workers-1', c)].rps:.2f}x at {c} connections"
-        for c in sorted({r.connections for r in results})
-        if ("workers-1", c) in by and ("workers-2", c) in by
+        f"{by[('workers-2', c, PAGE)].rps / by[('workers-1', c, PAGE)].rps:.2f}x at {c} connections"
+        for c in conns
+        if ("workers-1", c, PAGE) in by and ("workers-2", c, PAGE) in by
     ]
     if scaling:
         lines += ["", "`serve --workers 2` against `--workers 1`: " + ", ".join(scaling) + "."]
+    lines += ["", "Targets (issue 14), each from this run:", "", *targets.HEADER]
+    for name in ("gateway-aiohttp", "gateway-interval"):
+        if not any(r.target == name for r in results):
+            continue
+        label = "" if name == "gateway-aiohttp" else " (fsync interval)"
+        for c in conns:
+            gw, fp = by.get((name, c, PAGE)), by.get(("floor-proxy", c, PAGE))
+            value = gw.cpu_ms / fp.cpu_ms if gw and fp else None
+            lines.append(
+                targets.row(
+                    f"CPU per 200-record page vs floor-proxy, {c} conns{label}", value, 1.05
+                )
+            )
+        for c in conns:
+            gw = by.get((name, c, PAGE))
+            lines.append(
+                targets.row(
+                    f"CPU per 200-record page vs the in-process floor, {c} conns{label}",
+                    gw.cpu_ms / floor_ms if gw else None,
+                    1.5,
+                )
+            )
+        for c in conns:
+            gw, fp = by.get((name, c, ONE)), by.get(("floor-proxy", c, ONE))
+            lines.append(
+                targets.row(
+                    f"fixed work per request (1-record answers) above floor-proxy, {c} conns"
+                    + label,
+                    gw.cpu_ms - fp.cpu_ms if gw and fp else None,
+                    0.05,
+                    unit="ms",
+                )
+            )
+        gw, ngx = (
+            by.get((name, ROUTE_CONNECTIONS, ROUTE)),
+            by.get(("nginx", ROUTE_CONNECTIONS, ROUTE)),
+        )
+        lines.append(
+            targets.row(
+                f"req/s on `{ROUTE}` (passed through) vs nginx proxy_pass, "
+                f"{ROUTE_CONNECTIONS} conns{label}",
+                gw.rps / ngx.rps if gw and ngx else None,
+                0.35,
+                at_most=False,
+                skipped="skipped: nginx not installable" if nginx_missing else "",
+            )
+        )
     return "\n".join(lines) + "\n"
 
 

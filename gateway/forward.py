@@ -8,6 +8,7 @@ headers and body): what the guards checked is what the CRM receives.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -186,11 +187,36 @@ class Forwarder:
     ) -> Reply:
         """The upstream's JSON answer after ``rewrite``: a body that cannot be read is
         refused, never passed on. CRM errors in it are scrubbed of what ``req`` carried."""
-        hdrs = [(n, v) for n, v in resp.headers if n not in STALE_AFTER_REWRITE]
         if resp.status in (204, 304):
             await resp.aclose()
-            return Reply(resp.status, hdrs)
-        raw, body = await self._json(resp, typed=True)
+            return Reply(
+                resp.status, [(n, v) for n, v in resp.headers if n not in STALE_AFTER_REWRITE]
+            )
+        raw = await self._read(resp)
+        # Parse, rewrite and dump with the cyclic collector paused: JSON makes no cycles
+        # (every object goes when the answer is dumped), and a 200-record page's
+        # thousands of new containers would otherwise set off collections that walk
+        # them, young and alive, many times over (no await in here: the pause ends
+        # before any other request runs).
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            return self._rewritten(resp, raw, rewrite, decision, req)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _rewritten(
+        self,
+        resp: UpstreamResponse,
+        raw: bytes,
+        rewrite: Callable[[Any, Counts], None],
+        decision: Decision,
+        req: CanonicalRequest | None,
+    ) -> Reply:
+        hdrs = [(n, v) for n, v in resp.headers if n not in STALE_AFTER_REWRITE]
+        body = self._parse(resp, raw, typed=True)
         if body is None:
             if resp.status < 300:
                 return Reply(resp.status, hdrs)
@@ -217,13 +243,20 @@ class Forwarder:
         """The answer, read whole (bounded) and decoded, and its JSON (None when empty).
         ``typed``: an answer that does not say it is JSON is refused. What cannot be read
         is refused, never passed on."""
+        raw = await self._read(resp)
+        return raw, self._parse(resp, raw, typed=typed)
+
+    async def _read(self, resp: UpstreamResponse) -> bytes:
         limit = self.policy.max_response_body
-        raw = decode_body(await resp.read(limit), resp.header("content-encoding"), limit)
+        return decode_body(await resp.read(limit), resp.header("content-encoding"), limit)
+
+    @staticmethod
+    def _parse(resp: UpstreamResponse, raw: bytes, *, typed: bool) -> Any:
         if not raw.strip():
-            return raw, None
+            return None
         if typed and not has_json_type(resp.headers):
             raise UnreadableUpstream()
         try:
-            return raw, orjson.loads(raw)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UnreadableUpstream() from exc

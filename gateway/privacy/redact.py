@@ -167,15 +167,37 @@ def redact_record(
 ) -> None:
     """``top``: a record of the answer's ``data``, whose keys that are no field are
     withheld (a nested object's, such as a lookup's ``name``, are kept)."""
-    nulls, nested, deep, strange = plan.steps(record)
+    found = plan.steps(record)
+    nulls, nested, deep, strange = found
+    if top:
+        for key in strange:
+            record[key] = None
+    for key, _ in nulls:
+        record[key] = None
+    _count(found, 1, counts, top=top)
+    if nested or deep:
+        _redact_inside(record, plan, nested, deep, counts)
+
+
+def _count(found: Steps, times: int, counts: Counts, *, top: bool) -> None:
+    """What ``times`` records of one shape had withheld, counted at once."""
+    nulls, _, _, strange = found
     if top:
         for key in strange:
             label = key if safe_label(key) else "unknown"
-            record[key] = None
-            counts[label] = counts.get(label, 0) + 1
-    for key, api_name in nulls:
-        record[key] = None
-        counts[api_name] = counts.get(api_name, 0) + 1
+            counts[label] = counts.get(label, 0) + times
+    for _, api_name in nulls:
+        counts[api_name] = counts.get(api_name, 0) + times
+
+
+def _redact_inside(
+    record: dict[str, Any],
+    plan: MaskPlan,
+    nested: tuple[Step, ...],
+    deep: tuple[str, ...],
+    counts: Counts,
+) -> None:
+    """The objects under a record's lookups, subforms and keys that are no field."""
     for key, api_name, rows_plan in nested:
         if rows_plan is DEEP:
             _redact_nested(record[key], plan, counts)
@@ -187,7 +209,18 @@ def redact_record(
             _redact_nested(record[key], rows_plan, counts)  # a lookup's object
     for key in deep:
         value = record[key]
-        if value.__class__ is dict or value.__class__ is list:  # scalars: nothing inside
+        if value.__class__ is dict:
+            inner = plan.steps(value)
+            if inner[0] or inner[1]:
+                redact_record(value, plan, counts)
+            else:
+                # Nothing to null at this level (``$approval``, ``$review_process``): only
+                # objects further in can hold a value.
+                for name in inner[2]:
+                    item = value[name]
+                    if item.__class__ is dict or item.__class__ is list:
+                        _redact_nested(item, plan, counts)
+        elif value.__class__ is list:  # scalars: nothing inside
             _redact_nested(value, plan, counts)
 
 
@@ -231,18 +264,36 @@ def redact_rows(rows: Any, plan: MaskPlan, counts: Counts) -> None:
 def redact_records(
     records: Any, plan: MaskPlan, counts: Counts, *, include_private: bool = False
 ) -> None:
-    """Redact ``data[]`` in place. Anything that is not a list of objects cannot be checked."""
+    """Redact ``data[]`` in place. Anything that is not a list of objects cannot be checked.
+
+    The records of one answer share a few shapes: what each shape withholds is counted
+    once per shape, times its records, after the loop."""
     if not isinstance(records, list):
         raise UnreadableUpstream()
+    shapes: dict[int, list[Any]] = {}  # id(steps) -> [steps, records of that shape]
     for record in records:
         if not isinstance(record, dict):
             raise UnreadableUpstream()
-        redact_record(record, plan, counts, top=True)
+        found = plan.steps(record)
+        nulls, nested, deep, strange = found
+        for key in strange:
+            record[key] = None
+        for key, _ in nulls:
+            record[key] = None
+        seen = shapes.get(id(found))
+        if seen is None:
+            shapes[id(found)] = [found, 1]  # holds ``found``, so its id stays its own
+        else:
+            seen[1] += 1
+        if nested or deep:
+            _redact_inside(record, plan, nested, deep, counts)
         if include_private:
             present = {k.lower() for k in record}
             record["private_fields"] = [
                 entry for name, entry in plan.private_fields.items() if name.lower() in present
             ]
+    for found, times in shapes.values():
+        _count(found, times, counts, top=True)
 
 
 def redact_write_answer(body: Any, plan: MaskPlan | None, counts: Counts) -> None:
