@@ -21,7 +21,7 @@ from gateway.decision import REDACTED, Decision
 from gateway.errors import BodyTooLarge, UnreadableUpstream
 from gateway.policy import Policy
 from gateway.privacy.errors_body import request_values, scrub_answer
-from gateway.privacy.redact import Counts
+from gateway.privacy.redact import Counts, Tally
 from gateway.rules import Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import Headers, Upstream, UpstreamResponse, decode_body
@@ -221,13 +221,16 @@ class Forwarder:
             if resp.status < 300:
                 return Reply(resp.status, hdrs)
             raise UnreadableUpstream()  # an error without a body the gateway can show
-        counts: Counts = {}
+        counts = Tally()
         rewrite(body, counts)  # whatever the status: an error body is checked too
         if not withholds(self.policy.rule_mode(Rule.REDACT), decision, counts):
-            # Checked the same way, then the CRM's own answer goes on (decoded).
-            return Reply(
-                resp.status, [(n, v) for n, v in resp.headers if n != "content-encoding"], raw
-            )
+            if not _has_errors(body, resp.status):
+                # Checked the same way, then the CRM's own answer goes on (decoded).
+                hdrs = [(n, v) for n, v in resp.headers if n != "content-encoding"]
+                return Reply(resp.status, hdrs, raw)
+            # An error is scrubbed of what the request carried in every mode (no rule
+            # of the policy's): the CRM's own body, unredacted, scrubbed.
+            body, counts = orjson.loads(raw), Tally()
         decision.outcome = REDACTED if counts else decision.outcome
         if _has_errors(body, resp.status):
             echoed = echoed_values(req) if req is not None else frozenset()

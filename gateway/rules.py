@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from gateway.decision import Decision
 from gateway.errors import Reason, RestrictedField
+from gateway.privacy.redact import Tally
 
 
 class Mode(enum.StrEnum):
@@ -92,8 +93,10 @@ def refuses(
 
 def withholds(mode: Mode, decision: Decision, counts: dict[str, int]) -> bool:
     """Whether a redacted answer replaces the CRM's (enforce); in shadow what would have
-    been withheld is recorded and the CRM's answer goes on."""
-    if mode is Mode.ENFORCE:
+    been withheld is recorded and the CRM's answer goes on. An answer holding values no
+    metadata describes (``Tally.unchecked``) is withheld in every mode: the gateway could
+    not judge them, and shadow never turns "could not check" into "pass"."""
+    if mode is Mode.ENFORCE or (isinstance(counts, Tally) and counts.unchecked):
         decision.withheld(counts)
         return True
     if mode is Mode.SHADOW and counts:

@@ -90,7 +90,8 @@ async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision:
         blank = _blanker(module, catalogs, view.shown)
         mode = ctx.policy.rule_mode(Rule.REDACT)
         if mode is not Mode.ENFORCE:
-            body = await _unchanged(source, blank, mode, decision, release)
+            unresolved = _blanker(module, catalogs, view.shown, judge=False)
+            body = await _unchanged(source, blank, unresolved, mode, decision, release)
             handed = True
             dropped = ("content-encoding", "content-length")  # decoded; sent chunked
             hdrs = [(n, v) for n, v in resp.headers if n not in dropped]
@@ -113,6 +114,7 @@ async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision:
 async def _unchanged(
     source: Any,
     blank: Callable[[str], str | None],
+    unresolved: Callable[[str], str | None],
     mode: Mode,
     decision: Decision,
     release: Callable[[], None],
@@ -120,16 +122,26 @@ async def _unchanged(
     """Redaction not enforced: the CRM's own file goes on. It is rewritten first, to the
     end and into nothing: a file that cannot be checked is refused in every mode (fail
     closed; rules.py: off is still evaluated), and in shadow what enforce would withhold
-    is recorded."""
+    is recorded. A column no metadata describes (``unresolved``) cannot be judged, so such
+    a file is refused in every mode but enforce, which empties the column."""
     try:
         await asyncio.to_thread(bulk.every_byte_listed, source)
     except BaseException:
         source.close()
         raise
     copy = await asyncio.to_thread(bulk.copy_of, source)
-    export = bulk.Export(source, blank, lambda: None)
+    unchecked: list[str] = []
+
+    def judged(header: str) -> str | None:
+        if unresolved(header) is not None:
+            unchecked.append(header)
+        return blank(header)
+
+    export = bulk.Export(source, judged, lambda: None)
     try:
-        await export.start()
+        await export.start()  # reads every member's header row
+        if unchecked:
+            raise UnreadableUpstream()
         async for _ in export.chunks():
             pass
     except BaseException:
@@ -163,13 +175,15 @@ def _job_module(body: Any) -> tuple[str | None, list[str]]:
 
 
 def _blanker(
-    module: str, catalogs: dict[str, ModuleCatalog], shown: frozenset[str]
+    module: str, catalogs: dict[str, ModuleCatalog], shown: frozenset[str], *, judge: bool = True
 ) -> Callable[[str], str | None]:
     """A CSV column is emptied when a field on its path is exported blank by the CRM
     (``private.export``), restricted or not shown to this client, or when its header names
-    no field the gateway can check."""
+    no field the gateway can check. ``judge=False``: only the latter."""
 
     def masked(info: Any) -> bool:
+        if not judge:
+            return False
         return info.private is not None and (info.private.export or is_masked(info, shown))
 
     def blank(header: str) -> str | None:

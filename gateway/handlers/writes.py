@@ -27,7 +27,7 @@ from gateway.handlers import Context, uploads
 from gateway.jsonbody import UNREADABLE, loads_request, member, normal_id, record_id
 from gateway.privacy import writes
 from gateway.privacy.errors_body import scrub_answer
-from gateway.privacy.redact import Counts, MaskPlan, redact_write_answer
+from gateway.privacy.redact import Counts, MaskPlan, Tally, redact_write_answer
 from gateway.privacy.writes import Split
 from gateway.rules import Mode, Rule, withholds
 from gateway.state import FREE, Target
@@ -293,11 +293,13 @@ async def batch(
     answer = scrub_answer(
         await ctx.forward.read_json(resp), echoed_values(req), failed=resp.status >= 400
     )
-    counts: Counts = {}
+    counts = Tally()
     plan = await _answer_plan(ctx, req, view, decision)
     mode = ctx.policy.rule_mode(Rule.REDACT)
-    redact_write_answer(answer if mode is Mode.ENFORCE else copy.deepcopy(answer), plan, counts)
-    withholds(mode, decision, counts)
+    redacted = answer if mode is Mode.ENFORCE else copy.deepcopy(answer)
+    redact_write_answer(redacted, plan, counts)
+    if withholds(mode, decision, counts):
+        answer = redacted
     upstream_entries = answer.get("data") if isinstance(answer, dict) else None
     entries = writes.merge(total, split, upstream_entries, answer)
     return json_reply_of(writes.batch_status(split, resp.status), {"data": entries})

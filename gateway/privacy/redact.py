@@ -37,6 +37,20 @@ from gateway.privacy.catalog import (
 )
 
 Counts = dict[str, int]
+
+
+class Tally(dict[str, int]):
+    """``Counts`` that also keep ``unchecked``: how many of the values withheld no metadata
+    describes (a key that is no field, a lookup's members beyond its name and id, a subform
+    or COQL column without metadata). Those are not a rule's to pass on: the gateway could
+    not judge them, so a rule in shadow or off still withholds them (rules.py)."""
+
+    unchecked = 0
+
+
+def _unchecked(counts: Counts, n: int) -> None:
+    if n and isinstance(counts, Tally):
+        counts.unchecked += n
 _MEMO_LIMIT = 256
 
 
@@ -54,6 +68,8 @@ class MaskPlan:
     by_lower: dict[str, tuple[str, MaskPlan | None] | None]  # for keys of another case
     private_fields: dict[str, dict[str, Any]]  # exact api name -> include=private_fields entry
     known: frozenset[str] = frozenset()  # lower-case names of the module's fields
+    #: exact api names nulled because their metadata is missing (a subform's), not private
+    unjudged: frozenset[str] = frozenset()
     _shapes: dict[tuple[str, ...], Steps] = field(default_factory=dict)
 
     def steps(self, record: dict[str, Any]) -> Steps:
@@ -118,6 +134,7 @@ def build_plan(
     sub_by_lower = {k.lower(): v for k, v in subform_catalogs.items()}
     look_by_lower = {k.lower(): v for k, v in (lookup_catalogs or {}).items()}
     masked: list[str] = []
+    unjudged: list[str] = []
     subforms: dict[str, MaskPlan] = {}
     by_lower: dict[str, tuple[str, MaskPlan | None] | None] = {}
     private_fields: dict[str, dict[str, Any]] = {}
@@ -135,6 +152,7 @@ def build_plan(
             sub = sub_by_lower.get((info.target_module or "").lower())
             if sub is None:
                 masked.append(info.api_name)
+                unjudged.append(info.api_name)
                 by_lower[lower] = (info.api_name, None)
             else:
                 plan = build_plan(sub, shown, {})
@@ -151,6 +169,7 @@ def build_plan(
         by_lower,
         private_fields,
         known=frozenset(catalog.fields),
+        unjudged=frozenset(unjudged),
     )
 
 
@@ -167,27 +186,36 @@ def redact_record(
 ) -> None:
     """``top``: a record of the answer's ``data``, whose keys that are no field are
     withheld (a nested object's, such as a lookup's ``name``, are kept)."""
+    found = _withhold(record, plan, top)
+    _count(found, plan, 1, counts, top=top)
+    if found[1] or found[2]:
+        _redact_inside(record, plan, found[1], found[2], counts)
+
+
+def _withhold(record: dict[str, Any], plan: MaskPlan, top: bool) -> Steps:
+    """Null what ``record``'s own level withholds (uncounted); return its steps."""
     found = plan.steps(record)
-    nulls, nested, deep, strange = found
+    nulls, _, _, strange = found
     if top:
         for key in strange:
             record[key] = None
     for key, _ in nulls:
         record[key] = None
-    _count(found, 1, counts, top=top)
-    if nested or deep:
-        _redact_inside(record, plan, nested, deep, counts)
+    return found
 
 
-def _count(found: Steps, times: int, counts: Counts, *, top: bool) -> None:
+def _count(found: Steps, plan: MaskPlan, times: int, counts: Counts, *, top: bool) -> None:
     """What ``times`` records of one shape had withheld, counted at once."""
     nulls, _, _, strange = found
     if top:
         for key in strange:
             label = key if safe_label(key) else "unknown"
             counts[label] = counts.get(label, 0) + times
+        _unchecked(counts, times * len(strange))
     for _, api_name in nulls:
         counts[api_name] = counts.get(api_name, 0) + times
+        if api_name in plan.unjudged:
+            _unchecked(counts, times)
 
 
 def _redact_inside(
@@ -213,13 +241,10 @@ def _redact_inside(
             inner = plan.steps(value)
             if inner[0] or inner[1]:
                 redact_record(value, plan, counts)
-            else:
+            elif inner[2]:
                 # Nothing to null at this level (``$approval``, ``$review_process``): only
                 # objects further in can hold a value.
-                for name in inner[2]:
-                    item = value[name]
-                    if item.__class__ is dict or item.__class__ is list:
-                        _redact_nested(item, plan, counts)
+                _redact_inside(value, plan, (), inner[2], counts)
         elif value.__class__ is list:  # scalars: nothing inside
             _redact_nested(value, plan, counts)
 
@@ -234,8 +259,9 @@ def _name_and_id(value: Any, api_name: str, counts: Counts) -> None:
         for key, item in value.items():
             if key.lower() not in _LOOKUP_KEEPS or isinstance(item, dict | list):
                 value[key] = None
-                label = f"{api_name}.{key}"
+                label = f"{api_name}.{key}" if safe_label(key) else f"{api_name}.unknown"
                 counts[label] = counts.get(label, 0) + 1
+                _unchecked(counts, 1)
 
 
 def _redact_nested(value: Any, plan: MaskPlan, counts: Counts) -> None:
@@ -274,26 +300,21 @@ def redact_records(
     for record in records:
         if not isinstance(record, dict):
             raise UnreadableUpstream()
-        found = plan.steps(record)
-        nulls, nested, deep, strange = found
-        for key in strange:
-            record[key] = None
-        for key, _ in nulls:
-            record[key] = None
+        found = _withhold(record, plan, True)
         seen = shapes.get(id(found))
         if seen is None:
             shapes[id(found)] = [found, 1]  # holds ``found``, so its id stays its own
         else:
             seen[1] += 1
-        if nested or deep:
-            _redact_inside(record, plan, nested, deep, counts)
+        if found[1] or found[2]:
+            _redact_inside(record, plan, found[1], found[2], counts)
         if include_private:
             present = {k.lower() for k in record}
             record["private_fields"] = [
                 entry for name, entry in plan.private_fields.items() if name.lower() in present
             ]
     for found, times in shapes.values():
-        _count(found, times, counts, top=True)
+        _count(found, plan, times, counts, top=True)
 
 
 def redact_write_answer(body: Any, plan: MaskPlan | None, counts: Counts) -> None:
@@ -407,6 +428,7 @@ def redact_coql_rows(rows: Any, plan: CoqlPlan, counts: Counts) -> None:
                 action = plan.actions[key.lower()]
             except KeyError:
                 action = key if safe_label(key) else "unknown"
+                _unchecked(counts, 1)
             if isinstance(action, MaskPlan):
                 redact_rows(row[key], action, counts)
             elif action is not None:

@@ -1,0 +1,65 @@
+"""Attacks tried while reviewing the whole change: shadow and off may pass the CRM's answer
+on, but never a value the gateway could not judge (a key no metadata describes, a CSV
+column no field names), and never a CRM error that echoes what the request carried."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.adversarial.test_redteam_4 import BulkCrm, _export, _zip, bulk_crm  # noqa: F401
+from tests.conftest import Crm, MakeGateway
+
+MARK = "review2-mark-7d41@example.com"
+MODES = ["shadow", "off"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_key_no_metadata_describes_is_withheld_in_shadow_and_off(
+    crm: Crm, make_gateway: MakeGateway, mode: str
+) -> None:
+    gw = make_gateway({"rules": {"redact": mode}})
+    page = {
+        "data": [{"id": "1", "Last_Name": "Doe", "Mystery": MARK, "MYSTERY_2": {"x": MARK}}],
+        "info": {"per_page": 1, "count": 1, "page": 1, "more_records": False},
+    }
+    crm.fault(path_contains="/crm/v8/Leads", method="GET", status=200, json=page, times=1)
+    r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name"})
+    assert r.status_code == 200, r.text
+    assert MARK not in r.text
+    (record,) = r.json()["data"]
+    assert record["Last_Name"] == "Doe" and record["Mystery"] is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_crm_error_echoing_the_request_is_scrubbed_in_shadow_and_off(
+    crm: Crm, make_gateway: MakeGateway, mode: str
+) -> None:
+    gw = make_gateway({"rules": {"redact": mode}})
+    error = {
+        "code": "DUPLICATE_DATA",
+        "details": {"api_name": "Email", "value": MARK},
+        "message": f"duplicate data: {MARK}",
+        "status": "error",
+    }
+    crm.fault(path_contains="/crm/v8/Leads", method="POST", status=400, json=error, times=1)
+    lead = {"Last_Name": "Doe", "Company": "Acme", "Email": MARK}
+    r = gw.http.post("/crm/v8/Leads", json={"data": [lead]})
+    assert r.status_code == 400
+    assert MARK not in r.text and r.json()["code"] == "DUPLICATE_DATA"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_csv_column_no_field_names_is_refused_in_shadow_and_off(
+    bulk_crm: tuple[BulkCrm, str],  # noqa: F811
+    make_gateway: MakeGateway,
+    mode: str,
+) -> None:
+    fake, url = bulk_crm
+    fake.result = _zip(("111.csv", f"id,Last_Name,Hidden_Note\r\n1,Doe,{MARK}\r\n".encode()))
+    gw = make_gateway({"rules": {"redact": mode}}, upstream=url)
+    r = _export(gw)
+    assert r.status_code == 502 and MARK.encode() not in r.content
+    # the same export under enforce goes out with the column emptied
+    enforced = make_gateway(upstream=url)
+    r = _export(enforced)
+    assert r.status_code == 200 and MARK.encode() not in r.content
