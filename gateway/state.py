@@ -29,6 +29,8 @@ log = structlog.get_logger("gateway")
 
 #: causes of an unknown state the client is told (``details.cause``)
 DUPLICATE_FIELDS_UNKNOWN = "duplicate_fields_unknown"
+#: conditions one CRM search criteria may hold
+MAX_CRITERIA = 10
 DUPLICATE_SEARCH_REFUSED = "duplicate_search_refused"
 
 
@@ -184,9 +186,13 @@ class RecordStates:
                 return Target(rid, by_id.get(rid))
             if fields is None:
                 return Target(None, None, DUPLICATE_FIELDS_UNKNOWN)
-            pairs = writes.duplicate_values(record, fields)[:10]
+            pairs = writes.duplicate_values(record, fields)
             if not pairs:
                 return FREE
+            if len(pairs) > MAX_CRITERIA:
+                # One search takes at most ten conditions; a record matched only on the
+                # eleventh would look free. Cannot be checked: unknown, never "free".
+                return Target(None, None, DUPLICATE_FIELDS_UNKNOWN)
             async with sem:
                 return await self._duplicate(view, module, pairs)
 

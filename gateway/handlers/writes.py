@@ -48,7 +48,7 @@ async def write(ctx: Context, req: CanonicalRequest, view: View, decision: Decis
             return await _one_record(ctx, req, view, decision)
     module = req.module or ""
     body = json_object(req.body)
-    records = body.get("data")
+    records = member(body, "data")
     if not isinstance(records, list):
         raise InvalidData(details={"reason": "data must be a list of records"})
     if len(records) > MAX_RECORDS:
@@ -101,7 +101,7 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
         own = Target(rid, state)
     decision.add_record_id(own.id)
     body = _optional_json(req)
-    data = body.get("data") if isinstance(body, dict) else None
+    data = member(body, "data") if isinstance(body, dict) else None
     if body is not None and data is not None and not isinstance(data, list):
         raise InvalidData(details={"reason": "data must be a list"})
     items = data if isinstance(data, list) else []
@@ -355,7 +355,7 @@ async def _mass_update(
     ctx: Context, req: CanonicalRequest, view: View, decision: Decision
 ) -> Reply:
     body = json_object(req.body)
-    ids = body.get("ids")
+    ids = member(body, "ids")
     by_view = any(k.lower() in ("cvid", "territory") for k in body)
     if by_view or ids is None:
         # A custom view or territory picks records the gateway cannot see beforehand,
@@ -380,7 +380,7 @@ async def _mass_update(
     else:
         own = [Target(i, False) for i in str_ids]
     # The values a mass update writes apply to every record it names.
-    data = body.get("data")
+    data = member(body, "data")
     values = [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
     links = await _link_names(ctx, view, module, decision)
     applied = [p for d in values for p in writes.parent_ids(d, links)]
@@ -398,8 +398,8 @@ async def _bulk_write_job(
     whose rows find their records by anything but ``id``, or that runs a file the gateway
     did not see uploaded, names targets it cannot check: refused."""
     body = json_object(req.body)
-    operation = str(body.get("operation") or "").lower()
-    resources = body.get("resource")
+    operation = str(member(body, "operation") or "").lower()
+    resources = member(body, "resource")
     if operation == "insert":
         return await ctx.forward.passthrough(req, decision)
     if not isinstance(resources, list):
@@ -407,8 +407,8 @@ async def _bulk_write_job(
     ids: list[str] = []
     others: list[str] = []
     for res in resources:
-        find_by = res.get("find_by") if isinstance(res, dict) else None
-        file_id = res.get("file_id") if isinstance(res, dict) else None
+        find_by = member(res, "find_by") if isinstance(res, dict) else None
+        file_id = member(res, "file_id") if isinstance(res, dict) else None
         named = ctx.uploads.get(str(file_id)) if isinstance(file_id, str | int) else None
         if find_by not in (None, "id") or named is None:
             decision.refuse(Reason.UNKNOWN_TARGETS)

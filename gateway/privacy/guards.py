@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway.errors import InvalidQuery, RestrictedField
+from gateway.jsonbody import member
 from gateway.privacy.catalog import NO_CATALOG, NOT_LOOKUP, ModuleCatalog, walk_path
 
 # Field types a word= search looks into.
@@ -92,7 +93,7 @@ def bulk_criteria_fields(criteria: Any) -> list[tuple[str, ...]]:
             continue
         if not isinstance(node, Mapping):
             raise InvalidQuery(details={"reason": "criteria must be an object"})
-        group = node.get("group")
+        group = member(node, "group")
         if group is not None:
             if not isinstance(group, list):
                 raise InvalidQuery(details={"reason": "criteria group must be a list"})
@@ -100,9 +101,9 @@ def bulk_criteria_fields(criteria: Any) -> list[tuple[str, ...]]:
             continue
         # v2 names the field in ``api_name``, v2.1+ in ``field.api_name``. A criterion
         # carrying both is checked on both: which one the CRM reads is not documented.
-        field = node.get("field")
-        inner = field.get("api_name") if isinstance(field, Mapping) else None
-        given = [n for n in (node.get("api_name"), inner) if n is not None]
+        field = member(node, "field")
+        inner = member(field, "api_name") if isinstance(field, Mapping) else None
+        given = [n for n in (member(node, "api_name"), inner) if n is not None]
         if not given or not all(isinstance(n, str) and n for n in given):
             raise InvalidQuery(details={"reason": "a criterion names no field"})
         out.extend(tuple(n.split(".")) for n in given)

@@ -63,3 +63,39 @@ def test_a_csv_column_no_field_names_is_refused_in_shadow_and_off(
     enforced = make_gateway(upstream=url)
     r = _export(enforced)
     assert r.status_code == 200 and MARK.encode() not in r.content
+
+
+def test_json_member_names_in_another_case_are_read_as_the_crm_reads_them(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    """The CRM compares member names in any letter case (jsonbody.member): a criterion's
+    ``Field`` and a bulk job's ``Find_By`` are what it reads, so the gateway reads them."""
+    import io
+    import zipfile
+
+    import orjson
+
+    gw = make_gateway()
+    crm.clear()
+    criteria = {"api_name": "Last_Name", "Field": {"api_name": "Email"}, "comparator": "equal"}
+    query = {"module": {"api_name": "Leads"}, "fields": ["Last_Name"], "criteria": criteria}
+    r = gw.http.post("/crm/bulk/v8/read", content=orjson.dumps({"query": query}))
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_QUERY", r.text
+    assert not crm.received("/crm/bulk/v8/read")
+
+    lead = next(x for x in crm.records("Leads") if x["$stop_processing"] is False)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("Leads.csv", f"id,Email,City\n{lead['id']},a@b.c,Town\n")
+    up = gw.http.post(
+        "/crm/v8/upload",
+        files={"file": ("Leads.zip", buf.getvalue(), "application/zip")},
+        headers={"feature": "bulk-write"},
+    )
+    assert up.status_code == 200, up.text
+    file_id = up.json()["details"]["file_id"]
+    resource = {"type": "data", "module": {"api_name": "Leads"}, "file_id": file_id}
+    job = {"operation": "update", "resource": [{**resource, "Find_By": "Email"}]}
+    r = gw.http.post("/crm/bulk/v8/write", content=orjson.dumps(job))
+    assert r.status_code == 400 and r.json()["details"] == {"reason": "unknown_targets"}
+    assert not crm.received("/crm/bulk/v8/write")
