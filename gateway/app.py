@@ -64,7 +64,7 @@ from gateway.readiness import Readiness
 from gateway.serving import check_head, default_hosts
 from gateway.settings import Settings
 from gateway.types import Produced, Reply
-from gateway.upstream import BreakerUpstream, GzipStreamDecoder, Upstream, make_upstream
+from gateway.upstream import BreakerUpstream, Upstream, make_upstream
 
 log = structlog.get_logger("gateway")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -389,7 +389,6 @@ class Gateway:
             await self.audit.record(decision.as_dict())
         except AuditUnavailable as exc:
             # Nothing goes out unrecorded (the write, if any, already reached the CRM).
-            await _discard(reply)
             return _error_reply(exc, decision)
         return reply
 
@@ -507,34 +506,15 @@ async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:
         raise BodyTimeout() from None
 
 
-async def _discard(reply: Reply) -> None:
-    if reply.stream is not None:
-        await reply.stream.aclose()
-
-
 def _raw(reply: Reply) -> list[tuple[bytes, bytes]]:
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in reply.headers]
 
 
 async def _send_reply(reply: Reply, send: Send) -> None:
     raw_headers = _raw(reply)
-    if reply.stream is None:
-        raw_headers.append((b"content-length", str(len(reply.body)).encode()))
-        await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": reply.body})
-        return
+    raw_headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
-    decoder = GzipStreamDecoder() if reply.gunzip else None
-    try:
-        async for chunk in reply.stream.chunks:
-            data = decoder.feed(chunk) if decoder else chunk
-            if data:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-        if decoder:
-            await send({"type": "http.response.body", "body": decoder.flush(), "more_body": True})
-    finally:
-        await reply.stream.aclose()
-    await send({"type": "http.response.body", "body": b""})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
 def create_app(settings: Settings, **kwargs: Any) -> Gateway:

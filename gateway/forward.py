@@ -7,7 +7,6 @@ headers and body): what the guards checked is what the CRM receives.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -176,7 +175,8 @@ class Forwarder:
         elif resp.content_length is not None:
             out.append(("content-length", resp.content_length))
         chunks = _checked(resp.chunks, gzip, decode_for_client, self.policy.max_response_body)
-        return Reply(resp.status, out, stream=dataclasses.replace(resp, chunks=chunks))
+        return Reply(resp.status, out, produced=_Checked(resp, chunks))
+
 
     async def json_reply(
         self,
@@ -263,3 +263,18 @@ class Forwarder:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UnreadableUpstream() from exc
+
+
+class _Checked:
+    """An upstream body passed on as it is checked (``Produced``): its audit entry is
+    written when it ends, so a body cut off half-way is audited as the error it was."""
+
+    def __init__(self, resp: UpstreamResponse, chunks: AsyncIterator[bytes]) -> None:
+        self._resp = resp
+        self._chunks = chunks
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        await self._resp.aclose()

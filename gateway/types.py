@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.upstream import Headers, UpstreamResponse
+from gateway.upstream import Headers
 
 
 class Produced(Protocol):
@@ -20,12 +20,10 @@ class Produced(Protocol):
 
 @dataclass(slots=True)
 class Reply:
-    """What goes back to the client: a finished body, an upstream stream, or a body made
-    while it is sent (audited once it is made: app.py)."""
+    """What goes back to the client: a finished body, or one made while it is sent (an
+    upstream body checked on the way, a bulk export: audited once it is made, app.py)."""
 
     status: int
     headers: Headers = field(default_factory=list)
     body: bytes = b""
-    stream: UpstreamResponse | None = None
-    gunzip: bool = False  # decode a gzip stream for a client that did not ask for gzip
     produced: Produced | None = None

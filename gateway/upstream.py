@@ -430,17 +430,10 @@ def decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
 
 
 class GzipStreamDecoder:
-    """Streaming gzip decoding for pass-through bodies sent to a client that did not ask
-    for gzip (the gateway always asks the CRM for gzip)."""
+    """Streaming gzip decoding of a body the gateway spools to read (a bulk result)."""
 
     def __init__(self) -> None:
         self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-    def feed(self, chunk: bytes) -> bytes:
-        try:
-            return self._d.decompress(chunk)
-        except zlib.error as exc:
-            raise UnreadableUpstream() from exc
 
     def pieces(self, chunk: bytes, most: int = 1 << 20) -> Iterator[bytes]:
         """``chunk`` decoded, in pieces of at most ``most`` bytes: one compressed chunk of a

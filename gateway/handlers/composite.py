@@ -129,7 +129,7 @@ def _json_of(reply: Reply) -> Any:
     """The sub-request's answer as JSON. Every kind a composite runs answers with a body
     the corridor has already read and checked (bytes are streamed only for the kinds
     refused above)."""
-    if reply.stream is not None or reply.produced is not None:
+    if reply.produced is not None:
         raise UnreadableUpstream()  # pragma: no cover
     return orjson.loads(reply.body) if reply.body.strip() else None
 

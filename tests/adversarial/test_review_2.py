@@ -99,3 +99,33 @@ def test_json_member_names_in_another_case_are_read_as_the_crm_reads_them(
     r = gw.http.post("/crm/bulk/v8/write", content=orjson.dumps(job))
     assert r.status_code == 400 and r.json()["details"] == {"reason": "unknown_targets"}
     assert not crm.received("/crm/bulk/v8/write")
+
+
+def test_a_streamed_body_cut_off_half_way_is_audited_as_the_error_it_was(
+    make_gateway: MakeGateway,
+) -> None:
+    """A photo passed on as it is checked: when the CRM stalls half-way the client's
+    connection is cut, and the one audit entry says so (not "forwarded")."""
+    import socket
+
+    from tests.conftest import AUTH
+    from tests.edge.conftest import wait_for
+    from tests.test_forward import WireCrm
+
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+    with WireCrm([head, b"\x89PNG" + b"\x00" * 20000, 5.0]) as upstream:
+        gw = make_gateway({"limits": {"read_timeout_seconds": 0.5}}, upstream=upstream.url)
+        host, port = gw.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=4) as s:
+            s.sendall(
+                b"GET /crm/v8/Leads/1/photo HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                + AUTH["Authorization"].encode()
+                + b"\r\nConnection: close\r\n\r\n"
+            )
+            try:
+                while s.recv(65536):
+                    pass
+            except (ConnectionResetError, TimeoutError):
+                pass
+    (entry,) = wait_for(gw.requests)
+    assert entry["outcome"] == "error" and "upstream_timeout" in entry["reasons"], entry
