@@ -14,8 +14,8 @@ declared or grown over ``max_request_body_bytes`` (413), one not complete within
 ``body_read_timeout_seconds`` (408), and one cut short by the client (never forwarded).
 
 A request's one audit entry is written before its reply leaves, except for a body made
-while it is sent (a bulk export, ``Reply.produced``): its entry is written when it ends,
-before its last chunk (``_send_produced``).
+while it is sent (``Reply.produced``: an upstream body checked on the way, a bulk export):
+its entry is written when it ends, before its last chunk (``_send_produced``).
 """
 
 from __future__ import annotations
