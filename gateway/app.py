@@ -285,20 +285,24 @@ class Gateway:
             code="GATEWAY_SHUTTING_DOWN",
             reason=Reason.CANCELLED,
         )
+        # A produced body (an export) whose head went out keeps that status: the client
+        # holds a cut-off body, not a 503. Otherwise the 503 is its answer.
+        begun = decision.status
         reply = _error_reply(exc, decision)
         decision.outcome = CANCELLED
-        decision.status = reply.status
+        decision.status = begun or reply.status
         decision.duration_ms = (time.perf_counter() - started) * 1000
         decision.recorded = True
         try:
             await self.audit.record(decision.as_dict())
         except AuditUnavailable:
             log.error("audit_unavailable", request_id=decision.request_id)
-        _stamp(reply, decision)
-        reply.headers.append(("connection", "close"))
-        with contextlib.suppress(Exception):  # the answer may have started, or the client gone
-            await _send_reply(reply, send)
-        self._observe(decision, reply.status, time.perf_counter() - started)
+        if not begun:
+            _stamp(reply, decision)
+            reply.headers.append(("connection", "close"))
+            with contextlib.suppress(Exception):  # the client may be gone
+                await _send_reply(reply, send)
+        self._observe(decision, decision.status, time.perf_counter() - started)
 
     async def _through(
         self, pipeline: Pipeline, scope: Scope, receive: Receive, decision: Decision

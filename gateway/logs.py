@@ -48,6 +48,15 @@ def safe_exception(_logger: Any, _name: str, event: EventDict) -> EventDict:
     return event
 
 
+def foreign_template(_logger: Any, _name: str, event: EventDict) -> EventDict:
+    """A stdlib record (uvicorn's, asyncio's) keeps its message's template and first line:
+    never the values formatted into it (``%r`` of a request, a task's exception repr)."""
+    record = event.get("_record")
+    if record is not None:
+        event["event"] = str(record.msg).split("\n", 1)[0]
+    return event
+
+
 def _render(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
     return orjson.dumps(event, default=str).decode()
 
@@ -70,7 +79,7 @@ def configure_logging(stream: TextIO | None = None, level: str = "info") -> None
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, foreign_template, *shared],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _render],
         )
     )

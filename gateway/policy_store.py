@@ -21,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from gateway.errors import Reason
+from gateway.errors import AuditUnavailable, Reason
 from gateway.policy import Policy, PolicyError, parse_policy
 
 log = structlog.get_logger("gateway.policy")
@@ -142,6 +142,13 @@ class PolicyStore:
         return False
 
     async def _audit(self, reason: Reason, outcome: str | None) -> None:
+        try:
+            await self._record_change(reason, outcome)
+        except AuditUnavailable:
+            # The change stands (or was refused) either way; the watch goes on.
+            log.error("audit_unavailable", route="/_gateway/policy", reason=reason.value)
+
+    async def _record_change(self, reason: Reason, outcome: str | None) -> None:
         await self.record(
             {
                 "request_id": uuid.uuid4().hex,

@@ -129,3 +129,33 @@ def test_a_streamed_body_cut_off_half_way_is_audited_as_the_error_it_was(
                 pass
     (entry,) = wait_for(gw.requests)
     assert entry["outcome"] == "error" and "upstream_timeout" in entry["reasons"], entry
+
+
+def test_a_foreign_log_record_keeps_its_template_and_first_line_only() -> None:
+    """asyncio's "Task exception was never retrieved" carries the exception's repr on its
+    next line; uvicorn formats request values into its messages. Neither reaches stderr."""
+    import io
+    import logging
+
+    import structlog
+
+    from gateway.logs import configure_logging
+
+    root = logging.getLogger()
+    kept = (list(root.handlers), root.level)
+    out = io.StringIO()
+    try:
+        configure_logging(out)
+        never = f"Task exception was never retrieved\nKeyError({MARK!r})"
+        logging.getLogger("asyncio").error(never)
+        logging.getLogger("uvicorn.error").warning("Invalid request from %r", MARK)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in kept[0]:
+            root.addHandler(handler)
+        root.setLevel(kept[1])
+        structlog.reset_defaults()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and MARK not in out.getvalue()
+    assert "Task exception was never retrieved" in lines[0]
