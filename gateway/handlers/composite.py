@@ -14,6 +14,7 @@ call, an upload or a bulk-read result (not JSON).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -110,11 +111,14 @@ def _sub_request(parent: CanonicalRequest, sub: Any) -> CanonicalRequest:
     payload = sub.get("body")
     raw_body = orjson.dumps(payload) if payload is not None else b""
     try:
-        return canonicalize(
+        req = canonicalize(
             method.upper(), quote(path, safe="/%").encode(), query.encode(), raw_headers, raw_body
         )
     except UnicodeEncodeError:
         raise InvalidData(details={"reason": "a sub-request header is not latin-1"}) from None
+    # The caller's X-Gateway-Key (never among the forwarded headers) names its client for
+    # every sub-request, unless one names another key itself.
+    return req if req.gateway_key else dataclasses.replace(req, gateway_key=parent.gateway_key)
 
 
 def _param(value: Any) -> str:

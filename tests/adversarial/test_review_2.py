@@ -159,3 +159,24 @@ def test_a_foreign_log_record_keeps_its_template_and_first_line_only() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and MARK not in out.getvalue()
     assert "Task exception was never retrieved" in lines[0]
+
+
+def test_composite_sub_requests_are_served_under_the_callers_gateway_key(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    """The caller's key names its client for each sub-request, as for a plain read: what
+    its rule shows a plain read, it shows a sub-request (and nothing more)."""
+    from tests.adversarial.test_redteam_4 import EXC_KEY, _partner
+
+    gw = make_gateway({"clients": [_partner(None)]})
+    key = {"X-Gateway-Key": EXC_KEY}
+    params = {"fields": "Phone", "per_page": 50}
+    plain = gw.http.get("/crm/v8/Leads", params=params, headers=key).json()["data"]
+    shown = [r["Phone"] for r in plain if r["Phone"]]
+    assert shown  # the rule shows Phone to this client
+    sub = {"method": "GET", "uri": "/crm/v8/Leads", "params": params}
+    r = gw.http.post(
+        "/crm/v8/__composite_requests", json={"__composite_requests": [sub]}, headers=key
+    )
+    body = r.json()["__composite_requests"][0]["details"]["response"]["body"]
+    assert [x["Phone"] for x in body["data"] if x["Phone"]] == shown
