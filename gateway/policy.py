@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.scrub import CLIENT_RULE, POLICY_VERSION
 from gateway.crm.routes import Route, policy_route
 from gateway.errors import Reason
 from gateway.rules import FAIL_CLOSED, Mode, Rule
@@ -313,6 +314,8 @@ def _client(index: int, raw: Any) -> ClientRule:
     digest = raw.get("key_sha256")
     if not isinstance(name, str) or not name:
         raise PolicyError(f"{where}.name", "required text")
+    if not CLIENT_RULE.fullmatch(name):
+        raise PolicyError(f"{where}.name", "letters, digits, '_', '.' or '-' (up to 64)")
     if (
         not isinstance(digest, str)
         or len(digest) != 64
@@ -432,6 +435,10 @@ def _check_values(values: dict[str, Any], _clients: list[ClientRule]) -> None:
             fsync.startswith("interval:") and fsync[9:].isdigit() and int(fsync[9:]) > 0
         ):
             raise PolicyError("audit.fsync", "expected 'always', 'never' or 'interval:<ms>'")
+    with _collected(problems):
+        version = str(values.get("version", "default"))
+        if len(version) > 100 or not POLICY_VERSION.fullmatch(version):
+            raise PolicyError("version", "letters, digits and _ . : # + - (up to 100)")
     with _collected(problems):
         values["mode"] = _mode("mode", values.get("mode", "enforce"), ("enforce", "shadow"))
     with _collected(problems):

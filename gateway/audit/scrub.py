@@ -45,7 +45,11 @@ _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _METHOD = re.compile(r"[A-Z]{1,16}")
 _API_VERSION = re.compile(r"v?\d{1,3}(\.\d{1,3})?")
 _MODULE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_POLICY_VERSION = re.compile(r"[A-Za-z0-9_.:#+\-]+")
+#: a policy's ``version`` and a client rule's ``name``: the policy refuses any other
+#: (policy.py), so what the author wrote is what the entry keeps
+POLICY_VERSION = re.compile(r"[A-Za-z0-9_.:#+\-]+")
+CLIENT_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+_POLICY_VERSION = POLICY_VERSION
 _INSTANCE = re.compile(r"[A-Za-z0-9._:/\-]{1,100}")
 _VERSION = re.compile(r"[0-9A-Za-z.+\-]{1,40}")
 _DIGEST = re.compile(r"[0-9a-f]{7,64}")
@@ -166,7 +170,7 @@ _SCALARS: dict[str, Check] = {
     "policy_version": _policy_version,
     "policy_hash": _name(_DIGEST),
     "metadata_age_s": _amount,
-    "client_rule": _name(_MODULE),
+    "client_rule": _name(CLIENT_RULE),
     "client_request_id": _name(_CLIENT_REQUEST_ID),
     "instance": _name(_INSTANCE),
     "gateway_version": _name(_VERSION),

@@ -180,3 +180,16 @@ def test_composite_sub_requests_are_served_under_the_callers_gateway_key(
     )
     body = r.json()["__composite_requests"][0]["details"]["response"]["body"]
     assert [x["Phone"] for x in body["data"] if x["Phone"]] == shown
+
+
+def test_a_policy_name_the_audit_trail_would_scrub_is_refused_when_the_policy_loads() -> None:
+    """The audit trail keeps only names from its vocabulary; a policy whose version or
+    client name it would scrub is refused at load, not silently lost from every entry."""
+    from gateway.policy import PolicyError, policy_from_mapping
+
+    client = {"name": "billing sync", "key_sha256": "0" * 64, "show": []}
+    for mapping in ({"version": "2026 Q1 rules"}, {"clients": [client]}):
+        with pytest.raises(PolicyError):
+            policy_from_mapping(mapping)
+    ok = {"version": "2026-q1", "clients": [{**client, "name": "billing-sync"}]}
+    assert policy_from_mapping(ok).version == "2026-q1"
