@@ -239,7 +239,11 @@ def _audit(args: argparse.Namespace) -> int:
         secret, keys = _audit_keys(args)
     except KeyFileError as exc:
         return _fail(str(exc))
-    checkpoints = args.checkpoints or os.environ.get("GATEWAY_CHECKPOINT_FILE") or None
+    # The serving variable names one log's file: a collection finds each log's beside it.
+    one_log = len(args.file) == 1 and not Path(args.file[0]).is_dir()
+    checkpoints = (
+        args.checkpoints or (os.environ.get("GATEWAY_CHECKPOINT_FILE") if one_log else None) or None
+    )
     if args.audit_command == "verify":
         from gateway.audit import run_verify
 

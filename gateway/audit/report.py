@@ -7,6 +7,7 @@ Everything taken from the log is HTML-escaped. Key numbers carry stable ids
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -17,7 +18,13 @@ from pathlib import Path
 from gateway.audit.canonical import utc_timestamp
 from gateway.audit.charts import bars, stacked_bars
 from gateway.audit.stats import AuditStats, Tally, collect, read_entries
-from gateway.audit.verify import VerifyResult, audit_logs, checkpoints_of, verify_log
+from gateway.audit.verify import (
+    VerifyResult,
+    audit_logs,
+    checkpoints_of,
+    unverifiable,
+    verify_log,
+)
 from gateway.keys import KeyRing
 
 OUTCOME_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#79706e")  # forwarded redacted refused error
@@ -219,9 +226,14 @@ def run_report(
         if not logs:
             raise FileNotFoundError(2, "no *.jsonl audit log", ", ".join(named))
         results = []
+        collected = len(named) > 1 or logs != [Path(named[0])]
         for log in logs:
             cps = checkpoints_of(log, checkpoints)
-            results.append((log, verify_log(log, cps, secret, keys=keys)))
+            result = verify_log(log, cps, secret, keys=keys)
+            refused = unverifiable(log, cps, keys=keys, collected=collected)
+            if refused is not None:  # as ``audit verify`` says: never "intact"
+                result = dataclasses.replace(result, ok=False, reason=refused, summary=refused)
+            results.append((log, result))
         result = results[0][1] if len(results) == 1 else _merged(results)
         stats = collect(chain.from_iterable(read_entries(log) for log in logs))
         page = render_report(stats, result, ", ".join(map(str, named)))

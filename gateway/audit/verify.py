@@ -399,6 +399,21 @@ def checkpoints_of(log: str | Path, given: str | Path | None) -> str | Path | No
     return given if given is not None or not default.exists() else default
 
 
+def unverifiable(
+    path: str | Path, checkpoints: str | Path | None, *, keys: KeyRing | None, collected: bool
+) -> str | None:
+    """Why ``path`` cannot be verified without a checkpoints file (``check_log``), or None."""
+    if checkpoints is not None or not (keys or collected) or _is_stream_file(Path(path)):
+        return None
+    why = (
+        " to check the keys against"
+        if keys
+        else ": without them a rewritten log cannot be told from an intact one"
+    )
+    default = default_checkpoint_path(Path(path))
+    return f"audit log unverifiable: no checkpoints file at {default}{why}"
+
+
 def check_log(
     path: str | Path,
     checkpoints: str | Path | None,
@@ -416,18 +431,10 @@ def check_log(
     itself is unkeyed, so without its signed checkpoints a rewritten log could not be told
     from an intact one, and a collection is expected to hold both.
     """
-    default = default_checkpoint_path(Path(path))
     checkpoints = checkpoints_of(path, checkpoints)
-    if checkpoints is None and (keys or collected) and not _is_stream_file(Path(path)):
-        why = (
-            " to check the keys against"
-            if keys
-            else ": without them a rewritten log cannot be told from an intact one"
-        )
-        return (
-            2,
-            f"audit log unverifiable: no checkpoints file at {default}{why}",
-        )
+    refused = unverifiable(path, checkpoints, keys=keys, collected=collected)
+    if refused is not None:
+        return 2, refused
     try:
         result = verify_log(path, checkpoints, secret, keys=keys)
     except OSError as exc:

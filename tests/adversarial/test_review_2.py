@@ -193,3 +193,24 @@ def test_a_policy_name_the_audit_trail_would_scrub_is_refused_when_the_policy_lo
             policy_from_mapping(mapping)
     ok = {"version": "2026-q1", "clients": [{**client, "name": "billing-sync"}]}
     assert policy_from_mapping(ok).version == "2026-q1"
+
+
+def test_a_report_over_a_collection_never_calls_a_log_without_checkpoints_intact(
+    crm: Crm, make_gateway: MakeGateway, tmp_path: object
+) -> None:
+    """``audit report DIR`` says what ``audit verify DIR`` says of a log whose checkpoints
+    file is missing: unverifiable, not intact."""
+    import shutil
+    from pathlib import Path
+
+    from gateway.audit.report import run_report
+
+    gw = make_gateway()
+    assert gw.http.get("/crm/v8/settings/modules").status_code == 200
+    folder = Path(str(tmp_path)) / "collected"
+    folder.mkdir()
+    for log in gw.audit_files():
+        shutil.copy(log, folder / log.name)  # the log alone, its checkpoints left behind
+    html = folder / "r.html"
+    assert run_report([str(folder)], str(html), None, b"test-secret") == 1
+    assert "unverifiable" in html.read_text()
