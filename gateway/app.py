@@ -311,7 +311,7 @@ class Gateway:
         policy = pipeline.policy
         read_through = False
         try:
-            if not self.audit.healthy and self.audit.blocks:
+            if not self.audit.accepting and self.audit.blocks:
                 # Refuse before anything reaches the CRM: it could not be recorded. (The
                 # trail's own on_full: a reload does not change how it was built.)
                 raise AuditUnavailable()

@@ -48,7 +48,13 @@ class Readiness:
                 if stats.failing
                 else OK
             ),
-            "audit": OK if gw.audit.healthy else "audit sink is not keeping up",
+            "audit": (
+                OK
+                if gw.audit.healthy
+                else "checkpoints cannot be written"
+                if gw.audit.accepting
+                else "audit sink is not keeping up"
+            ),
             "draining": "shutting down" if self.draining else OK,
         }
 

@@ -196,12 +196,15 @@ class AuditTrail:
         return not self._drop
 
     @property
+    def accepting(self) -> bool:
+        """Whether an entry recorded now is written: open, with room in the queue."""
+        return self._state == "open" and len(self._queue) < self._queue_size
+
+    @property
     def healthy(self) -> bool:
-        return (
-            self._state == "open"
-            and not self._checkpoint_failed
-            and len(self._queue) < self._queue_size
-        )
+        """``accepting``, and checkpoints being written (for readiness: a late proof of the
+        entries is no reason to refuse requests)."""
+        return self.accepting and not self._checkpoint_failed
 
     @property
     def head(self) -> str:
