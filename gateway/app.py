@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -38,6 +37,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway.audit import AuditTrail
 from gateway.audit.config import trail_from_settings
+from gateway.audit.scrub import CLIENT_REQUEST_ID
 from gateway.crm.request import METHODS, canonicalize
 from gateway.decision import CANCELLED, ERROR, REFUSED, Decision
 from gateway.errors import (
@@ -67,7 +67,6 @@ from gateway.types import Produced, Reply
 from gateway.upstream import BreakerUpstream, Upstream, make_upstream
 
 log = structlog.get_logger("gateway")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
 class Gateway:
@@ -244,7 +243,7 @@ class Gateway:
             policy_version=policy.version,
             policy_hash=policy.digest or None,
         )
-        if _REQUEST_ID.fullmatch(client_rid):
+        if CLIENT_REQUEST_ID.fullmatch(client_rid):
             decision.client_request_id = client_rid
         try:
             check_head(

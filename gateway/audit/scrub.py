@@ -41,7 +41,8 @@ REASONS = frozenset(r.value for r in Reason) | _TRAIL_REASONS
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_.$]+")
 _CLIENT = re.compile(r"[0-9a-f]{32}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]+")
-_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+#: a client's X-Request-Id the gateway keeps (app.py) and the trail accepts
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _METHOD = re.compile(r"[A-Z]{1,16}")
 _API_VERSION = re.compile(r"v?\d{1,3}(\.\d{1,3})?")
 _MODULE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -171,7 +172,7 @@ _SCALARS: dict[str, Check] = {
     "policy_hash": _name(_DIGEST),
     "metadata_age_s": _amount,
     "client_rule": _name(CLIENT_RULE),
-    "client_request_id": _name(_CLIENT_REQUEST_ID),
+    "client_request_id": _name(CLIENT_REQUEST_ID),
     "instance": _name(_INSTANCE),
     "gateway_version": _name(_VERSION),
     "schema": _int_in(1, 1000),

@@ -68,10 +68,6 @@ class ModuleCatalog:
     def restricted(self) -> list[FieldInfo]:
         return [f for f in self.fields.values() if f.private is not None and f.private.restricted]
 
-    def is_restricted(self, name: str) -> bool:
-        info = self.get(name)
-        return info is not None and info.private is not None and info.private.restricted
-
 
 def with_overrides(catalog: ModuleCatalog, extra: Mapping[str, str]) -> ModuleCatalog:
     """The catalog with the policy's extra private fields (lower-case name -> "high", "low"

@@ -108,15 +108,9 @@ Step = tuple[str, str, "MaskPlan"]
 Steps = tuple[tuple[tuple[str, str], ...], tuple[Step, ...], tuple[str, ...], tuple[str, ...]]
 
 
-def _deep_marker() -> MaskPlan:
-    return MaskPlan("", (), {}, {}, {})
-
-
-#: "an object under a key that is no field: redact it with the record's own plan"
-DEEP = _deep_marker()
 #: "a lookup into a module the gateway has no metadata for (a multi-module lookup such as
 #: What_Id): keep its ``name`` and ``id``, withhold the rest"
-NAME_AND_ID = _deep_marker()
+NAME_AND_ID = MaskPlan("", (), {}, {}, {})
 _LOOKUP_KEEPS = frozenset({"name", "id"})
 
 
@@ -227,9 +221,7 @@ def _redact_inside(
 ) -> None:
     """The objects under a record's lookups, subforms and keys that are no field."""
     for key, api_name, rows_plan in nested:
-        if rows_plan is DEEP:
-            _redact_nested(record[key], plan, counts)
-        elif rows_plan is NAME_AND_ID:
+        if rows_plan is NAME_AND_ID:
             _name_and_id(record[key], api_name, counts)
         elif api_name in plan.subforms:
             redact_rows(record[key], rows_plan, counts)  # rows of a subform, strictly
