@@ -170,7 +170,7 @@ class Pipeline:
     async def _check_external(self, req: CanonicalRequest, view: View, decision: Decision) -> None:
         """``X-EXTERNAL: Module.Field`` keys a record by a field's value: a read or write
         keyed by a withheld field would tell whether a record holds that value."""
-        module, _, name = (req.external or "").strip().rpartition(".")
+        module, name = req.external_field
         if not name or (module and module.lower() != (req.module or "").lower()):
             raise InvalidData(details={"reason": "X-EXTERNAL must name a field of the module"})
         catalog = await self.views.catalog(view, req.module or "", decision)

@@ -123,6 +123,12 @@ class CanonicalRequest:
         return self.header("x-external")
 
     @property
+    def external_field(self) -> tuple[str, str]:
+        """``X-EXTERNAL: Module.Field`` as (module, field): the one reading of it."""
+        module, _, name = (self.external or "").strip().rpartition(".")
+        return module, name
+
+    @property
     def route_name(self) -> str:
         """The template the audit trail names (lower case, no value in it)."""
         return self.route.template.lower()

@@ -60,7 +60,7 @@ async def write(ctx: Context, req: CanonicalRequest, view: View, decision: Decis
     if req.kind is Kind.INSERT:
         own = [FREE] * len(records)
     elif gdpr and req.external is not None:
-        own = await _external_targets(ctx, view, module, req.external, records, ids, req.kind)
+        own = await _external_targets(ctx, view, module, req, records, ids)
     elif req.kind is Kind.UPSERT and gdpr:
         fields = await _duplicate_fields(ctx, view, module, body, decision)
         own = await ctx.states.upsert_targets(view, module, records, fields)
@@ -149,16 +149,16 @@ async def _external_targets(
     ctx: Context,
     view: View,
     module: str,
-    external: str,
+    req: CanonicalRequest,
     records: list[Any],
     ids: list[str | None],
-    kind: Kind,
 ) -> list[Target]:
     """Under ``X-EXTERNAL: Module.Field`` each row names its record by that field's value:
     the CRM resolves it (``by_external``). A row that also carries an ``id`` naming another
     record, or no value at all, is ambiguous: unknown. An upsert row whose value names no
     record inserts."""
-    name = external.rpartition(".")[2].lower()
+    name = req.external_field[1].lower()
+    external, kind = req.external or "", req.kind
     sem = asyncio.Semaphore(8)
 
     async def one(record: Any, rid: str | None) -> Target:
