@@ -126,10 +126,13 @@ async def _unchanged(
     a file is refused in every mode but enforce, which empties the column."""
     try:
         await asyncio.to_thread(bulk.every_byte_listed, source)
+        copy = await asyncio.to_thread(bulk.copy_of, source)
+    except OSError as exc:  # a full disk: as _spool says it
+        source.close()
+        raise GatewayError("The gateway could not hold the bulk result to check it.") from exc
     except BaseException:
         source.close()
         raise
-    copy = await asyncio.to_thread(bulk.copy_of, source)
     unchecked: list[str] = []
 
     def judged(header: str) -> str | None:
