@@ -246,7 +246,7 @@ class Gateway:
         if CLIENT_REQUEST_ID.fullmatch(client_rid):
             decision.client_request_id = client_rid
         try:
-            check_head(
+            declared = check_head(
                 scope,
                 self.settings.max_header_bytes,
                 policy.max_request_body,
@@ -264,7 +264,9 @@ class Gateway:
             return
         self.in_flight += 1
         try:
-            reply, read_through = await self._through(pipeline, scope, receive, decision)
+            reply, read_through = await self._through(
+                pipeline, scope, receive, decision, declared
+            )
             await self._finish(
                 reply, decision, started, send, close=not read_through, receive=receive
             )
@@ -304,7 +306,12 @@ class Gateway:
         self._observe(decision, decision.status, time.perf_counter() - started)
 
     async def _through(
-        self, pipeline: Pipeline, scope: Scope, receive: Receive, decision: Decision
+        self,
+        pipeline: Pipeline,
+        scope: Scope,
+        receive: Receive,
+        decision: Decision,
+        declared: bool = True,
     ) -> tuple[Reply, bool]:
         """The corridor: the reply, and whether the request body was read through."""
         policy = pipeline.policy
@@ -316,7 +323,10 @@ class Gateway:
                 raise AuditUnavailable()
             try:
                 body = await _read_body(
-                    receive, policy.max_request_body, self.settings.body_read_timeout_s
+                    receive,
+                    policy.max_request_body,
+                    self.settings.body_read_timeout_s,
+                    declared=declared,
                 )
             except InvalidData as exc:
                 # The parser refused the body half-way (gateway.http1) and has answered.
@@ -481,32 +491,47 @@ def _error_reply(exc: GatewayError, decision: Decision) -> Reply:
     return Reply(exc.status_code, headers, exc.body())
 
 
-async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:
+async def _read_body(
+    receive: Receive, limit: int, timeout: float, *, declared: bool = True
+) -> bytes:
     """The whole body, within ``timeout`` seconds and ``limit`` bytes, or an error.
 
     A client that goes away first leaves a body that may be cut short: it is never
     forwarded as if complete. (uvicorn reports a disconnect even after a complete body if
-    it came before the first ``receive``; nobody is left to answer then either.)"""
+    it came before the first ``receive``; nobody is left to answer then either.)
+
+    ``declared``: the head has a Content-Length or Transfer-Encoding. Without one, uvicorn
+    ended the message with its head, so the first receive answers at once and needs no
+    timer (most requests are such GETs); anything more still takes the timed loop."""
     parts: list[bytes] = []
     size = 0
+    if not declared:
+        size, more = _take(await receive(), parts, size, limit)
+        if not more:
+            return b"".join(parts)
     try:
         async with asyncio.timeout(timeout):
-            while True:
-                message: Message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise InvalidData(
-                        details={"reason": "the client went away before its body was complete"},
-                        reason=Reason.CLIENT_DISCONNECTED,
-                    )
-                chunk: bytes = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge()
-                parts.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(parts)
+            more = True
+            while more:
+                size, more = _take(await receive(), parts, size, limit)
+            return b"".join(parts)
     except TimeoutError:
         raise BodyTimeout() from None
+
+
+def _take(message: Message, parts: list[bytes], size: int, limit: int) -> tuple[int, bool]:
+    """One ASGI receive message into ``parts``: the size so far, and whether more follows."""
+    if message["type"] == "http.disconnect":
+        raise InvalidData(
+            details={"reason": "the client went away before its body was complete"},
+            reason=Reason.CLIENT_DISCONNECTED,
+        )
+    chunk: bytes = message.get("body", b"")
+    size += len(chunk)
+    if size > limit:
+        raise BodyTooLarge()
+    parts.append(chunk)
+    return size, bool(message.get("more_body", False))
 
 
 def _raw(reply: Reply) -> list[tuple[bytes, bytes]]:

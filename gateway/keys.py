@@ -71,7 +71,7 @@ def ed25519_key_id(public: Ed25519PublicKey) -> str:
 
 def fingerprint(secret: bytes, token: str) -> str:
     """A stable, keyed, non-reversible name for a client token."""
-    return hmac.new(secret, token.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(secret, token.encode(), "sha256").hex()[:32]  # the C one-shot
 
 
 # -- the two kinds of key ------------------------------------------------------------------

@@ -73,10 +73,22 @@ class MetadataCache:
         )
         self._inflight: dict[tuple[str, ...], asyncio.Task[Any]] = {}
         self.stats = CacheStats()
+        #: bumped whenever an entry is stored: what was built from entries read before
+        #: (views.py's ready plans) is rebuilt
+        self.generation = 0
+
+    @property
+    def ttl(self) -> float:
+        return self._ttl
+
+    def now(self) -> float:
+        return self._clock()
 
     async def org(self, client: str, version: str, headers: Headers) -> tuple[OrgInfo, float]:
-        url = f"{self._base}/crm/{version}/org"
-        return await self._get(("org", client), lambda: self._fetch(url, headers, parse_org))
+        return await self._get(
+            ("org", client),
+            lambda: self._fetch(f"{self._base}/crm/{version}/org", headers, parse_org),
+        )
 
     async def fields(
         self, org_id: str, version: str, module: str, headers: Headers
@@ -94,9 +106,11 @@ class MetadataCache:
     async def modules(
         self, org_id: str, version: str, headers: Headers
     ) -> tuple[dict[str, tuple[str, str]], float]:
-        url = f"{self._base}/crm/{version}/settings/modules"
         return await self._get(
-            ("modules", org_id, version), lambda: self._fetch(url, headers, parse_modules)
+            ("modules", org_id, version),
+            lambda: self._fetch(
+                f"{self._base}/crm/{version}/settings/modules", headers, parse_modules
+            ),
         )
 
     async def related_lists(
@@ -151,6 +165,7 @@ class MetadataCache:
         self.stats.failing = False
         entry = _Entry(value, self._clock())
         self._cache[key] = entry
+        self.generation += 1
         return entry
 
     async def _fetch(self, url: str, headers: Headers, parse: Callable[[Any], T]) -> T:

@@ -19,10 +19,12 @@ multiprocess mode cannot aggregate.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,6 +46,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _GAUGE_EVERY_S = 1.0  # the cache scan behind the age gauge runs at most this often
+_SYNC_EVERY_S = 0.2  # carried totals are brought over at most this often between scrapes
 
 
 def multiprocess_dir() -> str | None:
@@ -159,6 +162,11 @@ class Metrics:
         self._carried: dict[str, int] = {}
         self._live: list[Callable[[], None]] = []
         self._live_at = 0.0
+        self._synced_at = 0.0
+        self._sync_later: asyncio.TimerHandle | None = None
+        #: (metric, *labels) -> its child: prometheus-client's labels() validates and locks
+        #: on every call; the label sets are bounded (see above), so this map is too
+        self._children: dict[tuple[object, ...], Any] = {}
 
     def carry(self, name: str, read: Callable[[], int], counter: Counter) -> None:
         """Feed ``counter`` with the increases of a running total kept elsewhere."""
@@ -169,7 +177,33 @@ class Metrics:
         """Run ``update`` (which sets gauges) before each scrape and now and then."""
         self._live.append(update)
 
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (metric, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def _sync_soon(self) -> None:
+        """After a request: the carried totals at most every ``_SYNC_EVERY_S``, and a
+        timer for the last deltas of a burst (a scrape syncs at once anyway)."""
+        clock = time.monotonic()
+        if clock - self._synced_at >= _SYNC_EVERY_S:
+            self.sync()
+            return
+        if self._sync_later is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.sync()
+                return
+            self._sync_later = loop.call_later(_SYNC_EVERY_S, self.sync)
+
     def sync(self, *, force: bool = False) -> None:
+        if self._sync_later is not None:
+            self._sync_later.cancel()
+            self._sync_later = None
+        self._synced_at = time.monotonic()
         for name, (read, counter) in self._totals.items():
             now = read()
             if now != self._carried[name]:
@@ -188,17 +222,18 @@ class Metrics:
             self._policy_now = (version, digest)
 
     def observe(self, d: Decision, seconds: float) -> None:
-        self.requests.labels(d.route, d.method, d.outcome).inc()
-        self.duration.labels(d.route, d.outcome).observe(seconds)
+        child = self.child
+        child(self.requests, d.route, d.method, d.outcome).inc()
+        child(self.duration, d.route, d.outcome).observe(seconds)
         module = d.module or ""
         if d.outcome == REFUSED:
             for reason in d.reasons:
-                self.refusals.labels(reason, module).inc()
+                child(self.refusals, reason, module).inc()
         if d.fields_withheld:
-            self.withheld.labels(module).inc(sum(d.fields_withheld.values()))
+            child(self.withheld, module).inc(sum(d.fields_withheld.values()))
         for rule, n in d.shadowed.items():
-            self.shadowed.labels(rule).inc(n)
-        self.sync()
+            child(self.shadowed, rule).inc(n)
+        self._sync_soon()
 
     def close(self) -> None:
         """This process stops serving: in multiprocess mode its live gauges (queue depth,
@@ -231,13 +266,16 @@ class MeteredUpstream:
         except GatewayError as exc:
             self._metrics.upstream_errors.labels(_kind(exc)).inc()
             raise
-        self._metrics.upstream_latency.labels(f"{resp.status // 100}xx").observe(
-            time.perf_counter() - started
-        )
+        status_class = _CLASSES.get(resp.status // 100) or f"{resp.status // 100}xx"
+        m = self._metrics
+        m.child(m.upstream_latency, status_class).observe(time.perf_counter() - started)
         return resp
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+_CLASSES = {n: f"{n}xx" for n in range(10)}
 
 
 def _kind(exc: GatewayError) -> str:

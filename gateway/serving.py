@@ -69,9 +69,10 @@ def host_allowed(value: bytes, patterns: tuple[str, ...]) -> bool:
 
 def check_head(
     scope: Scope, max_header_bytes: int, max_request_body: int, hosts: tuple[str, ...]
-) -> None:
+) -> bool:
     """Refuse a request head before any body byte is read: pure, the ASGI scope in, an
-    error out. Exactly one ``Host`` is required, HTTP/1.0 included."""
+    error out. Exactly one ``Host`` is required, HTTP/1.0 included. Returns whether the
+    head declares a body (Content-Length or Transfer-Encoding)."""
     size = 0
     lengths: list[bytes] = []
     host: list[bytes] = []
@@ -113,6 +114,7 @@ def check_head(
     # very long digit string raises.)
     if lengths and (len(lengths[0]) > 15 or int(lengths[0]) > max_request_body):
         raise BodyTooLarge()
+    return chunked or bool(lengths)
 
 
 # -- uvicorn ----------------------------------------------------------------------------

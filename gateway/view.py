@@ -31,6 +31,16 @@ GDPR_STANDARD = ("Leads", "Contacts", "Vendors")
 _GDPR_STANDARD_LOWER = frozenset(m.lower() for m in GDPR_STANDARD)
 
 
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A module's mask plan with the catalogs it was built from, while they are fresh."""
+
+    generation: int  # the metadata cache's, when built
+    fetched_at: float  # of the oldest metadata the request had read by then
+    plan: MaskPlan
+    catalogs: tuple[tuple[str, ModuleCatalog], ...]
+
+
 @dataclass(slots=True)
 class View:
     """What the gateway knows about one request's org: its privacy switch and metadata."""
@@ -61,6 +71,10 @@ class Views:
         for module, fields in policy.private_fields.items():
             extra = self._extra.setdefault(module.lower(), {})
             extra.update((name.lower(), sensitivity) for name, sensitivity in fields.items())
+        #: (org id, version, lower-case module, shown) -> the module's plan, reused while no
+        #: metadata was stored since and the oldest it was built from is still fresh: a
+        #: page in steady state makes no cache look-up for its module's fields at all
+        self._ready: LRUCache[tuple[Any, ...], _Ready] = LRUCache(1024)
         #: id(the CRM's catalog) -> (it, with the policy's module overrides)
         self._overridden: LRUCache[int, tuple[ModuleCatalog, ModuleCatalog]] = LRUCache(1024)
 
@@ -166,6 +180,28 @@ class Views:
         return view.catalogs
 
     async def plan(self, view: View, module: str, decision: Decision) -> MaskPlan:
+        metadata = self.metadata
+        key = (view.org.org_id, view.version, module.lower(), view.shown)
+        ready = self._ready.get(key)
+        now = metadata.now()
+        if (
+            ready is not None
+            and ready.generation == metadata.generation
+            and now - ready.fetched_at < metadata.ttl
+        ):
+            for name, catalog in ready.catalogs:
+                view.catalogs.setdefault(name, catalog)
+            view.age = max(view.age, now - ready.fetched_at)
+            decision.metadata_age_s = view.age
+            return ready.plan
+        generation = metadata.generation
+        built = await self._build_plan(view, module, decision)
+        if metadata.generation == generation:  # nothing was fetched meanwhile
+            catalogs = tuple(view.catalogs.items())
+            self._ready[key] = _Ready(generation, metadata.now() - view.age, built, catalogs)
+        return built
+
+    async def _build_plan(self, view: View, module: str, decision: Decision) -> MaskPlan:
         catalog = await self.catalog(view, module, decision)
         subs = {sub: await self.catalog(view, sub, decision) for sub in catalog.subform_modules}
         looks = {

@@ -67,6 +67,8 @@ _GATEWAY_ONLY = frozenset(
     }
 )
 _GATEWAY_PREFIX = "x-gateway-"
+#: read by the gateway, never forwarded
+_KEPT_BACK = _GATEWAY_ONLY | {"content-encoding"}
 # Headers a decision reads: one value each, or the CRM and the gateway could read two.
 _SINGLE = frozenset(
     {
@@ -83,6 +85,9 @@ _SINGLE = frozenset(
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_$.@+\-]{1,255}")
 _PARAM_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 _STILL_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
+#: needs no percent-encoding in a path segment, a query name or a query value
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-~]*")
+_NOT_ASCII = re.compile(rb"[\x7f-\xff]")
 #: parameters whose value is a list of field names
 FIELD_LISTS = frozenset({"fields", "sort_by"})
 # RFC 3986 §3.4: what may stay unencoded in a query value; "&", "=", "+", "#", ";", "%"
@@ -112,11 +117,20 @@ class CanonicalRequest:
 
     @property
     def path(self) -> str:
-        return "/" + "/".join(quote(s, safe=_PATH_SAFE) for s in self.segments)
+        return "/" + "/".join(
+            s if _PLAIN.fullmatch(s) else quote(s, safe=_PATH_SAFE) for s in self.segments
+        )
 
     @property
     def query(self) -> str:
         return encode_query(self.params)
+
+    def _replace(self, **changes: object) -> CanonicalRequest:
+        """``dataclasses.replace`` without its per-call introspection (every request
+        makes one or two of these)."""
+        return CanonicalRequest(
+            *[changes[n] if n in changes else getattr(self, n) for n in _FIELD_NAMES]  # type: ignore[arg-type]
+        )
 
     @property
     def external(self) -> str | None:
@@ -146,10 +160,11 @@ class CanonicalRequest:
         return None
 
     def with_params(self, params: Iterable[tuple[str, str]]) -> CanonicalRequest:
-        return dataclasses.replace(self, params=tuple(params))
+        params = tuple(params)
+        return self if params == self.params else self._replace(params=params)
 
     def with_body(self, body: bytes) -> CanonicalRequest:
-        return dataclasses.replace(self, body=body)
+        return self._replace(body=body)
 
     def with_names(
         self,
@@ -166,8 +181,7 @@ class CanonicalRequest:
             segments[template.index("{module}")] = module
         if related_list is not None and "{related_list}" in template:
             segments[template.index("{related_list}")] = related_list
-        return dataclasses.replace(
-            self,
+        return self._replace(
             segments=tuple(segments),
             module=module if module is not None else self.module,
             related_list=related_list if related_list is not None else self.related_list,
@@ -175,8 +189,15 @@ class CanonicalRequest:
         )
 
 
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CanonicalRequest))
+
+
 def encode_query(params: Iterable[tuple[str, str]]) -> str:
-    return "&".join(f"{quote(n, safe='')}={quote(v, safe=_QUERY_SAFE)}" for n, v in params)
+    return "&".join(
+        f"{n if _PLAIN.fullmatch(n) else quote(n, safe='')}="
+        f"{v if _PLAIN.fullmatch(v) else quote(v, safe=_QUERY_SAFE)}"
+        for n, v in params
+    )
 
 
 def canonicalize(
@@ -270,15 +291,20 @@ def _decode(raw: bytes) -> str:
         raise InvalidData(details={"reason": "a query parameter is not UTF-8"}) from None
 
 
-def end_to_end(headers: Headers) -> Headers:
-    """Headers with hop-by-hop fields removed, including every field named in Connection
-    (both directions: the client's request, the CRM's answer)."""
-    named = {
+def _connection_named(headers: Headers) -> set[str]:
+    """The fields named in Connection (hop-by-hop too, RFC 9110 §7.6.1)."""
+    return {
         token.strip().lower()
         for name, value in headers
         if name == "connection"
         for token in value.split(",")
     }
+
+
+def end_to_end(headers: Headers) -> Headers:
+    """Headers with hop-by-hop fields removed, including every field named in Connection
+    (both directions: the client's request, the CRM's answer)."""
+    named = _connection_named(headers)
     return [
         (n, v)
         for n, v in headers
@@ -290,27 +316,39 @@ def _headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[Headers, str | None, b
     pairs = list(raw)
     # RFC 9110 §5.5: obs-text in a field value is for legacy use only; its bytes could be
     # read as latin-1 here and re-sent as UTF-8 upstream. The gateway checks ASCII only.
-    if any(b > 0x7E for _, v in pairs for b in v):
+    if _NOT_ASCII.search(b"".join(v for _, v in pairs)):
         raise InvalidData(details={"reason": "a header value is not ASCII"})
     decoded = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in pairs]
-    # Some servers read "_" as "-" in a header name (CGI's HTTP_X_CRM_ORG): such a header
-    # could mean X-CRM-ORG upstream while the gateway reads another. None is forwarded.
-    kept = [(n, v) for n, v in end_to_end(decoded) if "_" not in n]
-    counts: dict[str, int] = {}
-    for n, _ in kept:
-        counts[n] = counts.get(n, 0) + 1
-    if any(counts.get(n, 0) > 1 for n in _SINGLE):
-        raise InvalidData(details={"reason": "a header the gateway checks is given twice"})
-    coding = next((v for n, v in kept if n == "content-encoding"), "identity")
+    # One pass (every request pays it). What end_to_end() drops is dropped first, so a
+    # header the CRM will not receive never counts; then the gateway's own headers are
+    # read and kept back.
+    named = _connection_named(decoded)
+    forwarded: Headers = []
+    single: set[str] = set()
+    key: str | None = None
+    gzip = False
+    coding = "identity"
+    for n, v in decoded:
+        # Some servers read "_" as "-" in a header name (CGI's HTTP_X_CRM_ORG): such a
+        # header could mean X-CRM-ORG upstream while the gateway reads another. None is
+        # forwarded.
+        if n in HOP_BY_HOP or n.startswith("proxy-") or "_" in n or (named and n in named):
+            continue
+        if n in _SINGLE:
+            if n in single:
+                raise InvalidData(details={"reason": "a header the gateway checks is given twice"})
+            single.add(n)
+        if n in _KEPT_BACK or n.startswith(_GATEWAY_PREFIX):
+            if n == "x-gateway-key":
+                key = v
+            elif n == "accept-encoding":
+                gzip = gzip or "gzip" in v.lower()
+            elif n == "content-encoding":
+                coding = v
+            continue
+        forwarded.append((n, v))
     if coding.strip().lower() not in ("", "identity"):
         raise InvalidData(details={"reason": "request bodies must not be encoded"})
-    key = next((v for n, v in kept if n == "x-gateway-key"), None)
-    gzip = any(n == "accept-encoding" and "gzip" in v.lower() for n, v in kept)
-    forwarded = [
-        (n, v)
-        for n, v in kept
-        if n not in _GATEWAY_ONLY and not n.startswith(_GATEWAY_PREFIX) and n != "content-encoding"
-    ]
     return forwarded, key, gzip
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Kind(enum.Enum):
@@ -81,10 +81,22 @@ class Route:
     methods: Mapping[str, Kind]  # method -> handling
     #: a placeholder whose value may be an external id when X-EXTERNAL is sent
     external: str | None = None
+    #: the template's segments, split once (every request is matched against them)
+    segments: tuple[str, ...] = field(init=False, compare=False)
+    #: per segment: (its lower-case literal, None) or (None, its placeholder's name)
+    parts: tuple[tuple[str | None, str | None], ...] = field(init=False, compare=False)
+    #: (position, lower-case literal) of each literal segment, checked first
+    literals: tuple[tuple[int, str], ...] = field(init=False, compare=False)
 
-    @property
-    def segments(self) -> tuple[str, ...]:
-        return tuple(self.template.strip("/").split("/"))
+    def __post_init__(self) -> None:
+        segments = tuple(self.template.strip("/").split("/"))
+        object.__setattr__(self, "segments", segments)
+        parts = tuple(
+            (None, s[1:-1]) if s.startswith("{") else (s.lower(), None) for s in segments
+        )
+        object.__setattr__(self, "parts", parts)
+        literals = tuple((i, lit) for i, (lit, _) in enumerate(parts) if lit is not None)
+        object.__setattr__(self, "literals", literals)
 
 
 def _r(template: str, external: str | None = None, **methods: Kind) -> Route:
@@ -140,6 +152,10 @@ KEYWORDS = frozenset(
     seg.lower() for route in TABLE for seg in route.segments if not seg.startswith("{")
 )
 _NOT_A_RELATED_LIST = frozenset({"actions", "photo"})
+#: the table's rows by their number of segments, in table order (only those can fit)
+_BY_LENGTH: dict[int, tuple[Route, ...]] = {}
+for _row in TABLE:
+    _BY_LENGTH[len(_row.segments)] = (*_BY_LENGTH.get(len(_row.segments), ()), _row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +211,8 @@ def match(
     the client sent X-EXTERNAL, so a route's ``external`` placeholder may hold a value
     that is not numeric. ``extra``: the policy's pass-through rows, tried after the table."""
     path_fits = False
-    for route in (*TABLE, *extra):
+    rows = _BY_LENGTH.get(len(segments), ())
+    for route in (*rows, *extra) if extra else rows:
         bound = _bind(route, segments, external)
         if bound is None:
             continue
@@ -214,15 +231,15 @@ def _bind(
     template = route.segments
     if len(template) != len(segments):
         return None
+    for i, literal in route.literals:
+        if segments[i].lower() != literal:
+            return None
     canonical: list[str] = []
     params: dict[str, str] = {}
-    for want, got in zip(template, segments, strict=True):
-        if not want.startswith("{"):
-            if got.lower() != want.lower():
-                return None
+    for want, (_, name), got in zip(template, route.parts, segments, strict=True):
+        if name is None:
             canonical.append(want)
             continue
-        name = want[1:-1]
         shape = _EXTERNAL if external and name == route.external else PLACEHOLDERS[name]
         if not shape.fullmatch(got):
             return None
