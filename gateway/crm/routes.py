@@ -91,9 +91,7 @@ class Route:
     def __post_init__(self) -> None:
         segments = tuple(self.template.strip("/").split("/"))
         object.__setattr__(self, "segments", segments)
-        parts = tuple(
-            (None, s[1:-1]) if s.startswith("{") else (s.lower(), None) for s in segments
-        )
+        parts = tuple((None, s[1:-1]) if s.startswith("{") else (s.lower(), None) for s in segments)
         object.__setattr__(self, "parts", parts)
         literals = tuple((i, lit) for i, (lit, _) in enumerate(parts) if lit is not None)
         object.__setattr__(self, "literals", literals)

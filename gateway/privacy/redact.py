@@ -112,6 +112,7 @@ Steps = tuple[tuple[tuple[str, str], ...], tuple[Step, ...], tuple[str, ...], tu
 #: What_Id): keep its ``name`` and ``id``, withhold the rest"
 NAME_AND_ID = MaskPlan("", (), {}, {}, {})
 _LOOKUP_KEEPS = frozenset({"name", "id"})
+_CONTAINERS = (dict, list)
 
 
 def build_plan(
@@ -189,7 +190,7 @@ def redact_record(
 def _withhold(record: dict[str, Any], plan: MaskPlan, top: bool) -> Steps:
     """Null what ``record``'s own level withholds (uncounted); return its steps."""
     found = plan.steps(record)
-    nulls, _, _, strange = found
+    nulls, strange = found[0], found[3]
     if top:
         for key in strange:
             record[key] = None
@@ -200,7 +201,7 @@ def _withhold(record: dict[str, Any], plan: MaskPlan, top: bool) -> Steps:
 
 def _count(found: Steps, plan: MaskPlan, times: int, counts: Counts, *, top: bool) -> None:
     """What ``times`` records of one shape had withheld, counted at once."""
-    nulls, _, _, strange = found
+    nulls, strange = found[0], found[3]
     if top:
         for key in strange:
             label = key if safe_label(key) else "unknown"
@@ -225,8 +226,16 @@ def _redact_inside(
             _name_and_id(record[key], api_name, counts)
         elif api_name in plan.subforms:
             redact_rows(record[key], rows_plan, counts)  # rows of a subform, strictly
-        else:
-            _redact_nested(record[key], rows_plan, counts)  # a lookup's object
+        else:  # a lookup's object (or objects)
+            value = record[key]
+            if value.__class__ is dict:
+                # Most lookup objects ({name, id, email} of a user) hold nothing the
+                # target's plan withholds or looks into: one memoised look at their shape.
+                inner = rows_plan.steps(value)
+                if inner[0] or inner[1] or inner[2]:
+                    redact_record(value, rows_plan, counts)
+            else:
+                _redact_nested(value, rows_plan, counts)
     for key in deep:
         value = record[key]
         if value.__class__ is dict:
@@ -235,8 +244,11 @@ def _redact_inside(
                 redact_record(value, plan, counts)
             elif inner[2]:
                 # Nothing to null at this level (``$approval``, ``$review_process``): only
-                # objects further in can hold a value.
-                _redact_inside(value, plan, (), inner[2], counts)
+                # objects further in can hold a value, and most such objects hold none.
+                for name in inner[2]:
+                    if value[name].__class__ in _CONTAINERS:
+                        _redact_inside(value, plan, (), inner[2], counts)
+                        break
         elif value.__class__ is list:  # scalars: nothing inside
             _redact_nested(value, plan, counts)
 
@@ -289,10 +301,16 @@ def redact_records(
     if not isinstance(records, list):
         raise UnreadableUpstream()
     shapes: dict[int, list[Any]] = {}  # id(steps) -> [steps, records of that shape]
+    memo = plan._shapes
     for record in records:
         if not isinstance(record, dict):
             raise UnreadableUpstream()
-        found = _withhold(record, plan, True)
+        # _withhold(record, plan, True), inlined: this loop runs once per record
+        found = memo.get(tuple(record)) or plan.steps(record)
+        for key in found[3]:
+            record[key] = None
+        for key, _ in found[0]:
+            record[key] = None
         seen = shapes.get(id(found))
         if seen is None:
             shapes[id(found)] = [found, 1]  # holds ``found``, so its id stays its own
