@@ -70,21 +70,33 @@ _TOKENISH = re.compile(
 )
 
 Check = Callable[[object], Any]  # returns the kept value, or None to drop it
+_MEMO_SIZE = 4096
 
 
 def looks_like_token(value: str) -> bool:
     return _TOKENISH.search(value) is not None
 
 
-def _name(pattern: re.Pattern[str]) -> Callable[[object], str | None]:
-    """A string that matches ``pattern`` whole (after the cut) and does not look secret."""
+def _name(pattern: re.Pattern[str], *, memo: bool = True) -> Callable[[object], str | None]:
+    """A string that matches ``pattern`` whole (after the cut) and does not look secret.
+
+    ``memo``: the values that passed are remembered (at most ``_MEMO_SIZE``), since most
+    repeat on every entry (method, route, module, field names, the policy's version); a
+    value that was dropped is never kept. Not for values unique to an entry (its ids)."""
+    passed: set[str] = set()
 
     def check(value: object) -> str | None:
         if not isinstance(value, str):
             return None
         value = value[:MAX_STRING]
+        if value in passed:
+            return value
         if not pattern.fullmatch(value) or looks_like_token(value):
             return None
+        if memo:
+            if len(passed) >= _MEMO_SIZE:
+                passed.clear()
+            passed.add(value)
         return value
 
     return check
@@ -153,12 +165,14 @@ def _kept_items(value: object, check: Check) -> tuple[list[Any], bool]:
         return [], False
     if not isinstance(value, list | tuple):
         return [], True
+    if not value:
+        return [], False
     kept = [v for v in (check(item) for item in value[:MAX_LIST]) if v is not None]
     return kept, len(kept) != len(value)
 
 
 _SCALARS: dict[str, Check] = {
-    "request_id": _name(_REQUEST_ID),
+    "request_id": _name(_REQUEST_ID, memo=False),
     "client": _client,
     "method": _name(_METHOD),
     "route": _route,
@@ -172,7 +186,7 @@ _SCALARS: dict[str, Check] = {
     "policy_hash": _name(_DIGEST),
     "metadata_age_s": _amount,
     "client_rule": _name(CLIENT_RULE),
-    "client_request_id": _name(CLIENT_REQUEST_ID),
+    "client_request_id": _name(CLIENT_REQUEST_ID, memo=False),
     "instance": _name(_INSTANCE),
     "gateway_version": _name(_VERSION),
     "schema": _int_in(1, 1000),
@@ -222,8 +236,11 @@ def scrub(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Eve
 
     for key, check in _SCALARS.items():
         raw = event_dict.get(key)
+        if raw is None:  # every check drops None, and nothing was dropped
+            out[key] = None
+            continue
         out[key] = check(raw)
-        if out[key] is None and raw is not None:
+        if out[key] is None:
             scrubbed.append(key)
 
     for key, check in _LISTS.items():
