@@ -71,6 +71,10 @@ class MetadataCache:
         self._cache: TTLCache[tuple[str, ...], _Entry[Any]] = TTLCache(
             maxsize=maxsize, ttl=max_stale, timer=clock
         )
+        #: the entries still fresh, in front of the TTLCache (whose look-ups run its timer
+        #: and expiry on every call): a plain dict read per look-up in steady state
+        self._fresh: dict[tuple[str, ...], _Entry[Any]] = {}
+        self._maxsize = maxsize
         self._inflight: dict[tuple[str, ...], asyncio.Task[Any]] = {}
         self.stats = CacheStats()
         #: bumped whenever an entry is stored: what was built from entries read before
@@ -132,8 +136,12 @@ class MetadataCache:
     async def _get(
         self, key: tuple[str, ...], fetch: Callable[[], Awaitable[T]]
     ) -> tuple[T, float]:
-        entry: _Entry[T] | None = self._cache.get(key)
         now = self._clock()
+        entry: _Entry[T] | None = self._fresh.get(key)
+        if entry is not None and now - entry.fetched_at < self._ttl:
+            self.stats.hits += 1
+            return entry.value, now - entry.fetched_at
+        entry = self._cache.get(key)
         if entry is not None and now - entry.fetched_at < self._ttl:
             self.stats.hits += 1
             return entry.value, now - entry.fetched_at
@@ -165,6 +173,9 @@ class MetadataCache:
         self.stats.failing = False
         entry = _Entry(value, self._clock())
         self._cache[key] = entry
+        if len(self._fresh) >= self._maxsize:
+            self._fresh.clear()
+        self._fresh[key] = entry
         self.generation += 1
         return entry
 

@@ -45,7 +45,8 @@ def hmac_sha256_hex(secret: bytes, data: bytes) -> str:
 def utc_timestamp(now: datetime | None = None) -> str:
     """RFC 3339, UTC, microseconds, ``Z``: sortable as text and unambiguous."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat's C path, four times strftime's speed: "...T12:00:00.000000+00:00" -> "...Z"
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 _HEX = frozenset("0123456789abcdef")
