@@ -27,6 +27,7 @@ import contextlib
 import re
 import ssl
 from collections import deque
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -154,8 +155,7 @@ class _Conn(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         if self.complete:  # bytes nobody asked for: the framing is lost

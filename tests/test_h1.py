@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import uvloop
 
 from gateway.errors import InvalidData, Overloaded, UpstreamTimeout, UpstreamUnreachable
 from gateway.h1 import H1Upstream
@@ -88,8 +89,21 @@ async def serving(server: Server) -> AsyncIterator[str]:
         listener.close()
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(test())
+LOOP: list[Callable[[], asyncio.AbstractEventLoop]] = []
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def loop_factory(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test on both loops: the gateway serves on uvloop (its transports are not
+    ``asyncio.Transport`` subclasses)."""
+    LOOP.append(asyncio.new_event_loop if request.param == "asyncio" else uvloop.new_event_loop)
+    yield
+    LOOP.pop()
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    with asyncio.Runner(loop_factory=LOOP[-1]) as runner:
+        runner.run(test())
 
 
 async def body(resp: UpstreamResponse) -> bytes:
