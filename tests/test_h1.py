@@ -423,3 +423,26 @@ def test_a_large_body_read_slowly_keeps_the_buffer_bounded() -> None:
             await up.aclose()
 
     run(main)
+
+
+def test_a_next_chunk_that_never_comes_times_out() -> None:
+    async def stall(s: Server, _n: int, _r: bytes) -> bytes | None:
+        assert s.writer is not None
+        s.writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        await asyncio.sleep(5)
+        return None
+
+    server = Server(stall)
+
+    async def main() -> None:
+        async with serving(server) as url:
+            up = client(read_timeout=0.2)
+            resp = await up.send("GET", url + "/", [], b"")
+            with pytest.raises(UpstreamTimeout):
+                await body(resp)
+            await resp.aclose()
+            await up.aclose()
+            assert server.writer is not None
+            server.writer.close()
+
+    run(main)
