@@ -76,10 +76,11 @@ class _Origin:
 class _Conn(asyncio.Protocol):
     """One connection, and the state of the one exchange in flight on it."""
 
+    transport: asyncio.Transport  # set by connection_made, before anyone sees the connection
+
     def __init__(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.origin = origin
         self.loop = loop
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
         self.idle_since = 0.0
@@ -101,7 +102,7 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         if not request:
             return
-        if self.lost or self.transport is None or self.transport.is_closing():
+        if not self.alive():
             self._fail(None)
         else:
             self.transport.write(request)
@@ -124,17 +125,16 @@ class _Conn(asyncio.Protocol):
         return data
 
     def resume(self) -> None:
-        if self.paused and self.transport is not None:
+        if self.paused:
             self.paused = False
             self.transport.resume_reading()
 
     def alive(self) -> bool:
-        return not self.lost and self.transport is not None and not self.transport.is_closing()
+        return not self.lost and not self.transport.is_closing()
 
     def close(self) -> None:
         self.reusable = False
-        if self.transport is not None:
-            self.transport.close()
+        self.transport.close()
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -211,7 +211,7 @@ class _Conn(asyncio.Protocol):
             return
         self.body.append(body)
         self.buffered += len(body)
-        if self.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
+        if self.buffered > _HIGH_WATER and not self.paused:
             self.paused = True
             self.transport.pause_reading()
         self._wake()
@@ -257,6 +257,8 @@ class _Body:
 
 
 class H1Upstream:
+    """The ``Upstream`` seam over pooled HTTP/1.1 connections (see the module docstring)."""
+
     def __init__(
         self,
         connect_timeout: float,
