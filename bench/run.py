@@ -50,8 +50,12 @@ ONE = "/crm/v2/Leads?per_page=1"  # the fixed work per request: one record to re
 ROUTE = "/crm/v2/org"  # a non-record route: passed through (its JSON checked) by the gateway
 ROUTE_CONNECTIONS = 16
 #: the targets measured on 1-record answers too, and those measured on the non-record route
-ONE_TARGETS = frozenset({"direct", "floor-proxy", "gateway-aiohttp", "gateway-interval"})
-ROUTE_TARGETS = frozenset({"passthrough", "gateway-aiohttp", "gateway-interval", "nginx"})
+ONE_TARGETS = frozenset(
+    {"direct", "floor-proxy", "gateway-aiohttp", "gateway-h1", "gateway-interval"}
+)
+ROUTE_TARGETS = frozenset(
+    {"passthrough", "gateway-aiohttp", "gateway-h1", "gateway-interval", "nginx"}
+)
 #: the gateway's audit trail with fsync every 100 ms instead of on every entry
 INTERVAL_POLICY = "policies/default.toml"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -267,6 +271,7 @@ def main() -> None:
             "gateway-aiohttp",
             "gateway-interval",
             "gateway-httpx",
+            "gateway-h1",
             "workers-1",
             "workers-2",
             "nginx",

@@ -15,7 +15,7 @@ from gateway.audit.config import checkpoint_signer, checkpoint_target, instance_
 from gateway.audit.files import AuditLogInUse
 from gateway.keys import KeyFileError, KeyRing
 from gateway.policy import PolicyError, load_policy
-from gateway.settings import RUNTIME, Settings, SettingsError
+from gateway.settings import RUNTIME, TRANSPORTS, Settings, SettingsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         "writes its own AUDIT_LOG-<instance> (GATEWAY_WORKERS, default 1)",
     )
     s.add_argument(
-        "--transport", choices=("aiohttp", "httpx"), help="upstream client (GATEWAY_TRANSPORT)"
+        "--transport", choices=TRANSPORTS, help="upstream client (GATEWAY_TRANSPORT)"
     )
     s.add_argument(
         "--http",

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from gateway.logs import LEVELS
 from gateway.policy import MOVED_TO_SETTINGS, Policy
 
-TRANSPORTS = ("aiohttp", "httpx")
+TRANSPORTS = ("aiohttp", "httpx", "h1")
 LOG_LEVELS = LEVELS
 
 #: how the process runs: attribute -> (flag, environment variable, type, default)

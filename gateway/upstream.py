@@ -13,7 +13,8 @@ CRM, so it is not reported as a 504. ``BreakerUpstream`` wraps either transport 
 
 aiohttp is the default transport. httpx is kept behind the same seam so ``make bench`` can
 measure both on this machine (httpcore's pool bookkeeping grows with concurrency,
-encode/httpx#3215).
+encode/httpx#3215). ``h1`` (``gateway.h1``) is a lean HTTP/1.1 client on httptools, for
+CPU; with a proxy configured it falls back to aiohttp.
 """
 
 from __future__ import annotations
@@ -292,7 +293,13 @@ def make_upstream(
     pool_timeout: float = 5.0,
     proxy: str | None = None,
 ) -> Upstream:
-    """``proxy``: an HTTP(S) proxy URL every upstream call goes through, or None."""
+    """``kind``: "aiohttp", "httpx" or "h1" (``gateway.h1``). ``proxy``: an HTTP(S) proxy
+    URL every upstream call goes through, or None; h1 has no proxy support, so with a proxy
+    "h1" gives the aiohttp transport."""
+    if kind == "h1" and proxy is None:
+        from gateway.h1 import H1Upstream  # it imports this module
+
+        return H1Upstream(connect_timeout, read_timeout, max_connections, pool_timeout)
     cls = HttpxUpstream if kind == "httpx" else AiohttpUpstream
     return cls(connect_timeout, read_timeout, max_connections, pool_timeout, proxy)
 

@@ -377,7 +377,7 @@ def test_c27_a_streamed_photo_stalling_mid_body_is_cut_off_never_complete(
         assert b" 504 " in head_out.split(b"\r\n")[0], head_out
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx", "h1"])
 @pytest.mark.parametrize(
     "framing",
     [
@@ -509,7 +509,7 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx", "h1"])
 def test_c39_an_upstream_with_an_untrusted_certificate_is_502_and_gets_no_request(
     make_gateway: MakeGateway, tmp_path: Path, transport: str
 ) -> None:

@@ -197,7 +197,14 @@ def test_upstream_calls_go_through_the_proxy_only_when_asked(crm: Crm, tmp_path:
     seen: list[str] = []
     policy = policy_from_mapping({"audit": {"fsync": "never"}})
     with serve(_forward_proxy(seen)) as proxy:
-        for opt_in, transport in ((True, "aiohttp"), (True, "httpx"), (False, "aiohttp")):
+        # h1 has no proxy support: with a proxy configured it is the aiohttp transport
+        for opt_in, transport in (
+            (True, "aiohttp"),
+            (True, "httpx"),
+            (True, "h1"),
+            (False, "aiohttp"),
+            (False, "h1"),
+        ):
             seen.clear()
             settings = Settings.build(
                 upstream=crm.url,

@@ -61,7 +61,7 @@ def test_c10_hop_by_hop_response_headers_never_reach_the_client(
     assert r.headers["x-kept"] == "yes"
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx", "h1"])
 def test_c55_a_cookie_the_crm_set_for_one_client_is_never_sent_for_another(
     make_gateway: MakeGateway, transport: str
 ) -> None:
@@ -217,7 +217,7 @@ def test_ready_once_the_upstream_answers(crm: Crm, make_gateway: MakeGateway) ->
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx", "h1"])
 def test_both_transports_redact_and_forward(
     crm: Crm, make_gateway: MakeGateway, transport: str
 ) -> None:

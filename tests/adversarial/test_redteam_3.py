@@ -419,7 +419,7 @@ def test_a_withheld_header_forged_by_the_crm_is_not_passed_on(
     assert "forged" not in r.headers.get_list("x-request-id")
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx", "h1"])
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_c33_a_redirect_to_another_host_is_not_followed_and_gets_no_token(
     make_gateway: MakeGateway, transport: str, status: int

@@ -73,7 +73,7 @@ def test_c42_past_the_concurrency_limit_requests_get_503_at_once(
 # -- 43: the upstream connection pool --------------------------------------------------------
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx", "h1"])
 def test_c43_a_full_upstream_pool_gets_503_within_the_pool_timeout_not_504(
     crm: Crm, edge_gateway: EdgeGateway, transport: str
 ) -> None:
