@@ -73,6 +73,10 @@ class _Origin:
         self.host_header = named if port == default else f"{named}:{port}"
 
 
+class _Unasked(Exception):
+    """Bytes of an answer nobody asked for; raised in a parser callback to stop parsing."""
+
+
 class _Conn(asyncio.Protocol):
     """One connection, and the state of the one exchange in flight on it."""
 
@@ -183,13 +187,18 @@ class _Conn(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         if self.complete:
+            # A second answer in the bytes of the first: never parsed (its head would
+            # overwrite the status and headers the caller is about to read).
             self.close()
+            raise _Unasked()
         self.raw = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw.append((name.decode("latin-1").lower(), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            return
         status = self.parser.get_status_code()
         if status < 200:
             return  # an interim answer: the final one follows

@@ -213,6 +213,31 @@ def test_keep_alive_serves_two_requests_on_one_connection() -> None:
     run(main)
 
 
+def test_a_second_answer_in_the_bytes_of_the_first_is_never_read() -> None:
+    """An answer nobody asked for, sent with the first one: the caller reads the first
+    answer's status, headers and body, and the connection is not kept (a later request
+    must never be answered with it)."""
+    unasked = b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\nX-Unasked: 1\r\n\r\nnope"
+    server = Server(fixed(OK + unasked, OK))
+
+    async def main() -> None:
+        async with serving(server) as url:
+            up = client()
+            first = await up.send("GET", url + "/", [], b"")
+            assert (first.status, first.header("x-a"), first.header("x-unasked")) == (
+                200,
+                "b",
+                None,
+            )
+            assert await body(first) == b"hello"
+            second = await up.send("GET", url + "/", [], b"")
+            assert second.status == 200 and await body(second) == b"hello"
+            await up.aclose()
+        assert server.connections == 2
+
+    run(main)
+
+
 def test_an_idle_connection_the_server_closed_is_not_used() -> None:
     server = Server(fixed(OK), close_after=True)  # no "Connection: close" said
 
