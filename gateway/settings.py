@@ -84,7 +84,7 @@ class Settings:
     audit_log: Path | None = None
     secret_file: Path = Path(".gateway-secret")
     secret: str | None = None
-    transport: str = "aiohttp"
+    transport: str = "h1"
     policy: Policy = field(default_factory=Policy)
     #: where signed checkpoints go; None: ``<audit_log>.checkpoints`` (none on stdout only)
     checkpoint_file: Path | None = None
@@ -154,7 +154,7 @@ class Settings:
             raise SettingsError("--port must be a number") from None
         if not 0 <= port_n <= 65535:
             raise SettingsError("--port must be between 0 and 65535")
-        kind = transport or env.get("GATEWAY_TRANSPORT", "aiohttp")
+        kind = transport or env.get("GATEWAY_TRANSPORT", "h1")
         if kind not in TRANSPORTS:
             raise SettingsError(f"--transport must be one of {', '.join(TRANSPORTS)}")
         pol_path = policy_path or env.get("GATEWAY_POLICY")

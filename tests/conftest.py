@@ -154,7 +154,7 @@ def make_gateway(crm: Crm, tmp_path: Path) -> Iterator[MakeGateway]:
         *,
         upstream: str | None = None,
         upload_upstream: str | None = None,
-        transport: str = "aiohttp",
+        transport: str = "h1",
         http: str = "auto",
         policy_path: Path | None = None,
         env: dict[str, str] | None = None,
