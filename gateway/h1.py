@@ -74,7 +74,8 @@ class _Origin:
 
 
 class _Unasked(Exception):
-    """Bytes of an answer nobody asked for; raised in a parser callback to stop parsing."""
+    """Bytes of an answer nobody asked for (or no answer at all); raised in a parser
+    callback to stop parsing."""
 
 
 class _Conn(asyncio.Protocol):
@@ -200,6 +201,9 @@ class _Conn(asyncio.Protocol):
         if self.complete:
             return
         status = self.parser.get_status_code()
+        if status < 100:
+            # Neither interim nor final: its body would be read as the final one's.
+            raise _Unasked()
         if status < 200:
             return  # an interim answer: the final one follows
         self.status = status

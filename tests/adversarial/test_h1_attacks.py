@@ -133,6 +133,23 @@ def test_odd_framing_is_read_right_or_refused_and_the_next_answer_is_its_own(
     run(main)
 
 
+def test_a_status_below_100_is_refused_never_merged_into_the_next_answer() -> None:
+    """``HTTP/1.1 099`` is not an interim answer (1xx) and not a final one: its body
+    must not be read as the start of the final answer's body."""
+    fake = b"HTTP/1.1 099 Odd\r\nContent-Length: 6\r\n\r\nSTOLEN"
+    server = Server(then_echo(fake + own(b"1")))
+
+    async def main() -> None:
+        async with serving(server) as url:
+            up = client()
+            with pytest.raises(UpstreamUnreachable):
+                await get(up, url, "1")
+            assert await get(up, url, "2") == b"for 2"
+            await up.aclose()
+
+    run(main)
+
+
 def test_a_head_answer_with_a_body_does_not_answer_the_next_request() -> None:
     server = Server(then_echo(own(b"1") + own(b"2")))
 
