@@ -43,6 +43,9 @@ from gateway.upstream import (
 
 _IDLE_TTL = 15.0
 _HIGH_WATER = 256 * 1024
+# Bytes in a row that carry no body (a head, interim answers, trailers, chunk framing):
+# far more than any CRM's head, far less than an endless one grows to before the timeout.
+_MAX_FRAMING = 256 * 1024
 _RETRYABLE = frozenset({"GET", "HEAD", "OPTIONS"})
 _WITH_LENGTH = frozenset({"POST", "PUT", "PATCH"})
 _NOT_FORWARDED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
@@ -103,6 +106,8 @@ class _Conn(asyncio.Protocol):
         self.cause: BaseException | None = None
         self.body: list[bytes] = []
         self.buffered = 0
+        self.framing = 0  # bytes received since the last byte of body (see _MAX_FRAMING)
+        self.progressed = False  # a byte of body in the bytes being fed
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
         if not request:
@@ -167,10 +172,15 @@ class _Conn(asyncio.Protocol):
             self.close()
             return
         self.received = True
+        self.progressed = False
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(exc)
+            return
+        self.framing = 0 if self.progressed else self.framing + len(data)
+        if self.framing > _MAX_FRAMING:
+            self._fail(None)  # an endless head or trailer would grow until the read timeout
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes; connection_lost settles the exchange
@@ -224,6 +234,7 @@ class _Conn(asyncio.Protocol):
             return
         self.body.append(body)
         self.buffered += len(body)
+        self.progressed = True
         if self.buffered > _HIGH_WATER and not self.paused:
             self.paused = True
             self.transport.pause_reading()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -206,6 +207,41 @@ def test_an_answer_that_comes_after_its_request_timed_out_is_never_the_next_ones
 
 
 # -- bounds --
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        b"HTTP/1.1 200 OK\r\n",  # an endless head
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n",  # trailers
+    ],
+    ids=["head", "trailers"],
+)
+def test_endless_header_lines_are_refused_before_they_fill_memory(start: bytes) -> None:
+    """Header lines without end: the answer is refused once they are far larger than any
+    CRM's head, long before the read timeout (gigabytes at loopback speed)."""
+
+    async def endless(s: Server, _n: int, _r: bytes) -> bytes | None:
+        assert s.writer is not None
+        s.writer.write(start)
+        lines = (b"X-Pad: " + b"a" * 1000 + b"\r\n") * 64
+        while not s.writer.is_closing():
+            s.writer.write(lines)
+            await s.writer.drain()
+        return None
+
+    server = Server(endless)
+
+    async def main() -> None:
+        async with serving(server) as url:
+            up = client(read_timeout=5.0)
+            started = time.monotonic()
+            with pytest.raises(UpstreamUnreachable):
+                await body(await up.send("GET", url + "/", [], b""))
+            assert time.monotonic() - started < 1.0
+            await up.aclose()
+
+    run(main)
 
 
 # -- cancellation and the pool --
