@@ -246,6 +246,10 @@ class _Conn(asyncio.Protocol):
         self.complete = True
         if self.close_delimited or not self.parser.should_keep_alive():
             self.reusable = False
+        elif self.transport.get_write_buffer_size():
+            # Answered before the request was written whole: what the peer makes of the
+            # rest of the body (more requests?) must not answer the next request here.
+            self.reusable = False
         self._wake()
 
 

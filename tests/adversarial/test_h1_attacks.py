@@ -206,6 +206,41 @@ def test_an_answer_that_comes_after_its_request_timed_out_is_never_the_next_ones
     run(main)
 
 
+def test_an_answer_before_the_request_body_is_written_does_not_keep_the_connection() -> None:
+    """The CRM (or a load balancer) answers a large upload at once, before reading it,
+    and keeps the connection: whatever it then reads from the rest of the body must not
+    decide the answer to the next request (here the body holds a request of its own)."""
+    smuggled = b"GET /smuggled HTTP/1.1\r\nX-Id: smuggled\r\n\r\n"
+    upload = smuggled * (8 * 1024 * 1024 // len(smuggled))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # a naive server: answers each head at once and reads the body as more requests
+        server.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                writer.write(own(request_id(head)))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = Server(echo)
+    server.handle = handle  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with serving(server) as url:
+            up = client()
+            resp = await up.send("POST", url + "/upload", [("X-Id", "1")], upload)
+            assert await body(resp) == b"for 1"
+            assert await get(up, url, "2") == b"for 2"
+            await up.aclose()
+
+    run(main)
+
+
 # -- bounds --
 
 
