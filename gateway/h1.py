@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import select
 import ssl
 from collections import deque
 from typing import cast
@@ -141,6 +142,18 @@ class _Conn(asyncio.Protocol):
 
     def alive(self) -> bool:
         return not self.lost and not self.transport.is_closing()
+
+    def usable(self) -> bool:
+        """Alive, and nothing waits unread in the socket: bytes that came before the next
+        request is written (a busy loop has not read them yet) cannot be its answer."""
+        if not self.alive():
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        poll = select.poll()  # not select(): descriptors above 1023 are common here
+        poll.register(sock.fileno(), select.POLLIN)
+        return not poll.poll(0)
 
     def close(self) -> None:
         self.reusable = False
@@ -367,7 +380,7 @@ class H1Upstream:
         now = loop.time()
         while idle:
             conn = idle.pop()
-            if conn.alive() and now - conn.idle_since <= _IDLE_TTL:
+            if conn.usable() and now - conn.idle_since <= _IDLE_TTL:
                 return conn, True
             self._forget(conn)
             self._free_slot()
@@ -393,9 +406,11 @@ class H1Upstream:
                 self._pass_on(fut.result())
                 raise
             got = fut.result()
-        if got is None:  # a slot, not a connection
-            return await self._connect(origin), False
-        return got, True
+        if got is not None and got.usable():
+            return got, True
+        if got is not None:  # closed, or unasked bytes came, since it was handed over
+            self._forget(got)
+        return await self._connect(origin), False  # in the slot handed over
 
     async def _connect(self, origin: _Origin) -> _Conn:
         """A new connection in a slot the caller holds (freed if this fails)."""

@@ -10,10 +10,12 @@ sockets on 127.0.0.1, no mocks; every test runs on asyncio and on uvloop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -202,6 +204,76 @@ def test_an_answer_that_comes_after_its_request_timed_out_is_never_the_next_ones
                 assert await get(up, url, rid) == b"for " + rid.encode()
                 await asyncio.sleep(0.1)
             await up.aclose()
+
+    run(main)
+
+
+@pytest.fixture
+def thread_server() -> Iterator[tuple[int, list[int]]]:
+    """A server in a thread (so it writes while the client's event loop is busy). On its
+    first connection it answers request 1, then 50 ms later a second, unasked answer
+    shaped as the next one's; every other request gets its own answer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections: list[int] = []
+
+    def serve(conn: socket.socket, first: bool) -> None:
+        buf = b""
+        with conn, contextlib.suppress(OSError):  # the client may close it: ours to see
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                conn.sendall(own(request_id(head)))
+                if first:
+                    first = False
+                    time.sleep(0.05)
+                    conn.sendall(own(b"2"))  # as if it answered a request 2
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(1)
+            threading.Thread(target=serve, args=(conn, len(connections) == 1), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield listener.getsockname()[1], connections
+    listener.close()
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["from-the-idle-list", "handed-to-a-waiter"])
+def test_an_unasked_answer_waiting_unread_in_the_socket_is_not_read_as_the_next_one(
+    thread_server: tuple[int, list[int]], queued: bool
+) -> None:
+    """A busy event loop (the gateway redacting a large page) has not yet read what came
+    on a connection when the next request takes it (from the idle list, or as the one
+    waiter it was handed to): bytes already waiting in the socket before the request is
+    written cannot be its answer."""
+    port, connections = thread_server
+    url = f"http://127.0.0.1:{port}"
+
+    async def first(up: H1Upstream) -> bytes:
+        got = await get(up, url, "1")
+        time.sleep(0.2)  # the loop is busy; meanwhile the unasked answer arrives
+        return got
+
+    async def main() -> None:
+        up = client(max_connections=1)
+        if queued:
+            held = asyncio.ensure_future(first(up))
+            await asyncio.sleep(0)
+            assert await asyncio.gather(held, get(up, url, "3")) == [b"for 1", b"for 3"]
+        else:
+            assert await first(up) == b"for 1"
+            assert await get(up, url, "3") == b"for 3"
+        assert await get(up, url, "4") == b"for 4"
+        await up.aclose()
+        assert len(connections) == 2
 
     run(main)
 
