@@ -92,6 +92,7 @@ class _Conn(asyncio.Protocol):
         self.loop = loop
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
+        self.dropped = False  # closed from this side: an EOF that follows ends no body
         self.idle_since = 0.0
         self.start(b"", False)
 
@@ -157,6 +158,7 @@ class _Conn(asyncio.Protocol):
 
     def close(self) -> None:
         self.reusable = False
+        self.dropped = True
         self.transport.close()
 
     def _wake(self) -> None:
@@ -201,8 +203,8 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.reusable = False
-        if exc is None and self.status and self.close_delimited and not self.broken:
-            self.complete = True  # EOF is how this body ends
+        if exc is None and self.status and self.close_delimited and not self.dropped:
+            self.complete = True  # the peer's EOF is how this body ends
             self._wake()
         else:
             self._fail(exc)

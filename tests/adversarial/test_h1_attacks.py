@@ -487,6 +487,32 @@ def test_a_reset_in_the_middle_of_the_body_is_an_error_never_a_short_body() -> N
     run(main)
 
 
+def test_a_body_until_eof_cut_by_closing_the_transport_is_an_error_never_a_short_body() -> None:
+    """A body that ends at EOF (no length, not chunked) is cut when the gateway shuts the
+    transport down (``aclose``) while a client still streams it: the EOF that follows our
+    own close is not the CRM's end of the body."""
+
+    async def stream(s: Server, _n: int, _r: bytes) -> bytes | None:
+        assert s.writer is not None
+        s.writer.write(b"HTTP/1.1 200 OK\r\n\r\npart one;")
+        await asyncio.sleep(0.5)
+        return b"part two"
+
+    server = Server(stream, close_after=True)
+
+    async def main() -> None:
+        async with serving(server) as url:
+            up = client()
+            resp = await up.send("GET", url + "/", [], b"")
+            reading = asyncio.ensure_future(body(resp))
+            await asyncio.sleep(0.1)
+            await up.aclose()
+            with pytest.raises(UpstreamUnreachable):
+                await reading
+
+    run(main)
+
+
 def test_a_body_released_unread_gives_its_slot_to_the_queued_request() -> None:
     server = Server(fixed(OK, OK, OK))
 
