@@ -298,6 +298,14 @@ class _Body:
             conn, self._conn = self._conn, None
             self._pool._checkin(conn)
 
+    def __del__(self) -> None:
+        # Dropped unreleased (its caller failed between send and reading it): the slot
+        # comes back, as aiohttp's responses do, or the pool shrinks for good.
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to free
+                conn.loop.call_soon_threadsafe(self._pool._checkin, conn)
+
 
 class H1Upstream:
     """The ``Upstream`` seam over pooled HTTP/1.1 connections (see the module docstring)."""

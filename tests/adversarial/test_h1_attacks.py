@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 import socket
 import threading
@@ -532,6 +533,24 @@ def test_a_body_until_eof_cut_by_closing_the_transport_is_an_error_never_a_short
             await up.aclose()
             with pytest.raises(UpstreamUnreachable):
                 await reading
+
+    run(main)
+
+
+def test_a_response_dropped_unreleased_gives_its_slot_back() -> None:
+    """A caller that fails between ``send`` and reading the answer (a handler whose next
+    await raises, as the bulk export's non-200 branch may) drops the response without
+    ``aclose``: its slot must come back, or the pool shrinks until every request is 503."""
+    server = Server(then_echo(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf"))
+
+    async def main() -> None:
+        async with serving(server) as url:
+            up = client(max_connections=1, pool_timeout=0.5)
+            resp = await up.send("GET", url + "/", [("X-Id", "1")], b"")
+            del resp
+            gc.collect()
+            assert await get(up, url, "2") == b"for 2"
+            await up.aclose()
 
     run(main)
 
