@@ -317,24 +317,30 @@ def test_an_answer_before_the_request_body_is_written_does_not_keep_the_connecti
 # -- bounds --
 
 
+PAD = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+
+
 @pytest.mark.parametrize(
-    "start",
+    ("start", "lines"),
     [
-        b"HTTP/1.1 200 OK\r\n",  # an endless head
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n",  # trailers
+        (b"HTTP/1.1 200 OK\r\n", PAD),  # an endless head
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n", PAD),
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # a storm of interim answers
     ],
-    ids=["head", "trailers"],
+    ids=["head", "trailers", "interim"],
 )
-def test_endless_header_lines_are_refused_before_they_fill_memory(start: bytes) -> None:
-    """Header lines without end: the answer is refused once they are far larger than any
-    CRM's head, long before the read timeout (gigabytes at loopback speed)."""
+def test_endless_header_lines_are_refused_before_they_fill_memory(
+    start: bytes, lines: bytes
+) -> None:
+    """Header lines without end (or interim answers without end): the answer is refused
+    once they are far larger than any CRM's head, long before the read timeout (the
+    head grew by gigabytes at loopback speed)."""
 
     async def endless(s: Server, _n: int, _r: bytes) -> bytes | None:
         assert s.writer is not None
         s.writer.write(start)
-        lines = (b"X-Pad: " + b"a" * 1000 + b"\r\n") * 64
         while not s.writer.is_closing():
-            s.writer.write(lines)
+            s.writer.write(lines * (64 * 1024 // len(lines)))
             await s.writer.drain()
         return None
 
