@@ -11,7 +11,10 @@ when every connection is busy, then ``Overloaded``), Content-Length, chunked and
 close-delimited bodies with back-pressure (reading pauses above 256 KiB buffered), 1xx
 answers skipped, a read timeout on every wait for the head or the next chunk, and one
 retry on a fresh connection for a GET, HEAD or OPTIONS whose reused connection died
-before any byte of the answer came.
+before any byte of the answer came. A connection is kept only if its answer came after
+its request was written whole, and reused only if nothing waits unread in its socket
+(an answer nobody asked for must never be read as the next request's); bytes without
+body (heads, interim answers, trailers) are bounded at 256 KiB in a row.
 
 What it does not do: no proxy (``make_upstream`` gives the aiohttp transport when one is
 configured), no cookies, no redirects, no decompression, no HTTP/2, no ``Expect``
