@@ -11,7 +11,10 @@ when every connection is busy, then ``Overloaded``), Content-Length, chunked and
 close-delimited bodies with back-pressure (reading pauses above 256 KiB buffered), 1xx
 answers skipped, a read timeout on every wait for the head or the next chunk, and one
 retry on a fresh connection for a GET, HEAD or OPTIONS whose reused connection died
-before any byte of the answer came.
+before any byte of the answer came. A connection is kept only if its answer came after
+its request was written whole, and reused only if nothing waits unread in its socket
+(an answer nobody asked for must never be read as the next request's); bytes without
+body (heads, interim answers, trailers) are bounded at 256 KiB in a row.
 
 What it does not do: no proxy (``make_upstream`` gives the aiohttp transport when one is
 configured), no cookies, no redirects, no decompression, no HTTP/2, no ``Expect``
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import select
 import ssl
 from collections import deque
 from typing import cast
@@ -43,6 +47,9 @@ from gateway.upstream import (
 
 _IDLE_TTL = 15.0
 _HIGH_WATER = 256 * 1024
+# Bytes in a row that carry no body (a head, interim answers, trailers, chunk framing):
+# far more than any CRM's head, far less than an endless one grows to before the timeout.
+_MAX_FRAMING = 256 * 1024
 _RETRYABLE = frozenset({"GET", "HEAD", "OPTIONS"})
 _WITH_LENGTH = frozenset({"POST", "PUT", "PATCH"})
 _NOT_FORWARDED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
@@ -74,7 +81,8 @@ class _Origin:
 
 
 class _Unasked(Exception):
-    """Bytes of an answer nobody asked for; raised in a parser callback to stop parsing."""
+    """Bytes of an answer nobody asked for (or no answer at all); raised in a parser
+    callback to stop parsing."""
 
 
 class _Conn(asyncio.Protocol):
@@ -87,6 +95,7 @@ class _Conn(asyncio.Protocol):
         self.loop = loop
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
+        self.dropped = False  # closed from this side: an EOF that follows ends no body
         self.idle_since = 0.0
         self.start(b"", False)
 
@@ -102,6 +111,8 @@ class _Conn(asyncio.Protocol):
         self.cause: BaseException | None = None
         self.body: list[bytes] = []
         self.buffered = 0
+        self.framing = 0  # bytes received since the last byte of body (see _MAX_FRAMING)
+        self.progressed = False  # a byte of body in the bytes being fed
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
         if not request:
@@ -136,8 +147,21 @@ class _Conn(asyncio.Protocol):
     def alive(self) -> bool:
         return not self.lost and not self.transport.is_closing()
 
+    def usable(self) -> bool:
+        """Alive, and nothing waits unread in the socket: bytes that came before the next
+        request is written (a busy loop has not read them yet) cannot be its answer."""
+        if not self.alive():
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        poll = select.poll()  # not select(): descriptors above 1023 are common here
+        poll.register(sock.fileno(), select.POLLIN)
+        return not poll.poll(0)
+
     def close(self) -> None:
         self.reusable = False
+        self.dropped = True
         self.transport.close()
 
     def _wake(self) -> None:
@@ -166,10 +190,15 @@ class _Conn(asyncio.Protocol):
             self.close()
             return
         self.received = True
+        self.progressed = False
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(exc)
+            return
+        self.framing = 0 if self.progressed else self.framing + len(data)
+        if self.framing > _MAX_FRAMING:
+            self._fail(None)  # an endless head or trailer would grow until the read timeout
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes; connection_lost settles the exchange
@@ -177,8 +206,8 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.reusable = False
-        if exc is None and self.status and self.close_delimited and not self.broken:
-            self.complete = True  # EOF is how this body ends
+        if exc is None and self.status and self.close_delimited and not self.dropped:
+            self.complete = True  # the peer's EOF is how this body ends
             self._wake()
         else:
             self._fail(exc)
@@ -200,6 +229,9 @@ class _Conn(asyncio.Protocol):
         if self.complete:
             return
         status = self.parser.get_status_code()
+        if status < 100:
+            # Neither interim nor final: its body would be read as the final one's.
+            raise _Unasked()
         if status < 200:
             return  # an interim answer: the final one follows
         self.status = status
@@ -220,6 +252,7 @@ class _Conn(asyncio.Protocol):
             return
         self.body.append(body)
         self.buffered += len(body)
+        self.progressed = True
         if self.buffered > _HIGH_WATER and not self.paused:
             self.paused = True
             self.transport.pause_reading()
@@ -230,6 +263,10 @@ class _Conn(asyncio.Protocol):
             return  # the end of an interim answer, or of a HEAD answer's phantom body
         self.complete = True
         if self.close_delimited or not self.parser.should_keep_alive():
+            self.reusable = False
+        elif self.transport.get_write_buffer_size():
+            # Answered before the request was written whole: what the peer makes of the
+            # rest of the body (more requests?) must not answer the next request here.
             self.reusable = False
         self._wake()
 
@@ -263,6 +300,14 @@ class _Body:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             self._pool._checkin(conn)
+
+    def __del__(self) -> None:
+        # Dropped unreleased (its caller failed between send and reading it): the slot
+        # comes back, as aiohttp's responses do, or the pool shrinks for good.
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to free
+                conn.loop.call_soon_threadsafe(self._pool._checkin, conn)
 
 
 class H1Upstream:
@@ -348,7 +393,7 @@ class H1Upstream:
         now = loop.time()
         while idle:
             conn = idle.pop()
-            if conn.alive() and now - conn.idle_since <= _IDLE_TTL:
+            if conn.usable() and now - conn.idle_since <= _IDLE_TTL:
                 return conn, True
             self._forget(conn)
             self._free_slot()
@@ -374,9 +419,11 @@ class H1Upstream:
                 self._pass_on(fut.result())
                 raise
             got = fut.result()
-        if got is None:  # a slot, not a connection
-            return await self._connect(origin), False
-        return got, True
+        if got is not None and got.usable():
+            return got, True
+        if got is not None:  # closed, or unasked bytes came, since it was handed over
+            self._forget(got)
+        return await self._connect(origin), False  # in the slot handed over
 
     async def _connect(self, origin: _Origin) -> _Conn:
         """A new connection in a slot the caller holds (freed if this fails)."""
