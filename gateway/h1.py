@@ -206,8 +206,17 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.reusable = False
-        if exc is None and self.status and self.close_delimited and not self.dropped:
-            self.complete = True  # the peer's EOF is how this body ends
+        if (
+            exc is None
+            and self.status
+            and self.close_delimited
+            and not self.dropped
+            and not self.origin.tls
+        ):
+            # The peer's EOF is how this body ends. Not over TLS: a TCP close without
+            # TLS's close_notify reaches us like a clean one, so anyone on the path could
+            # cut such a body short unseen (a CRM frames its answers; this never serves it).
+            self.complete = True
             self._wake()
         else:
             self._fail(exc)

@@ -14,9 +14,11 @@ import contextlib
 import gc
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -575,5 +577,40 @@ def test_a_body_released_unread_gives_its_slot_to_the_queued_request() -> None:
             assert await body(resp) == b"hello"
             assert await body(await up.send("GET", url + "/", [], b"")) == b"hello"
             await up.aclose()
+
+    run(main)
+
+
+def test_over_tls_a_body_that_only_a_close_ends_is_never_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over TLS a TCP close without close_notify looks like a clean one, so whoever sits on
+    the path could cut a close-delimited body short: such a body is refused, while a framed
+    one on the same server reads whole."""
+    from tests.test_forward import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client's default context trusts it
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    unframed = b"HTTP/1.1 200 OK\r\nX-A: b\r\n\r\nhello"
+
+    async def main() -> None:
+        for answer, whole in ((OK, True), (unframed, False)):
+            server = Server(fixed(answer), close_after=True)
+            listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_tls)
+            port = listener.sockets[0].getsockname()[1]
+            up = client()
+            try:
+                resp = await up.send("GET", f"https://127.0.0.1:{port}/", [], b"")
+                assert resp.status == 200
+                if whole:
+                    assert await body(resp) == b"hello"
+                else:
+                    with pytest.raises(UpstreamUnreachable):
+                        await body(resp)
+            finally:
+                await up.aclose()
+                listener.close()
 
     run(main)
