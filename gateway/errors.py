@@ -59,6 +59,7 @@ class Reason(enum.StrEnum):
     INVALID_MODULE = "invalid_module"
     INVALID_DATA = "invalid_data"
     INVALID_QUERY = "invalid_query"
+    UNKNOWN_PARAMETER = "unknown_parameter"
     RESTRICTED_CRITERIA = "restricted_criteria"
     RESTRICTED_EXTERNAL = "restricted_external"
     STOP_PROCESSING = "stop_processing"

@@ -23,9 +23,11 @@ from cachetools import TTLCache
 
 from gateway.errors import GatewayError, MetadataUnavailable, UnreadableUpstream, UpstreamRefused
 from gateway.privacy.catalog import (
+    CustomView,
     MetadataShapeError,
     ModuleCatalog,
     OrgInfo,
+    parse_custom_view,
     parse_fields,
     parse_modules,
     parse_org,
@@ -124,6 +126,20 @@ class MetadataCache:
         return await self._get(
             ("related", org_id, version, module.lower()),
             lambda: self._fetch(url, headers, parse_related_lists),
+        )
+
+    async def custom_view(
+        self, org_id: str, version: str, module: str, cvid: str, headers: Headers
+    ) -> tuple[CustomView, float]:
+        """A custom view's definition (its criteria decide which records a ``cvid`` read
+        returns). ``cvid`` is a plain numeric id (the caller checked it)."""
+        url = (
+            f"{self._base}/crm/{version}/settings/custom_views/{cvid}"
+            f"?module={quote(module, safe='')}"
+        )
+        return await self._get(
+            ("custom_view", org_id, version, module.lower(), cvid),
+            lambda: self._fetch(url, headers, lambda body: parse_custom_view(cvid, body)),
         )
 
     def oldest_age(self) -> float:

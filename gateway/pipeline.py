@@ -13,7 +13,7 @@ from typing import assert_never
 
 from gateway.bulk import ExportSlots
 from gateway.crm.request import CanonicalRequest
-from gateway.crm.routes import Kind
+from gateway.crm.routes import RECORD_BEARING, Kind
 from gateway.decision import Decision
 from gateway.errors import InvalidData, InvalidUrl, Reason, RestrictedField, UnknownGatewayKey
 from gateway.forward import Forwarder
@@ -96,6 +96,8 @@ class Pipeline:
             return await composite.composite(req, decision, self.handle)
         if req.kind in _NO_VIEW:
             return await self.forward.passthrough(req, decision)
+        if req.kind in RECORD_BEARING:
+            _check_params(req)
         view = await self.views.load(req, decision, shown)
         if view is None:  # privacy_settings false: the CRM's GDPR rules do not apply
             decision.note(Reason.PRIVACY_SETTINGS_OFF)
@@ -182,6 +184,26 @@ class Pipeline:
             if self.ctx.refuses(decision, Rule.CRITERIA, reason, [info.api_name]):
                 decision.refuse(reason, info.api_name)
                 raise RestrictedField(info.api_name)
+
+
+def _check_params(req: CanonicalRequest) -> None:
+    """Default deny for parameters: a record-bearing read takes only the parameters its
+    row of the route table lists. Any other could change which records come back in a way
+    no guard has checked, so it is refused before anything is fetched (every mode, for
+    every org: it is the route table's rule, not a privacy rule). ``details`` names the
+    parameter (a plain word, canonicalize checked it), never its value."""
+    allowed = req.route.params
+    if allowed is None:
+        return
+    for name, _ in req.params:
+        if name not in allowed:
+            raise InvalidData(
+                details={
+                    "reason": "the gateway does not forward this parameter",
+                    "param_name": name,
+                },
+                reason=Reason.UNKNOWN_PARAMETER,
+            )
 
 
 def _token(value: str | None) -> str | None:

@@ -35,9 +35,10 @@ class Rule(enum.StrEnum):
     #: write answers)
     REDACT = "redact"
     #: restricted fields in search criteria, email/phone/word search, COQL conditions and
-    #: aggregates, bulk-read criteria, and X-EXTERNAL keys of a withheld field
+    #: aggregates, bulk-read criteria, a custom view's criteria (cvid), and X-EXTERNAL keys
+    #: of a withheld field
     CRITERIA = "criteria"
-    #: sort_by on a restricted field
+    #: sort_by on a restricted field, or a custom view sorted by one
     SORT = "sort"
     #: writes that reach a record in stop processing
     STOP_PROCESSING = "stop_processing"

@@ -21,7 +21,7 @@ from gateway.errors import GatewayError, InvalidModule, MetadataUnavailable
 from gateway.keys import fingerprint
 from gateway.metadata import MetadataCache
 from gateway.policy import Policy
-from gateway.privacy.catalog import ModuleCatalog, OrgInfo, with_overrides
+from gateway.privacy.catalog import CustomView, ModuleCatalog, OrgInfo, with_overrides
 from gateway.privacy.redact import MaskPlan, build_plan
 from gateway.upstream import Headers
 
@@ -141,6 +141,17 @@ class Views:
             view.catalogs[key] = found
             view.age = max(view.age, age)
             decision.metadata_age_s = view.age
+        return found
+
+    async def custom_view(
+        self, view: View, module: str, cvid: str, decision: Decision
+    ) -> CustomView:
+        """The definition of custom view ``cvid`` of ``module`` (fails closed)."""
+        found, age = await self.metadata.custom_view(
+            view.org.org_id, view.version, module, cvid, view.headers
+        )
+        view.age = max(view.age, age)
+        decision.metadata_age_s = view.age
         return found
 
     def _with_overrides(self, catalog: ModuleCatalog) -> ModuleCatalog:

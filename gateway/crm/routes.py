@@ -81,6 +81,9 @@ class Route:
     methods: Mapping[str, Kind]  # method -> handling
     #: a placeholder whose value may be an external id when X-EXTERNAL is sent
     external: str | None = None
+    #: the query parameters (lower case) its record-bearing GET takes; any other is
+    #: refused (default deny). None: parameters are not checked against the row.
+    params: frozenset[str] | None = None
     #: the template's segments, split once (every request is matched against them)
     segments: tuple[str, ...] = field(init=False, compare=False)
     #: per segment: (its lower-case literal, None) or (None, its placeholder's name)
@@ -97,13 +100,67 @@ class Route:
         object.__setattr__(self, "literals", literals)
 
 
-def _r(template: str, external: str | None = None, **methods: Kind) -> Route:
+def _r(
+    template: str,
+    external: str | None = None,
+    *,
+    params: frozenset[str] | None = None,
+    **methods: Kind,
+) -> Route:
     table: dict[str, Kind] = {}
     for method, kind in methods.items():
         table[method] = kind
         if method == "GET":
             table["HEAD"] = kind
-    return Route(template, table, external)
+    return Route(template, table, external, params)
+
+
+# The parameters of record-bearing reads (research §4.2, §4.9, §7), lower case: the
+# canonical request lower-cases names (``startDateTime`` arrives as ``startdatetime``).
+# ``include`` carries the gateway's own ``private_fields`` (and the CRM's values, passed on).
+#: list and one record: the SDKs' GetRecordsParam (v2) and GetRecordParam (v8)
+LIST_PARAMS = frozenset(
+    {
+        "approved",
+        "converted",
+        "cvid",
+        "ids",
+        "uid",
+        "fields",
+        "sort_by",
+        "sort_order",
+        "page",
+        "per_page",
+        "startdatetime",
+        "enddatetime",
+        "territory_id",
+        "include_child",
+        "page_token",
+        "on_demand_properties",
+        "include",
+    }
+)
+#: search: a list's parameters and the search keys (SearchRecordsParam; ``type`` is the
+#: Users module's)
+SEARCH_PARAMS = LIST_PARAMS | {"criteria", "email", "phone", "word", "type"}
+#: how many records match: the search keys, a custom view, and the record filters
+COUNT_PARAMS = frozenset({"criteria", "email", "phone", "word", "cvid", "approved", "converted"})
+#: the recycle bin: which bin, and the page
+DELETED_PARAMS = frozenset({"type", "page", "per_page", "include"})
+#: a related list (research §4.9): no custom view, no search keys
+RELATED_PARAMS = frozenset(
+    {
+        "fields",
+        "page",
+        "per_page",
+        "page_token",
+        "ids",
+        "sort_by",
+        "sort_order",
+        "converted",
+        "include",
+    }
+)
 
 
 K = Kind
@@ -123,13 +180,20 @@ TABLE: tuple[Route, ...] = (
     _r("/crm/bulk/{v}/read/{job_id}/result", GET=K.BULK_READ_RESULT),
     _r("/crm/bulk/{v}/write", POST=K.BULK_WRITE_CREATE),
     _r("/crm/bulk/{v}/write/{job_id}", GET=K.JOB_STATUS),
-    _r(M, GET=K.READ, POST=K.INSERT, PUT=K.UPDATE, DELETE=K.DELETE),
-    _r(M + "/search", GET=K.SEARCH),
-    _r(M + "/deleted", GET=K.READ),
+    _r(M, params=LIST_PARAMS, GET=K.READ, POST=K.INSERT, PUT=K.UPDATE, DELETE=K.DELETE),
+    _r(M + "/search", params=SEARCH_PARAMS, GET=K.SEARCH),
+    _r(M + "/deleted", params=DELETED_PARAMS, GET=K.READ),
     _r(M + "/upsert", POST=K.UPSERT),
-    _r(M + "/actions/count", GET=K.COUNT),
+    _r(M + "/actions/count", params=COUNT_PARAMS, GET=K.COUNT),
     _r(M + "/actions/mass_update", POST=K.MASS_UPDATE, GET=K.JOB_STATUS),
-    _r(M + "/{id}", "id", GET=K.READ, PUT=K.RECORD_UPDATE, DELETE=K.DELETE),
+    _r(
+        M + "/{id}",
+        "id",
+        params=LIST_PARAMS,
+        GET=K.READ,
+        PUT=K.RECORD_UPDATE,
+        DELETE=K.DELETE,
+    ),
     _r(M + "/{id}/actions/convert", POST=K.CONVERT),
     _r(M + "/{id}/photo", GET=K.BLOB, POST=K.RELATED_WRITE, DELETE=K.DELETE),
     _r(M + "/{id}/Attachments/{related_id}", GET=K.BLOB, DELETE=K.DELETE),
@@ -137,6 +201,7 @@ TABLE: tuple[Route, ...] = (
     # related write, checked at both ends, not an erasure.
     _r(
         M + "/{id}/{related_list}",
+        params=RELATED_PARAMS,
         GET=K.RELATED,
         POST=K.RELATED_WRITE,
         PUT=K.RELATED_WRITE,

@@ -19,6 +19,7 @@ from gateway.errors import (
 )
 from gateway.forward import STALE_AFTER_REWRITE
 from gateway.handlers import Context
+from gateway.handlers.reads import guard_custom_view
 from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
 from gateway.privacy.catalog import ModuleCatalog
@@ -47,6 +48,10 @@ async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision:
     ctx.guard(
         decision, Rule.CRITERIA, lambda found: guards.check_paths(module, paths, catalogs, found)
     )
+    # A job may export a custom view's records: its criteria are checked as these are.
+    cvid = member(query, "cvid")
+    if cvid is not None:
+        await guard_custom_view(ctx, view, module, cvid, decision)
     return await ctx.forward.passthrough(req, decision)
 
 

@@ -3,6 +3,9 @@
 Every parameter that names a field is checked against the records' module before the
 request leaves (``criteria``, ``email``, ``phone``, ``word`` on any read, since a CRM could
 honour them on more routes than it documents; ``sort_by``), and every answer is redacted.
+A ``cvid`` names a custom view whose own criteria select the records: they are fetched
+from the CRM and checked as a ``criteria`` parameter would be (``guard_custom_view``).
+Parameters outside the route's row were refused before (pipeline.py ``_check_params``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from gateway.view import View
 
 _SEARCH_PARAMS = frozenset({"criteria", "email", "phone", "word"})
 _FIELD_NAME = re.compile(r"\$?[A-Za-z0-9_]{1,100}")
+#: a custom view id: the CRM's ids are numeric
+_CVID = re.compile(r"\d{1,25}")
 
 
 async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
@@ -45,6 +50,9 @@ async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
     if req.param("sort_by") is not None:
         catalog = await ctx.views.catalog(view, module, decision)
         ctx.guard(decision, Rule.SORT, lambda _: guards.check_sort_params(catalog, params))
+    cvid = req.param("cvid")
+    if cvid is not None:
+        await guard_custom_view(ctx, view, module, cvid, decision)
     plan = await ctx.views.plan(view, module, decision)
     include_private, kept = take_include_private(params)
     resp = await ctx.forward.send(req.with_params(kept), decision)
@@ -77,6 +85,35 @@ async def guard_search(
     ctx.guard(
         decision, Rule.CRITERIA, lambda found: guards.check_paths(module, paths, catalogs, found)
     )
+
+
+async def guard_custom_view(
+    ctx: Context, view: View, module: str, cvid: object, decision: Decision
+) -> None:
+    """A read (or a bulk read) of custom view ``cvid``: the records the CRM returns are
+    those its criteria select, so a view filtering on a restricted field tells which
+    records hold a value, as a criterion on it would. Its definition is fetched through the
+    metadata cache (fail closed: 503, or the CRM's own refusal of the id) and its fields
+    are checked under the criteria rule, its sort field under the sort rule."""
+    if isinstance(cvid, int) and not isinstance(cvid, bool):
+        cvid = str(cvid)
+    if not isinstance(cvid, str) or not _CVID.fullmatch(cvid):
+        raise InvalidData(
+            details={"reason": "cvid must be a custom view's numeric id", "param_name": "cvid"}
+        )
+    found = await ctx.views.custom_view(view, module, cvid, decision)
+    if found.cross_filters:
+        # Criteria on the fields of related records, whose module the view names by a
+        # relation the gateway cannot resolve: it cannot be checked, so it is refused.
+        raise InvalidQuery(details={"reason": "Cannot check the custom view's cross filters."})
+    paths = list(found.paths)
+    catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
+    ctx.guard(decision, Rule.CRITERIA, lambda hit: guards.check_paths(module, paths, catalogs, hit))
+    sort_by = found.sort_by
+    if sort_by is not None:
+        catalog = await ctx.views.catalog(view, module, decision)
+        sort = [("sort_by", sort_by)]
+        ctx.guard(decision, Rule.SORT, lambda _: guards.check_sort_params(catalog, sort))
 
 
 def take_include_private(

@@ -239,3 +239,79 @@ def parse_related_lists(body: Any) -> dict[str, tuple[str, str]]:
         if target:
             out[raw["api_name"].lower()] = (raw["api_name"], target)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class CustomView:
+    """What a custom view's definition says about the records it selects
+    (``GET /settings/custom_views/{id}?module=``)."""
+
+    #: the field paths its criteria name (``Lookup.Field`` split at the dot), in order
+    paths: tuple[tuple[str, ...], ...]
+    #: the field it orders records by, or None
+    sort_by: str | None
+    #: whether it filters by related records (``cross_filters``)
+    cross_filters: bool
+
+
+def parse_custom_view(cvid: str, body: Any) -> CustomView:
+    """The view ``cvid`` from the CRM's answer. Anything the gateway cannot read with
+    certainty (no such view, a criterion without a field name, an unknown shape) raises
+    ``MetadataShapeError``: a view that cannot be read is never taken to have no criteria."""
+    views = body.get("custom_views") if isinstance(body, Mapping) else None
+    if not isinstance(views, list) or len(views) != 1 or not isinstance(views[0], Mapping):
+        raise MetadataShapeError("custom view answer has no single 'custom_views' entry")
+    found = views[0]
+    if str(found.get("id")).lstrip("0") != cvid.lstrip("0"):
+        raise MetadataShapeError("custom view answer names another view")
+    paths = _criteria_paths(found.get("criteria"))
+    cross = found.get("cross_filters")
+    if cross is not None and not isinstance(cross, list):
+        raise MetadataShapeError("custom view cross_filters is not a list")
+    return CustomView(tuple(paths), _sort_field(found.get("sort_by")), bool(cross))
+
+
+def _criteria_paths(criteria: Any) -> list[tuple[str, ...]]:
+    """Every field a view's criteria name, at any depth: ``{"comparator", "field":
+    {"api_name"}, "value"}`` or ``{"group_operator", "group": [...]}``; a value that is
+    itself a field (a field-to-field comparison) counts too."""
+    out: list[tuple[str, ...]] = []
+    stack: list[Any] = [criteria]
+    while stack:
+        node = stack.pop()
+        if node is None or (isinstance(node, Mapping) and not node):
+            continue  # no criteria
+        if not isinstance(node, Mapping):
+            raise MetadataShapeError("a custom view criterion is not an object")
+        if "group" in node:
+            group = node["group"]
+            if not isinstance(group, list):
+                raise MetadataShapeError("a custom view criteria group is not a list")
+            stack.extend(reversed(group))  # popped in the order written
+            continue
+        field = node.get("field")
+        name = field.get("api_name") if isinstance(field, Mapping) else node.get("api_name")
+        out.append(_path(name))
+        value = node.get("value")
+        if isinstance(value, Mapping) and "api_name" in value:
+            out.append(_path(value.get("api_name")))
+    return out
+
+
+def _path(name: Any) -> tuple[str, ...]:
+    if not isinstance(name, str) or not name:
+        raise MetadataShapeError("a custom view criterion names no field")
+    parts = tuple(name.split("."))
+    if not all(parts):
+        raise MetadataShapeError("a custom view criterion names an empty field")
+    return parts
+
+
+def _sort_field(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        value = value.get("api_name")
+    if not isinstance(value, str) or not value:
+        raise MetadataShapeError("custom view sort_by names no field")
+    return value

@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .custom_views import new_view
 from .responses import SandboxError, json_response
 from .schema import SUBFORM_MODULES
 from .store import FaultRule, OrgStore, Sandbox
@@ -122,6 +123,23 @@ async def add_record(request: Request) -> Response:
     rec["id"] = rid
     org.put(module, rec)
     return json_response(None, rec)
+
+
+async def add_custom_view(request: Request) -> Response:
+    """A custom view of the module: ``name``, ``criteria`` (the CRM's shape, stored as
+    given), and any other key of a view (``sort_by``, ``cross_filters``, ...)."""
+    org = _org(request)
+    module = _module(org, request)
+    if module in SUBFORM_MODULES:
+        raise SandboxError(400, "INVALID_MODULE", "subform modules have no views", {})
+    body = _object(await _body(request))
+    vid = org.new_id()
+    extra = {k: v for k, v in body.items() if k not in ("id", "module", "name", "criteria")}
+    view = new_view(org, module, vid, str(body.get("name") or "View"), body.get("criteria"))
+    view.update(extra)
+    org.custom_views[vid] = view
+    org.touch()
+    return json_response(None, {k: v for k, v in view.items() if k != "module"})
 
 
 async def metadata(request: Request) -> Response:

@@ -22,6 +22,7 @@ from . import (
     bulk_write,
     composite,
     convert,
+    custom_views,
     meta_routes,
     reads,
     related,
@@ -78,6 +79,7 @@ def routes() -> list[BaseRoute]:
         ),
         _route("/_sandbox/metadata/{org}/{module}", {"POST": admin.metadata}),
         _route("/_sandbox/records/{org}/{module}", {"POST": admin.add_record}),
+        _route("/_sandbox/custom_views/{org}/{module}", {"POST": admin.add_custom_view}),
         _route(
             "/_sandbox/records/{org}/{module}/{id}", {"GET": admin.record, "POST": admin.record}
         ),
@@ -92,6 +94,8 @@ def routes() -> list[BaseRoute]:
         _route(crm + "/settings/modules", {"GET": meta_routes.modules}),
         _route(crm + "/settings/fields", {"GET": meta_routes.fields}),
         _route(crm + "/settings/related_lists", {"GET": meta_routes.related_lists}),
+        _route(crm + "/settings/custom_views", {"GET": custom_views.list_views}),
+        _route(crm + "/settings/custom_views/{id}", {"GET": custom_views.get_view}),
         _route(crm + "/coql", {"POST": reads.coql}),
         _route(crm + "/upload", {"POST": bulk_write.upload}),
         _route(crm + "/__composite_requests", {"POST": composite.composite_requests}),

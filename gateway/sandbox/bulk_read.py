@@ -73,15 +73,36 @@ def compile_bulk_criteria(org: OrgStore, module: str, crit: Any) -> Predicate:
     name = crit.get("api_name")
     if name is None and isinstance(crit.get("field"), dict):
         name = crit["field"].get("api_name")
-    meta = org.field_map(module).get(str(name).lower()) if name else None
+    head, _, sub = str(name).partition(".") if name else ("", "", "")
+    meta = org.field_map(module).get(head.lower()) if head else None
     if meta is None:
         raise _bad("criteria", api_name=name)
     comparator = str(crit.get("comparator", "")).lower()
     if comparator not in COMPARATORS:
         raise _bad("criteria", api_name="comparator")
-    return _leaf(
-        str(meta["api_name"]), str(meta.get("data_type", "text")), comparator, crit.get("value")
+    if not sub:
+        return _leaf(
+            str(meta["api_name"]), str(meta.get("data_type", "text")), comparator, crit.get("value")
+        )
+    # ``Lookup.Field``: the field of the record the lookup names (custom view criteria)
+    target = org.lookup_target(meta)
+    sub_meta = org.field_map(target).get(sub.lower()) if target else None
+    if target is None or sub_meta is None:
+        raise _bad("criteria", api_name=name)
+    test = _leaf(
+        str(sub_meta["api_name"]),
+        str(sub_meta.get("data_type", "text")),
+        comparator,
+        crit.get("value"),
     )
+    key = str(meta["api_name"])
+
+    def through(rec: dict[str, Any]) -> bool:
+        ref = rec.get(key)
+        looked = org.get(target, ref.get("id")) if isinstance(ref, dict) else None
+        return test(looked or {})
+
+    return through
 
 
 def _leaf(key: str, dtype: str, comparator: str, value: Any) -> Predicate:
@@ -91,6 +112,9 @@ def _leaf(key: str, dtype: str, comparator: str, value: Any) -> Predicate:
 
     def test(rec: dict[str, Any]) -> bool:
         v = scalar(rec.get(key))
+        if base == "equal" and value in ("${EMPTY}", "${NOTEMPTY}"):
+            empty: bool = v in (None, "")
+            return empty is (value == "${EMPTY}")
         if base == "equal":
             return equal(dtype, v, value) or (value is None and v in (None, ""))
         if base == "in":
@@ -172,7 +196,9 @@ async def create_read(request: Request) -> Response:
     if module is None or module in SUBFORM_MODULES:
         raise invalid_module()
     columns = _columns(ctx, module, query.get("fields"))
-    recs = ctx.org.active(module)
+    from .custom_views import in_view  # it evaluates views with compile_bulk_criteria
+
+    recs = in_view(ctx, module, ctx.org.active(module), query.get("cvid"))
     if query.get("criteria") is not None:
         keep = compile_bulk_criteria(ctx.org, module, query["criteria"])
         recs = [r for r in recs if keep(r)]

@@ -12,6 +12,7 @@ from .context import Ctx, context, info_block, json_body, page_params, record_mo
 from .coql import CoqlError
 from .coql_exec import run_query
 from .criteria import CriteriaError, compile_criteria
+from .custom_views import in_view
 from .projection import project, render_page, require_fields, selection
 from .responses import SandboxError, invalid_id, json_response, no_content, raw_json
 from .store import canon_id
@@ -56,7 +57,7 @@ async def list_records(request: Request) -> Response:
     if cached is not None:
         return raw_json(request, cached) if cached else no_content()
     converted = (request.query_params.get("converted") or "false").lower()
-    recs = ctx.org.active(module, converted)
+    recs = in_view(ctx, module, ctx.org.active(module, converted), request.query_params.get("cvid"))
     ids = split_ids(request.query_params.get("ids"))
     if ids:
         wanted = {canon_id(x) for x in ids}
@@ -121,7 +122,7 @@ def search_hits(ctx: Ctx, module: str, *, required: bool = True) -> list[dict[st
     them: an error when ``required`` (search), else every record (count)."""
     q = ctx.request.query_params
     converted = (q.get("converted") or "false").lower()
-    recs = ctx.org.active(module, converted)
+    recs = in_view(ctx, module, ctx.org.active(module, converted), q.get("cvid"))
     # Precedence when several are given: criteria > email > phone > word (research §7).
     if q.get("criteria") is not None:
         try:

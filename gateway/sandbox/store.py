@@ -118,6 +118,8 @@ class OrgStore:
         self.generation = 0
         #: pre-rendered list pages, valid for the current generation only
         self.page_cache: dict[tuple[Any, ...], bytes] = {}
+        #: custom views by id (custom_views.py seeds them)
+        self.custom_views: dict[str, dict[str, Any]] = {}
 
     def _alloc(self, step: int) -> str:
         self._counter += step
@@ -287,6 +289,10 @@ class Sandbox:
             self.seed = seed
         rng = random.Random(self.seed)
         self.orgs = {1: OrgStore(1, rng, self.seed), 2: OrgStore(2, rng, self.seed)}
+        from .custom_views import seed_views  # it reads the stores built here
+
+        for org in self.orgs.values():
+            org.custom_views = seed_views(org)
         self.faults.clear()
         self.requests.clear()
         self.config = Config(gzip=self.initial_gzip)

@@ -64,8 +64,6 @@ def test_coql_under_another_spelling_of_its_path_is_redacted(
         ("/crm/v8/leads/Actions/COUNT", "criteria=(Mobile:equals:1)"),
         ("/crm/v8/Leads/actions/count", "email=a@example.com"),
         ("/crm/v8/Leads/actions/count", "phone=555"),
-        ("/crm/v8/Leads", "fields=Last_Name&criteria=(Email:starts_with:a)"),
-        ("/crm/v8/Contacts/1/Leads", "fields=Last_Name&criteria=(Email:starts_with:a)"),
     ],
 )
 def test_c18_every_search_channel_refuses_restricted_criteria_in_any_spelling(
@@ -81,6 +79,33 @@ def test_c18_every_search_channel_refuses_restricted_criteria_in_any_spelling(
     r = gw.http.get(f"{path}?{query}")
     _refused_before_the_crm(crm, r, 400, "INVALID_QUERY")
     assert r.json()["details"]["reason"] == "Cannot use the restricted field."
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/crm/v8/Leads", "fields=Last_Name&criteria=(Email:starts_with:a)"),
+        ("/crm/v8/Contacts/1/Leads", "fields=Last_Name&Criteria=(Email:starts_with:a)"),
+        ("/crm/v8/Leads", "fields=Last_Name&email=a@example.com"),
+        ("/crm/v8/Contacts/1/Leads", "fields=Last_Name&cvid=1"),
+    ],
+)
+def test_search_keys_on_a_list_or_related_list_are_not_its_parameters(
+    crm: Crm, make_gateway: MakeGateway, parser: str, path: str, query: str
+) -> None:
+    """A list or related list takes no search key (and a related list no custom view): a
+    CRM that honoured one would be an oracle, so it is refused before the CRM as any
+    parameter outside the route table is (default deny), under both parsers."""
+    gw = make_gateway(http=parser)
+    r = gw.http.get(f"{path}?{query}")
+    _refused_before_the_crm(crm, r, 400, "INVALID_DATA")
+    name = query.split("&")[1].split("=")[0].lower()
+    assert r.json()["details"] == {
+        "reason": "the gateway does not forward this parameter",
+        "param_name": name,
+    }
+    entry = gw.requests()[-1]
+    assert entry["outcome"] == "refused" and "unknown_parameter" in entry["reasons"]
 
 
 # -- routes the gateway does not know ----------------------------------------------------------

@@ -1,0 +1,350 @@
+"""Custom views (``cvid``) and the parameter allow-list of record-bearing reads.
+
+A read with ``cvid`` returns the records the view's own criteria select. The gateway
+fetches the view's definition from the CRM (cached like field metadata, fail closed) and
+checks its fields as it checks a ``criteria`` parameter: a view filtering on a restricted
+field is refused before the CRM lists a record. A parameter outside a read's row of the
+route table is refused too (default deny). Real HTTP: the sandbox CRM behind a real
+gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import AUTH, Crm, GatewayHandle, MakeGateway
+
+RESTRICTED = "Cannot use the restricted field."
+FIELDS = "Last_Name,Lead_Source,Email"
+
+
+def view_id(crm: Crm, module: str, name: str) -> str:
+    """A view's id as a client finds it: the CRM's list of the module's views."""
+    r = crm.http.get("/crm/v8/settings/custom_views", params={"module": module})
+    assert r.status_code == 200, r.text
+    found = [v["id"] for v in r.json()["custom_views"] if v["name"] == name]
+    assert len(found) == 1, r.text
+    view: str = found[0]
+    return view
+
+
+def record_calls(crm: Crm) -> list[dict[str, Any]]:
+    """What reached the CRM besides metadata (org, modules, fields, views)."""
+    return [
+        r
+        for r in crm.received("/crm/")
+        if "/settings/" not in r["path"] and not r["path"].endswith("/org")
+    ]
+
+
+def refused_restricted(r: httpx.Response, api_name: str) -> None:
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "code": "INVALID_QUERY",
+        "details": {"reason": RESTRICTED, "api_name": api_name},
+        "message": "invalid query formed",
+        "status": "error",
+    }
+
+
+# -- the sandbox CRM serves views and honours cvid ------------------------------------------
+
+
+def test_the_crm_lists_views_and_filters_records_by_one(crm: Crm) -> None:
+    r = crm.http.get("/crm/v8/settings/custom_views", params={"module": "Leads"})
+    names = {v["name"]: v for v in r.json()["custom_views"]}
+    assert names["All Leads"]["criteria"] is None
+    assert names["Trade Show Leads"]["criteria"]["field"]["api_name"] == "Lead_Source"
+    assert names["Leads at example domains"]["criteria"]["field"]["api_name"] == "Email"
+    one = crm.http.get(
+        f"/crm/v8/settings/custom_views/{names['Trade Show Leads']['id']}",
+        params={"module": "Leads"},
+    )
+    assert one.json()["custom_views"][0]["name"] == "Trade Show Leads"
+    listed = crm.http.get(
+        "/crm/v8/Leads", params={"fields": FIELDS, "cvid": names["Trade Show Leads"]["id"]}
+    ).json()["data"]
+    assert listed and {x["Lead_Source"] for x in listed} == {"Trade Show"}
+    unknown = crm.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": "123"})
+    assert unknown.status_code == 400
+    assert unknown.json()["details"] == {"api_name": "cvid"}
+
+
+# -- views through the gateway ----------------------------------------------------------------
+
+
+def test_a_view_on_a_field_that_is_not_private_returns_its_records(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    cvid = view_id(crm, "Leads", "Trade Show Leads")
+    direct = crm.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": cvid}).json()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": cvid})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert [x["id"] for x in data] == [x["id"] for x in direct["data"]]
+    assert {x["Lead_Source"] for x in data} == {"Trade Show"}
+    assert {x["Email"] for x in data} == {None}  # still redacted
+    entry = gw.requests()[-1]
+    assert entry["outcome"] == "redacted" and entry["fields_refused"] == []
+
+
+def test_a_view_without_criteria_passes(crm: Crm, gw: GatewayHandle) -> None:
+    cvid = view_id(crm, "Leads", "All Leads")
+    r = gw.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": cvid, "per_page": 5})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["data"]) == 5
+
+
+def test_a_view_filtering_on_a_restricted_field_is_refused_before_the_crm_lists_records(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    cvid = view_id(crm, "Leads", "Leads at example domains")
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": cvid})
+    refused_restricted(r, "Email")
+    assert record_calls(crm) == []
+    # the view's definition was read, and nothing else of the org's records
+    assert [x["path"] for x in crm.received("/settings/custom_views/")] == [
+        f"/crm/v8/settings/custom_views/{cvid}"
+    ]
+    entry = gw.requests()[-1]
+    assert entry["outcome"] == "refused"
+    assert "restricted_criteria" in entry["reasons"] and entry["fields_refused"] == ["Email"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/crm/v8/Leads/search", {"criteria": "(Last_Name:starts_with:a)"}),
+        ("/crm/v8/Leads/actions/count", {}),
+        ("/crm/v2/Leads", {}),
+    ],
+)
+def test_a_restricted_view_is_refused_on_a_search_a_count_and_in_v2(
+    crm: Crm, gw: GatewayHandle, path: str, params: dict[str, str]
+) -> None:
+    cvid = view_id(crm, "Leads", "Leads at example domains")
+    crm.clear()
+    refused_restricted(gw.http.get(path, params={**params, "cvid": cvid}), "Email")
+    assert record_calls(crm) == []
+
+
+def test_a_restricted_view_on_another_module_is_refused(crm: Crm, gw: GatewayHandle) -> None:
+    cvid = view_id(crm, "Contacts", "Contacts at example domains")
+    crm.clear()
+    refused_restricted(
+        gw.http.get("/crm/v8/Contacts", params={"fields": "Last_Name", "cvid": cvid}), "Email"
+    )
+    assert record_calls(crm) == []
+    ok = view_id(crm, "Contacts", "Contacts named B")
+    r = gw.http.get("/crm/v8/Contacts", params={"fields": "Last_Name", "cvid": ok})
+    assert r.status_code == 200, r.text
+    assert all(x["Last_Name"].startswith("B") for x in r.json()["data"])
+
+
+@pytest.mark.parametrize("version", ["v2", "v2.1", "v8"])
+def test_a_bulk_read_of_a_restricted_view_is_refused(
+    crm: Crm, gw: GatewayHandle, version: str
+) -> None:
+    cvid = view_id(crm, "Leads", "Leads at example domains")
+    module: Any = "Leads" if version == "v2" else {"api_name": "Leads"}
+    crm.clear()
+    r = gw.http.post(
+        f"/crm/bulk/{version}/read", json={"query": {"module": module, "cvid": cvid}}
+    )
+    refused_restricted(r, "Email")
+    assert crm.received("/read") == []
+
+
+def test_a_bulk_read_of_an_allowed_view_exports_its_records(crm: Crm, gw: GatewayHandle) -> None:
+    cvid = view_id(crm, "Leads", "Trade Show Leads")
+    query = {"module": {"api_name": "Leads"}, "cvid": int(cvid), "fields": ["Last_Name"]}
+    r = gw.http.post("/crm/bulk/v8/read", json={"query": query})
+    assert r.status_code == 201, r.text
+    job = r.json()["data"][0]["details"]["id"]
+    status = gw.http.get(f"/crm/bulk/v8/read/{job}").json()["data"][0]
+    trade_show = crm.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": cvid})
+    assert status["result"]["count"] == len(trade_show.json()["data"])
+
+
+def test_in_shadow_a_restricted_view_is_forwarded_and_audited(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway({"rules": {"criteria": "shadow"}})
+    cvid = view_id(crm, "Leads", "Leads at example domains")
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": cvid})
+    assert r.status_code in (200, 204), r.text
+    assert len(record_calls(crm)) == 1
+    entry = gw.requests()[-1]
+    assert entry["outcome"] != "refused"
+    assert entry["would_refuse"] == ["restricted_criteria"]
+    assert entry["would_refuse_fields"] == ["Email"]
+    assert "criteria" in entry["shadowed_rules"]
+
+
+def test_with_the_criteria_rule_off_a_restricted_view_is_forwarded_unrecorded(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    gw = make_gateway({"rules": {"criteria": "off"}})
+    cvid = view_id(crm, "Leads", "Leads at example domains")
+    r = gw.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": cvid})
+    assert r.status_code in (200, 204), r.text
+    assert gw.requests()[-1]["would_refuse"] == []
+
+
+# -- the view's definition: cached, fail closed ---------------------------------------------------
+
+
+def test_a_views_definition_is_fetched_once_for_many_requests(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    cvid = view_id(crm, "Leads", "Trade Show Leads")
+    crm.clear()
+    for _ in range(5):
+        r = gw.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": cvid})
+        assert r.status_code == 200, r.text
+    assert len(crm.received("/settings/custom_views/")) == 1
+    assert len(record_calls(crm)) == 5
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500, "json": {"code": "INTERNAL_ERROR"}},
+        {"status": 200, "body": "{not json", "content_type": "application/json"},
+        {"status": 200, "json": {"custom_views": []}},
+        {"status": 200, "json": {"custom_views": [{"id": "1", "criteria": None}]}},
+        {"status": 200, "json": {"unexpected": True}},
+        {"status": 204},
+    ],
+)
+def test_a_view_whose_definition_cannot_be_had_is_refused(
+    crm: Crm, gw: GatewayHandle, fault: dict[str, Any]
+) -> None:
+    cvid = view_id(crm, "Leads", "Trade Show Leads")
+    crm.fault(path_contains="/settings/custom_views/", **fault)
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": cvid})
+    assert r.status_code == 503, r.text
+    assert r.json()["code"] == "GATEWAY_METADATA_UNAVAILABLE"
+    assert record_calls(crm) == []
+    assert "metadata_unavailable" in gw.requests()[-1]["reasons"]
+
+
+def test_a_view_the_crm_does_not_know_gets_the_crms_own_answer(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": "4242"})
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "code": "INVALID_DATA",
+        "details": {"api_name": "cvid"},
+        "message": "invalid data",
+        "status": "error",
+    }
+    assert record_calls(crm) == []
+
+
+@pytest.mark.parametrize("cvid", ["", "abc", "12a", "-1", "1.5", "1 2", "1,2", "0x1F"])
+def test_a_cvid_that_is_not_a_numeric_id_is_refused_before_any_fetch(
+    crm: Crm, gw: GatewayHandle, cvid: str
+) -> None:
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": FIELDS, "cvid": cvid})
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "INVALID_DATA"
+    assert r.json()["details"]["param_name"] == "cvid"
+    assert crm.received("/custom_views") == [] and record_calls(crm) == []
+
+
+@pytest.mark.parametrize("cvid", ["abc", True, 1.5, [1], {"id": "1"}])
+def test_a_bulk_reads_cvid_that_is_not_a_numeric_id_is_refused(
+    crm: Crm, gw: GatewayHandle, cvid: Any
+) -> None:
+    crm.clear()
+    r = gw.http.post(
+        "/crm/bulk/v8/read", content=orjson.dumps({"query": {"module": "Leads", "cvid": cvid}})
+    )
+    assert r.status_code == 400, r.text
+    assert crm.received("/custom_views") == [] and crm.received("/read") == []
+
+
+# -- parameters outside the route table -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "param"),
+    [
+        ("/crm/v8/Leads", "fields=Last_Name&filter=secret-value", "filter"),
+        ("/crm/v8/Leads", "fields=Last_Name&criteria=(Last_Name:equals:secret-value)", "criteria"),
+        ("/crm/v8/Leads/search", "word=abc&query=secret-value", "query"),
+        ("/crm/v8/Leads/actions/count", "fields=secret-value", "fields"),
+        ("/crm/v8/Leads/deleted", "type=all&cvid=1&x=secret-value", "cvid"),
+        ("/crm/v8/Contacts/1/Leads", "fields=Last_Name&cvid=1&y=secret-value", "cvid"),
+        ("/crm/v8/Leads/1", "view_id=secret-value", "view_id"),
+    ],
+)
+def test_a_parameter_a_read_does_not_take_is_refused_and_audited(
+    crm: Crm, gw: GatewayHandle, path: str, query: str, param: str
+) -> None:
+    crm.clear()
+    r = gw.http.get(f"{path}?{query}")
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "code": "INVALID_DATA",
+        "details": {"reason": "the gateway does not forward this parameter", "param_name": param},
+        "message": "invalid data",
+        "status": "error",
+    }
+    assert crm.received("/crm/") == []  # refused before anything is fetched
+    entry = gw.requests()[-1]
+    assert entry["outcome"] == "refused" and entry["reasons"] == ["unknown_parameter"]
+    assert "secret-value" not in gw.audit_text()
+
+
+def test_a_parameter_name_in_another_letter_case_is_the_same_parameter(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    r = gw.http.get("/crm/v8/Leads?Fields=Last_Name&PER_PAGE=2&Page=1")
+    assert r.status_code == 200, r.text
+    assert len(r.json()["data"]) == 2
+    bad = gw.http.get("/crm/v8/Leads?fields=Last_Name&Filter=x")
+    assert bad.status_code == 400 and bad.json()["details"]["param_name"] == "filter"
+
+
+def test_the_documented_parameters_of_each_read_are_forwarded(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    lead = crm.records("Leads")[0]
+    calls = [
+        (
+            "/crm/v8/Leads",
+            {
+                "fields": "Last_Name",
+                "approved": "both",
+                "converted": "false",
+                "ids": lead["id"],
+                "sort_order": "asc",
+                "page": "1",
+                "per_page": "5",
+                "startDateTime": "2020-01-01T00:00:00+00:00",
+                "include_child": "false",
+                "include": "private_fields",
+            },
+        ),
+        ("/crm/v8/Leads/search", {"criteria": "(Last_Name:starts_with:a)", "type": "all"}),
+        ("/crm/v8/Leads/actions/count", {"criteria": "(Last_Name:starts_with:a)"}),
+        ("/crm/v8/Leads/deleted", {"type": "all", "page": "1", "per_page": "10"}),
+        (f"/crm/v8/Leads/{lead['id']}", {"fields": "Last_Name", "on_demand_properties": "x"}),
+    ]
+    for path, params in calls:
+        r = gw.http.get(path, params=params)
+        assert r.status_code in (200, 204), (path, r.text)
+    with httpx.Client(base_url=gw.url, headers=AUTH) as http:
+        assert http.get("/crm/v8/Leads", params={"fields": "Last_Name"}).status_code == 200
