@@ -127,10 +127,16 @@ def test_sighup_reloads_and_an_invalid_file_is_one_log_line_naming_the_key(
         assert version() == "one"
         proc.send_signal(signal.SIGHUP)
         _until(lambda: version() == "won")
+        # A key the process reads once, at start: the rest of the change applies, and one
+        # line names the key that waits for a restart.
+        later = swapped.replace(b'fsync = "never"', b'fsync = "always"')
+        path.write_bytes(later.replace(b'"won"', b'"four"'))
+        proc.send_signal(signal.SIGHUP)
+        _until(lambda: version() == "four")
         path.write_bytes(BAD)
         proc.send_signal(signal.SIGHUP)
         time.sleep(2.5)
-        assert version() == "won"
+        assert version() == "four"
         r = httpx.get(url + "/crm/v2/Leads", params={"per_page": 1}, headers=AUTH)
         assert r.status_code == 200
     finally:
@@ -139,3 +145,5 @@ def test_sighup_reloads_and_an_invalid_file_is_one_log_line_naming_the_key(
     rejected = [json.loads(line) for line in err.splitlines() if '"policy_rejected"' in line]
     assert len(rejected) == 1, err
     assert rejected[0]["key"] == "redaction.shw"
+    waiting = [json.loads(line) for line in err.splitlines() if "policy_key_needs_restart" in line]
+    assert [w["key"] for w in waiting] == ["audit.fsync"], err
