@@ -3,9 +3,14 @@ test here failed before its fix (one commit per finding)."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from tests.adversarial.conftest import Marked
 from tests.adversarial.test_cvid import make_view, record_calls, refused
-from tests.conftest import Crm, GatewayHandle
+from tests.conftest import Crm, GatewayHandle, MakeGateway
+
+MARK = "review3-mark-5c2e@example.com"
 
 
 def test_a_view_criterion_naming_a_field_twice_is_checked_on_both(
@@ -30,3 +35,46 @@ def test_a_view_criterion_naming_a_field_twice_is_checked_on_both(
     refused(r, "Email")
     assert record_calls(crm) == []
     marked.assert_clean(r)
+
+
+def test_a_reused_plan_expires_with_its_lookup_targets_metadata(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    """Pins the plan cache (view.py ``_ready``, untested until now): a module's plan holds
+    the plans of its lookups' targets, so it may be reused only while all the metadata it
+    was built from is fresh. Contacts' fields are fetched first, Leads' later; once
+    Contacts' entry is past its TTL (Leads' still fresh), a field newly restricted in
+    Contacts is withheld inside a Leads record's Referrer lookup. (Fails when a ready plan
+    is validated neither by the generation counter nor by the age of its oldest input.)"""
+    gw = make_gateway({"redaction": {"show": ["high"]}, "metadata": {"ttl_seconds": 2.0}})
+    page = {
+        "data": [
+            {
+                "id": "1",
+                "Last_Name": "Doe",
+                "Referrer": {"name": "Ann", "id": "2", "Mailing_City": MARK},
+            }
+        ],
+        "info": {"per_page": 1, "count": 1, "page": 1, "more_records": False},
+    }
+
+    def referrer() -> Any:
+        crm.fault(path_contains="/crm/v8/Leads", method="GET", status=200, json=page, times=1)
+        r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name,Referrer"})
+        assert r.status_code == 200, r.text
+        return r.json()["data"][0]["Referrer"]
+
+    started = time.monotonic()
+    assert gw.http.get("/crm/v8/Contacts", params={"fields": "Last_Name"}).status_code == 200
+    time.sleep(1.2)
+    assert referrer()["Mailing_City"] == MARK  # not private yet: the plan is built
+    assert referrer()["Mailing_City"] == MARK  # and kept (nothing was fetched meanwhile)
+    fields = crm.http.get("/crm/v8/settings/fields", params={"module": "Contacts"}).json()["fields"]
+    for f in fields:
+        if f["api_name"] == "Mailing_City":
+            f["private"] = {"restricted": True, "type": "High", "export": True}
+    assert (
+        crm.admin.post("/_sandbox/metadata/1/Contacts", json={"fields": fields}).status_code == 200
+    )
+    time.sleep(max(0.0, 2.4 - (time.monotonic() - started)))  # Contacts stale, Leads fresh
+    assert referrer()["Mailing_City"] is None
