@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from tests.adversarial.conftest import Marked
-from tests.adversarial.test_cvid import make_view, record_calls, refused
+from tests.adversarial.test_cvid import leaf, make_view, record_calls, refused
 from tests.conftest import Crm, GatewayHandle, MakeGateway
 
 MARK = "review3-mark-5c2e@example.com"
@@ -78,3 +78,26 @@ def test_a_reused_plan_expires_with_its_lookup_targets_metadata(
     )
     time.sleep(max(0.0, 2.4 - (time.monotonic() - started)))  # Contacts stale, Leads fresh
     assert referrer()["Mailing_City"] is None
+
+
+def test_a_view_on_a_field_the_gateways_metadata_does_not_know_is_refused(
+    crm: Crm, gw: GatewayHandle, marked: Marked
+) -> None:
+    """A stored view names fields the CRM has: one the gateway's (cached) metadata does not
+    know was added since, and may be restricted. A criteria parameter naming an unknown
+    field is the CRM's to refuse; a view's is applied by the CRM, so it cannot be judged
+    and is refused (fail closed), as a record's unknown key is withheld."""
+    assert gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name"}).status_code == 200
+    fields = crm.http.get("/crm/v8/settings/fields", params={"module": "Leads"}).json()["fields"]
+    secret = {"restricted": True, "type": "High", "export": True}
+    fields.append({"api_name": "Secret_Code", "data_type": "text", "private": secret})
+    assert crm.admin.post("/_sandbox/metadata/1/Leads", json={"fields": fields}).status_code == 200
+    crm.edit("Leads", marked.lead["id"], Secret_Code=MARK)
+    cvid = make_view(crm, "Leads", leaf("Secret_Code", MARK))
+    direct = crm.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "cvid": cvid})
+    assert [x["id"] for x in direct.json()["data"]] == [marked.lead["id"]]  # an oracle
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "cvid": cvid})
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "INVALID_QUERY"
+    assert record_calls(crm) == []
