@@ -289,9 +289,16 @@ def _criteria_paths(criteria: Any) -> list[tuple[str, ...]]:
                 raise MetadataShapeError("a custom view criteria group is not a list")
             stack.extend(reversed(group))  # popped in the order written
             continue
+        # v2 names the field in ``api_name``, v2.1+ in ``field.api_name``; a criterion
+        # carrying both is checked on both (which one the CRM filters on is not ours to
+        # guess), as bulk criteria are.
         field = node.get("field")
-        name = field.get("api_name") if isinstance(field, Mapping) else node.get("api_name")
-        out.append(_path(name))
+        if isinstance(field, Mapping):
+            out.append(_path(field.get("api_name")))
+            if node.get("api_name") is not None:
+                out.append(_path(node["api_name"]))
+        else:
+            out.append(_path(node.get("api_name")))
         value = node.get("value")
         if isinstance(value, Mapping) and "api_name" in value:
             out.append(_path(value.get("api_name")))

@@ -1,0 +1,103 @@
+"""Attacks tried while reviewing the corridor's performance round and the cvid guard: each
+test here failed before its fix (one commit per finding)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.adversarial.conftest import Marked
+from tests.adversarial.test_cvid import leaf, make_view, record_calls, refused
+from tests.conftest import Crm, GatewayHandle, MakeGateway
+
+MARK = "review3-mark-5c2e@example.com"
+
+
+def test_a_view_criterion_naming_a_field_twice_is_checked_on_both(
+    crm: Crm, gw: GatewayHandle, marked: Marked
+) -> None:
+    """A criterion with a top-level ``api_name`` (v2's spelling) and a ``field`` object
+    (v2.1+'s) naming another field: the CRM filters on the first, so the gateway must not
+    check only the second (bulk criteria are checked on both already)."""
+    email = marked.lead["Email"]
+    criterion = {
+        "comparator": "equal",
+        "api_name": "Email",
+        "field": {"api_name": "Last_Name", "id": "1"},
+        "value": email,
+    }
+    cvid = make_view(crm, "Leads", criterion)
+    # straight at the CRM the view is an oracle on Email
+    direct = crm.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "cvid": cvid})
+    assert [x["id"] for x in direct.json()["data"]] == [marked.lead["id"]]
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "cvid": cvid})
+    refused(r, "Email")
+    assert record_calls(crm) == []
+    marked.assert_clean(r)
+
+
+def test_a_reused_plan_expires_with_its_lookup_targets_metadata(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    """Pins the plan cache (view.py ``_ready``, untested until now): a module's plan holds
+    the plans of its lookups' targets, so it may be reused only while all the metadata it
+    was built from is fresh. Contacts' fields are fetched first, Leads' later; once
+    Contacts' entry is past its TTL (Leads' still fresh), a field newly restricted in
+    Contacts is withheld inside a Leads record's Referrer lookup. (Fails when a ready plan
+    is validated neither by the generation counter nor by the age of its oldest input.)"""
+    gw = make_gateway({"redaction": {"show": ["high"]}, "metadata": {"ttl_seconds": 2.0}})
+    page = {
+        "data": [
+            {
+                "id": "1",
+                "Last_Name": "Doe",
+                "Referrer": {"name": "Ann", "id": "2", "Mailing_City": MARK},
+            }
+        ],
+        "info": {"per_page": 1, "count": 1, "page": 1, "more_records": False},
+    }
+
+    def referrer() -> Any:
+        crm.fault(path_contains="/crm/v8/Leads", method="GET", status=200, json=page, times=1)
+        r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name,Referrer"})
+        assert r.status_code == 200, r.text
+        return r.json()["data"][0]["Referrer"]
+
+    started = time.monotonic()
+    assert gw.http.get("/crm/v8/Contacts", params={"fields": "Last_Name"}).status_code == 200
+    time.sleep(1.2)
+    assert referrer()["Mailing_City"] == MARK  # not private yet: the plan is built
+    assert referrer()["Mailing_City"] == MARK  # and kept (nothing was fetched meanwhile)
+    fields = crm.http.get("/crm/v8/settings/fields", params={"module": "Contacts"}).json()["fields"]
+    for f in fields:
+        if f["api_name"] == "Mailing_City":
+            f["private"] = {"restricted": True, "type": "High", "export": True}
+    assert (
+        crm.admin.post("/_sandbox/metadata/1/Contacts", json={"fields": fields}).status_code == 200
+    )
+    time.sleep(max(0.0, 2.4 - (time.monotonic() - started)))  # Contacts stale, Leads fresh
+    assert referrer()["Mailing_City"] is None
+
+
+def test_a_view_on_a_field_the_gateways_metadata_does_not_know_is_refused(
+    crm: Crm, gw: GatewayHandle, marked: Marked
+) -> None:
+    """A stored view names fields the CRM has: one the gateway's (cached) metadata does not
+    know was added since, and may be restricted. A criteria parameter naming an unknown
+    field is the CRM's to refuse; a view's is applied by the CRM, so it cannot be judged
+    and is refused (fail closed), as a record's unknown key is withheld."""
+    assert gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name"}).status_code == 200
+    fields = crm.http.get("/crm/v8/settings/fields", params={"module": "Leads"}).json()["fields"]
+    secret = {"restricted": True, "type": "High", "export": True}
+    fields.append({"api_name": "Secret_Code", "data_type": "text", "private": secret})
+    assert crm.admin.post("/_sandbox/metadata/1/Leads", json={"fields": fields}).status_code == 200
+    crm.edit("Leads", marked.lead["id"], Secret_Code=MARK)
+    cvid = make_view(crm, "Leads", leaf("Secret_Code", MARK))
+    direct = crm.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "cvid": cvid})
+    assert [x["id"] for x in direct.json()["data"]] == [marked.lead["id"]]  # an oracle
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "cvid": cvid})
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "INVALID_QUERY"
+    assert record_calls(crm) == []
