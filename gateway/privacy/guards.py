@@ -11,7 +11,13 @@ from typing import Any
 
 from gateway.errors import InvalidQuery, RestrictedField
 from gateway.jsonbody import member
-from gateway.privacy.catalog import NO_CATALOG, NOT_LOOKUP, ModuleCatalog, walk_path
+from gateway.privacy.catalog import (
+    NO_CATALOG,
+    NOT_LOOKUP,
+    UNKNOWN_FIELD,
+    ModuleCatalog,
+    walk_path,
+)
 
 # Field types a word= search looks into.
 WORD_SEARCHABLE = frozenset(
@@ -50,8 +56,18 @@ def check_paths(
         if walk.stop in (NO_CATALOG, NOT_LOOKUP):
             # A path through something that is not a known lookup cannot be checked.
             raise InvalidQuery(details={"reason": "Cannot resolve the field path."})
-        # UNKNOWN_FIELD: not a field the CRM knows, it refuses the query itself;
+        if walk.stop == UNKNOWN_FIELD and not _is_record_id(path, len(walk.infos)):
+            # Not in the cached metadata: either the CRM would refuse it too, or it is a
+            # field created since the metadata was fetched, which may be restricted. The
+            # gateway cannot tell, so it refuses (fail closed) as the CRM answers an
+            # unknown field.
+            raise InvalidQuery(details={"reason": "Cannot resolve the field path."})
         # OWNER: Owner.name, Owner.email are CRM users, not records of a GDPR module.
+
+
+def _is_record_id(path: Sequence[str], depth: int) -> bool:
+    """``id`` (or ``Lookup.id``): the record's own id, which no field metadata lists."""
+    return depth == len(path) - 1 and path[depth].lower() == "id"
 
 
 def check_search_params(
