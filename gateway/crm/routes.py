@@ -118,7 +118,10 @@ def _r(
 # The parameters of record-bearing reads (research §4.2, §4.9, §7), lower case: the
 # canonical request lower-cases names (``startDateTime`` arrives as ``startdatetime``).
 # ``include`` carries the gateway's own ``private_fields`` (and the CRM's values, passed on).
-#: list and one record: the SDKs' GetRecordsParam (v2) and GetRecordParam (v8)
+#: list and one record: the SDKs' GetRecordsParam (v2) and GetRecordParam (v8), without
+#: ``territory_id`` and ``include_child``: a territory's rules select records by field
+#: values the gateway cannot see (as a custom view's criteria do), so a read by territory
+#: is refused like a mass update by territory (handlers/writes.py)
 LIST_PARAMS = frozenset(
     {
         "approved",
@@ -133,8 +136,6 @@ LIST_PARAMS = frozenset(
         "per_page",
         "startdatetime",
         "enddatetime",
-        "territory_id",
-        "include_child",
         "page_token",
         "on_demand_properties",
         "include",
