@@ -21,7 +21,6 @@ from gateway.decision import Decision
 from gateway.errors import InvalidData, InvalidQuery
 from gateway.handlers import Context
 from gateway.privacy import guards
-from gateway.privacy.catalog import UNKNOWN_FIELD, walk_path
 from gateway.privacy.redact import Counts, redact_body
 from gateway.rules import Rule
 from gateway.types import Reply
@@ -109,11 +108,8 @@ async def guard_custom_view(
         raise InvalidQuery(details={"reason": "Cannot check the custom view's cross filters."})
     paths = list(found.paths)
     catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
-    if any(walk_path(module, path, catalogs).stop == UNKNOWN_FIELD for path in paths):
-        # A criteria parameter naming no field is the CRM's to refuse; a stored view's
-        # fields exist at the CRM, which applies them: one the metadata does not describe
-        # (added since it was fetched, maybe restricted) cannot be judged, in any mode.
-        raise InvalidQuery(details={"reason": "Cannot check a field of the custom view."})
+    # A field the metadata does not describe (added since it was fetched, maybe
+    # restricted) is refused by check_paths itself, in every mode.
     ctx.guard(decision, Rule.CRITERIA, lambda hit: guards.check_paths(module, paths, catalogs, hit))
     sort_by = found.sort_by
     if sort_by is not None:
