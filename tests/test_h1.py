@@ -314,7 +314,11 @@ def test_no_content_has_no_body_and_keeps_the_connection() -> None:
     ],
 )
 def test_a_truncated_body_is_an_error_never_a_short_body(answer: bytes) -> None:
-    server = Server(fixed(answer), close_after=True)
+    assert_cut_short(Server(fixed(answer), close_after=True))
+
+
+def assert_cut_short(server: Server) -> None:
+    """A GET to ``server``: its head arrives, its body raises, never ends short."""
 
     async def main() -> None:
         async with serving(server) as url:

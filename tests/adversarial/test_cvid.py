@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
 from tests.adversarial.conftest import Marked
 from tests.conftest import Crm, GatewayHandle
-
-RESTRICTED = "Cannot use the restricted field."
+from tests.test_custom_views import record_calls
+from tests.test_custom_views import refused_restricted as refused
 
 
 def make_view(crm: Crm, module: str, criteria: Any, **extra: Any) -> str:
@@ -31,24 +30,6 @@ def make_view(crm: Crm, module: str, criteria: Any, **extra: Any) -> str:
 
 def leaf(field: str, value: Any, comparator: str = "equal") -> dict[str, Any]:
     return {"comparator": comparator, "field": {"api_name": field, "id": "1"}, "value": value}
-
-
-def record_calls(crm: Crm) -> list[dict[str, Any]]:
-    return [
-        r
-        for r in crm.received("/crm/")
-        if "/settings/" not in r["path"] and not r["path"].endswith("/org")
-    ]
-
-
-def refused(r: httpx.Response, api_name: str) -> None:
-    assert r.status_code == 400, r.text
-    assert r.json() == {
-        "code": "INVALID_QUERY",
-        "details": {"reason": RESTRICTED, "api_name": api_name},
-        "message": "invalid query formed",
-        "status": "error",
-    }
 
 
 def test_a_view_on_a_restricted_field_is_a_real_oracle_at_the_crm(

@@ -28,6 +28,7 @@ from gateway.upstream import UpstreamResponse
 from tests.test_h1 import (
     OK,
     Server,
+    assert_cut_short,
     body,
     client,
     fixed,
@@ -505,18 +506,7 @@ def test_a_reset_in_the_middle_of_the_body_is_an_error_never_a_short_body() -> N
         s.writer.transport.abort()  # RST
         return None
 
-    server = Server(reset)
-
-    async def main() -> None:
-        async with serving(server) as url:
-            up = client()
-            resp = await up.send("GET", url + "/", [], b"")
-            with pytest.raises(UpstreamUnreachable):
-                await body(resp)
-            await resp.aclose()
-            await up.aclose()
-
-    run(main)
+    assert_cut_short(Server(reset))
 
 
 def test_a_body_until_eof_cut_by_closing_the_transport_is_an_error_never_a_short_body() -> None:

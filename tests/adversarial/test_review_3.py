@@ -7,8 +7,10 @@ import time
 from typing import Any
 
 from tests.adversarial.conftest import Marked
-from tests.adversarial.test_cvid import leaf, make_view, record_calls, refused
+from tests.adversarial.test_cvid import leaf, make_view
 from tests.conftest import Crm, GatewayHandle, MakeGateway
+from tests.test_custom_views import record_calls
+from tests.test_custom_views import refused_restricted as refused
 
 MARK = "review3-mark-5c2e@example.com"
 
