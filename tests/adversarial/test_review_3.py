@@ -135,6 +135,12 @@ def test_criteria_on_a_field_the_gateways_metadata_does_not_know_is_refused(
             "/crm/v8/coql",
             json={"select_query": f"select Last_Name from Leads where Secret_Code = '{MARK}'"},
         ),
+        # other spellings and another endpoint answering from the same records
+        gw.http.get("/crm/v8/Leads/search", params={"criteria": f"(secret_code:equals:{MARK})"}),
+        gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Secret_Code.id:equals:1)"}),
+        gw.http.get(
+            "/crm/v8/Leads/actions/count", params={"criteria": f"(Secret_Code:equals:{MARK})"}
+        ),
     ]
     for r in answers:
         assert r.status_code == 400, r.text
