@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from gateway.crm.request import HOP_BY_HOP
 from gateway.errors import InvalidData, UpstreamTimeout, UpstreamUnreachable
 from gateway.upstream import (
     Headers,
@@ -52,7 +53,6 @@ _HIGH_WATER = 256 * 1024
 _MAX_FRAMING = 256 * 1024
 _RETRYABLE = frozenset({"GET", "HEAD", "OPTIONS"})
 _WITH_LENGTH = frozenset({"POST", "PUT", "PATCH"})
-_NOT_FORWARDED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _TARGET_START = re.compile(r"[/?#]")
 
 
@@ -513,7 +513,9 @@ class H1Upstream:
 
 def _request(method: str, target: str, host: str, headers: Headers, body: bytes) -> bytes:
     lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-    lines += [f"{n}: {v}\r\n" for n, v in headers if n.lower() not in _NOT_FORWARDED]
+    # The framing is this hop's own (the caller's headers are end-to-end already; the
+    # project's one list of hop-by-hop fields keeps it so whatever the caller passed).
+    lines += [f"{n}: {v}\r\n" for n, v in headers if n.lower() not in HOP_BY_HOP]
     if body or method in _WITH_LENGTH:
         lines.append(f"Content-Length: {len(body)}\r\n")
     lines.append("\r\n")
