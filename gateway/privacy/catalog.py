@@ -6,9 +6,11 @@ case-insensitively everywhere a decision is made (the CRM treats api names that 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from gateway.jsonbody import member
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,54 +266,52 @@ def parse_custom_view(cvid: str, body: Any) -> CustomView:
     found = views[0]
     if str(found.get("id")).lstrip("0") != cvid.lstrip("0"):
         raise MetadataShapeError("custom view answer names another view")
-    paths = _criteria_paths(found.get("criteria"))
+    paths = criteria_object_paths(found.get("criteria"), MetadataShapeError, empty_is_none=True)
     cross = found.get("cross_filters")
     if cross is not None and not isinstance(cross, list):
         raise MetadataShapeError("custom view cross_filters is not a list")
     return CustomView(tuple(paths), _sort_field(found.get("sort_by")), bool(cross))
 
 
-def _criteria_paths(criteria: Any) -> list[tuple[str, ...]]:
-    """Every field a view's criteria name, at any depth: ``{"comparator", "field":
-    {"api_name"}, "value"}`` or ``{"group_operator", "group": [...]}``; a value that is
-    itself a field (a field-to-field comparison) counts too."""
+def criteria_object_paths(
+    criteria: Any, fail: Callable[[str], Exception], *, empty_is_none: bool = False
+) -> list[tuple[str, ...]]:
+    """Every field path a criteria object names, at any depth, in the order written:
+    ``{"comparator", "field": {"api_name"}, "value"}`` or ``{"group_operator", "group":
+    [...]}`` (a bulk read's ``query.criteria``, a custom view's ``criteria``). Member names
+    are read in any letter case. v2 names the field in ``api_name``, v2.1+ in
+    ``field.api_name``: a criterion carrying both is checked on both (which one the CRM
+    reads is not documented), and a value that is itself a field (a field-to-field
+    comparison) counts too. What cannot be read raises ``fail(reason)``. ``empty_is_none``:
+    an empty object means no criteria (a view's)."""
     out: list[tuple[str, ...]] = []
     stack: list[Any] = [criteria]
     while stack:
         node = stack.pop()
-        if node is None or (isinstance(node, Mapping) and not node):
-            continue  # no criteria
+        if node is None or (empty_is_none and isinstance(node, Mapping) and not node):
+            continue
         if not isinstance(node, Mapping):
-            raise MetadataShapeError("a custom view criterion is not an object")
-        if "group" in node:
-            group = node["group"]
+            raise fail("criteria must be an object")
+        group = member(node, "group")
+        if group is not None:
             if not isinstance(group, list):
-                raise MetadataShapeError("a custom view criteria group is not a list")
+                raise fail("criteria group must be a list")
             stack.extend(reversed(group))  # popped in the order written
             continue
-        # v2 names the field in ``api_name``, v2.1+ in ``field.api_name``; a criterion
-        # carrying both is checked on both (which one the CRM filters on is not ours to
-        # guess), as bulk criteria are.
-        field = node.get("field")
-        if isinstance(field, Mapping):
-            out.append(_path(field.get("api_name")))
-            if node.get("api_name") is not None:
-                out.append(_path(node["api_name"]))
-        else:
-            out.append(_path(node.get("api_name")))
-        value = node.get("value")
-        if isinstance(value, Mapping) and "api_name" in value:
-            out.append(_path(value.get("api_name")))
+        field = member(node, "field")
+        inner = member(field, "api_name") if isinstance(field, Mapping) else None
+        given = [n for n in (member(node, "api_name"), inner) if n is not None]
+        value = member(node, "value")
+        if isinstance(value, Mapping) and any(str(k).lower() == "api_name" for k in value):
+            given.append(member(value, "api_name"))
+        if not given or not all(isinstance(n, str) and n for n in given):
+            raise fail("a criterion names no field")
+        for name in given:
+            parts = tuple(name.split("."))
+            if not all(parts):
+                raise fail("a criterion names an empty field")
+            out.append(parts)
     return out
-
-
-def _path(name: Any) -> tuple[str, ...]:
-    if not isinstance(name, str) or not name:
-        raise MetadataShapeError("a custom view criterion names no field")
-    parts = tuple(name.split("."))
-    if not all(parts):
-        raise MetadataShapeError("a custom view criterion names an empty field")
-    return parts
 
 
 def _sort_field(value: Any) -> str | None:

@@ -10,12 +10,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway.errors import InvalidQuery, RestrictedField
-from gateway.jsonbody import member
 from gateway.privacy.catalog import (
     NO_CATALOG,
     NOT_LOOKUP,
     UNKNOWN_FIELD,
     ModuleCatalog,
+    criteria_object_paths,
     walk_path,
 )
 
@@ -101,26 +101,4 @@ def check_sort_params(catalog: ModuleCatalog, params: Iterable[tuple[str, str]])
 def bulk_criteria_fields(criteria: Any) -> list[tuple[str, ...]]:
     """Field paths named in a bulk-read ``query.criteria`` object (single or grouped), in
     the order written, so a refusal names the first restricted one."""
-    out: list[tuple[str, ...]] = []
-    stack = [criteria]
-    while stack:
-        node = stack.pop()
-        if node is None:
-            continue
-        if not isinstance(node, Mapping):
-            raise InvalidQuery(details={"reason": "criteria must be an object"})
-        group = member(node, "group")
-        if group is not None:
-            if not isinstance(group, list):
-                raise InvalidQuery(details={"reason": "criteria group must be a list"})
-            stack.extend(reversed(group))  # popped in the order written
-            continue
-        # v2 names the field in ``api_name``, v2.1+ in ``field.api_name``. A criterion
-        # carrying both is checked on both: which one the CRM reads is not documented.
-        field = member(node, "field")
-        inner = member(field, "api_name") if isinstance(field, Mapping) else None
-        given = [n for n in (member(node, "api_name"), inner) if n is not None]
-        if not given or not all(isinstance(n, str) and n for n in given):
-            raise InvalidQuery(details={"reason": "a criterion names no field"})
-        out.extend(tuple(n.split(".")) for n in given)
-    return out
+    return criteria_object_paths(criteria, lambda reason: InvalidQuery(details={"reason": reason}))

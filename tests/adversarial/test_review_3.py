@@ -151,3 +151,29 @@ def test_criteria_on_a_field_the_gateways_metadata_does_not_know_is_refused(
         "/crm/v8/Leads/search", params={"criteria": f"(id:equals:{marked.lead['id']})"}
     )
     assert r.status_code == 200, r.text
+
+
+def test_a_view_criterion_spelled_in_other_letter_cases_is_checked_on_every_field(
+    crm: Crm, gw: GatewayHandle, marked: Marked
+) -> None:
+    """The members of a view's criteria in other letter cases (``Field``, ``API_NAME``,
+    ``Group``): the CRM compares member names case-insensitively, so the view's fields are
+    read the same way (one reading, shared with bulk read criteria)."""
+    email = marked.lead["Email"]
+    criterion = {
+        "Group_Operator": "and",
+        "Group": [
+            {
+                "comparator": "equal",
+                "API_NAME": "Last_Name",
+                "Field": {"Api_Name": "Email", "id": "1"},
+                "value": email,
+            }
+        ],
+    }
+    cvid = make_view(crm, "Leads", criterion)
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "cvid": cvid})
+    refused(r, "Email")
+    assert record_calls(crm) == []
+    marked.assert_clean(r)
