@@ -12,10 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The redactor compiled with mypyc (gateway/compiled.py), rebuilt when its source changes.
+# Without a C compiler the gateway runs it as plain Python, as it does any stale build.
+COMPILED := gateway/_compiled.json
+$(COMPILED): $(STAMP) gateway/privacy/redact.py
+	$(BIN)/python -c 'from gateway.compiled import build; raise SystemExit(build())' || true
+
+demo: $(STAMP) $(COMPILED)
 	$(BIN)/privacy-gateway demo
 
-lint: $(STAMP)
+lint: $(STAMP) $(COMPILED)
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy --strict gateway
 
@@ -24,7 +30,7 @@ test: lint
 
 # nginx (the pass-through row's yardstick) from Debian's packages when it is missing and
 # this user may install it; without it that row says it was skipped
-bench: $(STAMP)
+bench: $(STAMP) $(COMPILED)
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
@@ -33,8 +39,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 # a bounded mixed load (default 5 minutes, 64 connections): errors, p50/p99, RSS, open files
-soak: $(STAMP)
+soak: $(STAMP) $(COMPILED)
 	$(BIN)/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build $(COMPILED)
+	find gateway -name '*.so' -delete

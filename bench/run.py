@@ -5,6 +5,10 @@ Everything runs on this machine in one run, so compare the ratios, not the absol
 and the load generator share CPU 1. CPU per request is read from /proc for the process
 under test (and its workers), so it does not depend on how busy the other core is.
 
+``gateway-python`` is the default gateway with its redactor run from its source
+(``GATEWAY_PURE_PYTHON=1``), beside ``gateway-h1`` running the mypyc build ``make`` made:
+what compiling it buys, in the same run.
+
 ``workers-1`` and ``workers-2`` are ``serve --workers N`` free to run on both CPUs; the
 sandbox and the load generator still share CPU 1 with them, so on a 2-core machine the
 second worker competes with the load it serves.
@@ -36,12 +40,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 import httpx
 import orjson
 
 from bench import targets
+from gateway import compiled
 from gateway.serving import free_port
 
 AUTH = {"Authorization": "Zoho-oauthtoken bench-token"}
@@ -58,6 +64,8 @@ ROUTE_TARGETS = frozenset(
 )
 #: the gateway's audit trail with fsync every 100 ms instead of on every entry
 INTERVAL_POLICY = "policies/default.toml"
+#: how the served gateways run the redactor (gateway-python runs it from its source)
+REDACTOR = "compiled with mypyc" if not compiled.use_source() else "plain Python (no build)"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -211,10 +219,17 @@ def interval_policy(tmp: Path) -> Path:
     return path
 
 
-def redaction_floor(sandbox: str, rounds: int = 200) -> tuple[float, float, int, tuple[str, ...]]:
-    """(floor ms, gateway rewrite ms, page bytes, masked names) for one 200-record page, in
-    process:
-    the floor is orjson parse + null the private fields by name + dump."""
+class Rewrite(NamedTuple):
+    floor_ms: float
+    gateway_ms: float  # as the gateway runs it (compiled where built)
+    python_ms: float  # the redactor run from its source
+    size: int
+    masked: tuple[str, ...]
+
+
+def redaction_floor(sandbox: str, rounds: int = 200) -> Rewrite:
+    """One 200-record page rewritten in process: the floor is orjson parse + null the
+    private fields by name + dump."""
     from gateway.privacy.catalog import parse_fields
     from gateway.privacy.redact import build_plan, redact_body
 
@@ -230,6 +245,8 @@ def redaction_floor(sandbox: str, rounds: int = 200) -> tuple[float, float, int,
             subs[info.target_module] = parse_fields(info.target_module, sub)
     plan = build_plan(catalog, frozenset(), subs)
     names = plan.masked
+    python = compiled.load_source("gateway.privacy.redact", "bench_redact_from_source")
+    python_plan = python.build_plan(catalog, frozenset(), subs)
 
     def floor() -> None:
         body = orjson.loads(page)
@@ -244,17 +261,23 @@ def redaction_floor(sandbox: str, rounds: int = 200) -> tuple[float, float, int,
         redact_body(body, plan, {})
         orjson.dumps(body)
 
+    def as_python() -> None:  # the same rewrite, the redactor run from its source
+        body = orjson.loads(page)
+        python.redact_body(body, python_plan, {})
+        orjson.dumps(body)
+
     # CPU time (not wall time), alternating the two, best of many short rounds: robust to
     # the other core's load and to this process being preempted.
-    best = {floor: float("inf"), gateway: float("inf")}
+    best = {floor: float("inf"), gateway: float("inf"), as_python: float("inf")}
     per_round = max(rounds // 10, 5)
     for _ in range(20):
-        for fn in (floor, gateway):
+        for fn in best:
             t = time.process_time()
             for _ in range(per_round):
                 fn()
             best[fn] = min(best[fn], (time.process_time() - t) / per_round)
-    return 1000 * best[floor], 1000 * best[gateway], len(page), tuple(names)
+    ms = [1000 * best[fn] for fn in (floor, gateway, as_python)]
+    return Rewrite(ms[0], ms[1], ms[2], len(page), tuple(names))
 
 
 def main() -> None:
@@ -269,6 +292,7 @@ def main() -> None:
             "passthrough",
             "floor-proxy",
             "gateway-h1",
+            "gateway-python",
             "gateway-aiohttp",
             "gateway-interval",
             "gateway-httpx",
@@ -306,7 +330,7 @@ def proxies(a: argparse.Namespace) -> str:
     nginx_missing = False
     sandbox_cmd = ["-m", "gateway", "sandbox", "--port", str(sport)]
     with process(sandbox_cmd, sandbox, {1}) as sb:
-        floor_ms, rewrite_ms, size, masked = redaction_floor(sandbox)
+        rewrite = redaction_floor(sandbox)
         for target in a.targets:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
@@ -327,7 +351,7 @@ def proxies(a: argparse.Namespace) -> str:
                 cmd = ["-m", "bench.passthrough", "--upstream", sandbox, "--port", str(port)]
             elif target == "floor-proxy":
                 cmd = ["-m", "bench.passthrough", "--upstream", sandbox, "--port", str(port)]
-                cmd += ["--mask", ",".join(masked)]
+                cmd += ["--mask", ",".join(rewrite.masked)]
             else:
                 cmd = [
                     "-m",
@@ -346,6 +370,8 @@ def proxies(a: argparse.Namespace) -> str:
                     cpus = {0, 1}
                 elif target == "gateway-interval":
                     cmd += ["--policy", str(interval_policy(tmp))]
+                elif target == "gateway-python":  # the default, its redactor run as Python
+                    env[compiled.PURE_ENV] = "1"
                 else:
                     cmd += ["--transport", target.split("-", 1)[1]]
             for c in a.connections:
@@ -363,7 +389,7 @@ def proxies(a: argparse.Namespace) -> str:
                     for page in todo:
                         results.append(measure(target, url, proc.pid, c, a.seconds, page))
                         show(results[-1])
-    return report(results, floor_ms, rewrite_ms, size, nginx_missing)
+    return report(results, rewrite, nginx_missing)
 
 
 def show(r: Result) -> None:
@@ -374,15 +400,16 @@ def show(r: Result) -> None:
     )
 
 
-def report(
-    results: list[Result], floor_ms: float, rewrite_ms: float, size: int, nginx_missing: bool
-) -> str:
+def report(results: list[Result], rewrite: Rewrite, nginx_missing: bool) -> str:
+    floor_ms = rewrite.floor_ms
     by = {(r.target, r.connections, r.page): r for r in results}
     conns = sorted({r.connections for r in results})
     lines = [
-        f"Redaction of one 200-record page ({size / 1024:.0f} KB), in process: "
-        f"gateway rewrite {rewrite_ms:.2f} ms vs floor (orjson parse + null + dump) "
-        f"{floor_ms:.2f} ms = **{rewrite_ms / floor_ms:.2f}x** the floor.",
+        f"Redaction of one 200-record page ({rewrite.size / 1024:.0f} KB), in process: "
+        f"gateway rewrite {rewrite.gateway_ms:.2f} ms vs floor (orjson parse + null + dump) "
+        f"{floor_ms:.2f} ms = **{rewrite.gateway_ms / floor_ms:.2f}x** the floor; the "
+        f"redactor as plain Python {rewrite.python_ms:.2f} ms = "
+        f"{rewrite.python_ms / floor_ms:.2f}x. The gateway's redactor here: {REDACTOR}.",
         "",
         "`floor-proxy` is the pass-through proxy plus that floor on every answer (parse, null"
         " the same names, dump): the least any redacting proxy on this stack can cost. The"

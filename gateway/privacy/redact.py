@@ -45,7 +45,9 @@ class Tally(dict[str, int]):
     or COQL column without metadata). Those are not a rule's to pass on: the gateway could
     not judge them, so a rule in shadow or off still withholds them (rules.py)."""
 
-    unchecked = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.unchecked = 0  # set here: compiled, a class attribute would be no default
 
 
 def _unchecked(counts: Counts, n: int) -> None:
@@ -96,7 +98,7 @@ class MaskPlan:
                 else:
                     nested.append((key, act[0], act[1]))
             strange = tuple(k for k in deep if not k.startswith("$") and k.lower() != "id")
-            found = (tuple(nulls), tuple(nested), tuple(deep), strange)
+            found = Steps(tuple(nulls), tuple(nested), tuple(deep), strange)
             if len(self._shapes) < _MEMO_LIMIT:
                 self._shapes[shape] = found
         return found
@@ -105,14 +107,24 @@ class MaskPlan:
 #: (key as the record spells it, api name to count it under, the plan for its objects:
 #: a lookup's or subform's, or NAME_AND_ID)
 Step = tuple[str, str, "MaskPlan"]
-Steps = tuple[tuple[tuple[str, str], ...], tuple[Step, ...], tuple[str, ...], tuple[str, ...]]
+
+
+@dataclass(slots=True, eq=False)
+class Steps:
+    """What ``MaskPlan.steps`` decided for one shape of record. An object, not a tuple: its
+    identity keys the per-shape counts (compiled, a tuple is no object until boxed, so an
+    ``id()`` of it would name a temporary)."""
+
+    nulls: tuple[tuple[str, str], ...]  # (key, api name to count it under)
+    nested: tuple[Step, ...]  # keys whose objects another plan redacts
+    deep: tuple[str, ...]  # keys that are no field: their objects this plan redacts
+    strange: tuple[str, ...]  # of ``deep``, those withheld in a top-level record
 
 
 #: "a lookup into a module the gateway has no metadata for (a multi-module lookup such as
 #: What_Id): keep its ``name`` and ``id``, withhold the rest"
 NAME_AND_ID = MaskPlan("", (), {}, {}, {})
 _LOOKUP_KEEPS = frozenset({"name", "id"})
-_CONTAINERS = (dict, list)
 
 
 def build_plan(
@@ -183,31 +195,29 @@ def redact_record(
     withheld (a nested object's, such as a lookup's ``name``, are kept)."""
     found = _withhold(record, plan, top)
     _count(found, plan, 1, counts, top=top)
-    if found[1] or found[2]:
-        _redact_inside(record, plan, found[1], found[2], counts)
+    if found.nested or found.deep:
+        _redact_inside(record, plan, found.nested, found.deep, counts)
 
 
 def _withhold(record: dict[str, Any], plan: MaskPlan, top: bool) -> Steps:
     """Null what ``record``'s own level withholds (uncounted); return its steps."""
     found = plan.steps(record)
-    nulls, strange = found[0], found[3]
     if top:
-        for key in strange:
+        for key in found.strange:
             record[key] = None
-    for key, _ in nulls:
+    for key, _ in found.nulls:
         record[key] = None
     return found
 
 
 def _count(found: Steps, plan: MaskPlan, times: int, counts: Counts, *, top: bool) -> None:
     """What ``times`` records of one shape had withheld, counted at once."""
-    nulls, strange = found[0], found[3]
     if top:
-        for key in strange:
+        for key in found.strange:
             label = key if safe_label(key) else "unknown"
             counts[label] = counts.get(label, 0) + times
-        _unchecked(counts, times * len(strange))
-    for _, api_name in nulls:
+        _unchecked(counts, times * len(found.strange))
+    for _, api_name in found.nulls:
         counts[api_name] = counts.get(api_name, 0) + times
         if api_name in plan.unjudged:
             _unchecked(counts, times)
@@ -228,28 +238,29 @@ def _redact_inside(
             redact_rows(record[key], rows_plan, counts)  # rows of a subform, strictly
         else:  # a lookup's object (or objects)
             value = record[key]
-            if value.__class__ is dict:
+            if isinstance(value, dict):
                 # Most lookup objects ({name, id, email} of a user) hold nothing the
                 # target's plan withholds or looks into: one memoised look at their shape.
                 inner = rows_plan.steps(value)
-                if inner[0] or inner[1] or inner[2]:
+                if inner.nulls or inner.nested or inner.deep:
                     redact_record(value, rows_plan, counts)
             else:
                 _redact_nested(value, rows_plan, counts)
     for key in deep:
         value = record[key]
-        if value.__class__ is dict:
+        if isinstance(value, dict):
             inner = plan.steps(value)
-            if inner[0] or inner[1]:
+            if inner.nulls or inner.nested:
                 redact_record(value, plan, counts)
-            elif inner[2]:
+            elif inner.deep:
                 # Nothing to null at this level (``$approval``, ``$review_process``): only
                 # objects further in can hold a value, and most such objects hold none.
-                for name in inner[2]:
-                    if value[name].__class__ in _CONTAINERS:
-                        _redact_inside(value, plan, (), inner[2], counts)
+                for name in inner.deep:
+                    item = value[name]
+                    if isinstance(item, dict) or isinstance(item, list):  # noqa: SIM101 (mypyc: two type checks)
+                        _redact_inside(value, plan, (), inner.deep, counts)
                         break
-        elif value.__class__ is list:  # scalars: nothing inside
+        elif isinstance(value, list):  # scalars: nothing inside
             _redact_nested(value, plan, counts)
 
 
@@ -300,30 +311,26 @@ def redact_records(
     once per shape, times its records, after the loop."""
     if not isinstance(records, list):
         raise UnreadableUpstream()
-    shapes: dict[int, list[Any]] = {}  # id(steps) -> [steps, records of that shape]
+    shapes: dict[Steps, int] = {}  # steps of a shape -> records of that shape
     memo = plan._shapes
     for record in records:
         if not isinstance(record, dict):
             raise UnreadableUpstream()
         # _withhold(record, plan, True), inlined: this loop runs once per record
         found = memo.get(tuple(record)) or plan.steps(record)
-        for key in found[3]:
+        for key in found.strange:
             record[key] = None
-        for key, _ in found[0]:
+        for key, _ in found.nulls:
             record[key] = None
-        seen = shapes.get(id(found))
-        if seen is None:
-            shapes[id(found)] = [found, 1]  # holds ``found``, so its id stays its own
-        else:
-            seen[1] += 1
-        if found[1] or found[2]:
-            _redact_inside(record, plan, found[1], found[2], counts)
+        shapes[found] = shapes.get(found, 0) + 1
+        if found.nested or found.deep:
+            _redact_inside(record, plan, found.nested, found.deep, counts)
         if include_private:
             present = {k.lower() for k in record}
             record["private_fields"] = [
                 entry for name, entry in plan.private_fields.items() if name.lower() in present
             ]
-    for found, times in shapes.values():
+    for found, times in shapes.items():
         _count(found, plan, times, counts, top=True)
 
 
