@@ -12,10 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The redactor compiled with mypyc (gateway/compiled.py), rebuilt when its source changes.
+# The redactor compiled with mypyc (gateway/compiled.py), rebuilt when a source changes.
 # Without a C compiler the gateway runs it as plain Python, as it does any stale build.
 COMPILED := gateway/_compiled.json
-$(COMPILED): $(STAMP) gateway/privacy/redact.py
+$(COMPILED): $(STAMP) $(wildcard gateway/*.py gateway/*/*.py)
 	$(BIN)/python -c 'from gateway.compiled import build; raise SystemExit(build())' || true
 
 demo: $(STAMP) $(COMPILED)

@@ -13,6 +13,7 @@ from typing import Any
 from gateway import __version__
 from gateway.audit.config import checkpoint_signer, checkpoint_target, instance_name
 from gateway.audit.files import AuditLogInUse
+from gateway.compiled import redactor_build
 from gateway.keys import KeyFileError, KeyRing
 from gateway.policy import PolicyError, load_policy
 from gateway.settings import RUNTIME, TRANSPORTS, Settings, SettingsError
@@ -194,6 +195,7 @@ def _run(settings: Settings, sock: socket.socket, options: dict[str, Any]) -> in
         "instance": instance_name(),
         "workers": settings.workers,
         "pid": os.getpid(),
+        "redactor": redactor_build(),
     }
     try:
         if settings.workers > 1:

@@ -6,15 +6,17 @@ into a C extension beside its source (``gateway.compiled.build``). The source
 stays the one definition of the rules: the extension is that source compiled, and the
 gateway runs as plain Python where no build was made (no C compiler, ``pip install .``).
 
-A build records the SHA-256 of each source it compiled (``gateway/_compiled.json``). At
-import, when a module's source no longer matches its build (edited since: a test run after
-an edit, a no-op redactor to watch a test fail), or when ``GATEWAY_PURE_PYTHON=1``, every
-compiled module is loaded from its source instead: the compiled modules call each other
-directly, so they are used all together or not at all.
+A build records the SHA-256 of each source it compiled and of every project module those
+import, at any depth (``gateway/_compiled.json``: compiled code was typed against them).
+At import, when any of those sources no longer matches the build (edited since: a test run
+after an edit, a no-op redactor to watch a test fail), or when ``GATEWAY_PURE_PYTHON=1``,
+every compiled module is loaded from its source instead: the compiled modules call each
+other directly, so they are used all together or not at all.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -45,6 +47,26 @@ def _tag() -> str:
     return sys.implementation.cache_tag or ""
 
 
+def _closure(names: Sequence[str]) -> list[Path]:
+    """The sources of ``names`` and of every ``gateway`` module they import, at any depth."""
+    seen: dict[str, Path] = {}
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        path = source(name)
+        if name in seen or not path.is_file():
+            continue
+        seen[name] = path
+        for node in ast.walk(ast.parse(path.read_bytes())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                todo.append(node.module)
+                todo.extend(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                todo.extend(alias.name for alias in node.names)
+        todo = [n for n in todo if n.split(".")[0] == "gateway"]
+    return sorted(seen.values())
+
+
 def use_source() -> bool:
     """Whether the compiled modules must not run: asked not to, never built (or built by
     another Python), or built from other sources than those beside them now."""
@@ -52,9 +74,10 @@ def use_source() -> bool:
         return True
     try:
         built = json.loads(MANIFEST.read_text())
-        return built.get("python") != _tag() or any(
-            built["modules"].get(name) != _digest(source(name)) for name in MODULES
-        )
+        sources: dict[str, str] = built["sources"]
+        if built.get("python") != _tag() or built.get("modules") != list(MODULES):
+            return True
+        return any(_digest(ROOT / path) != digest for path, digest in sources.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return True
 
@@ -99,6 +122,12 @@ def running() -> dict[str, str]:
     return out
 
 
+def redactor_build() -> str:
+    """"compiled" or "python": how this process runs the redactor (the ``started`` line and
+    ``privacy_gateway_build_info`` say it, so a slow instance can be told from a fast one)."""
+    return running()["gateway.privacy.redact"]
+
+
 def _built_files(name: str) -> list[Path]:
     folder, stem = source(name).parent, source(name).stem
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
@@ -123,11 +152,9 @@ def build() -> int:
         sys.stderr.write(done.stderr[-2000:])
         print("gateway.compiled: mypyc build failed; the gateway runs as plain Python")
         return 1
+    sources = {str(p.relative_to(ROOT)): _digest(p) for p in _closure(MODULES)}
     MANIFEST.write_text(
-        json.dumps(
-            {"python": _tag(), "modules": {name: _digest(source(name)) for name in MODULES}},
-            indent=1,
-        )
+        json.dumps({"python": _tag(), "modules": list(MODULES), "sources": sources}, indent=1)
     )
     print(f"gateway.compiled: built {', '.join(MODULES)} with mypyc")
     return 0

@@ -37,6 +37,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from gateway import __version__
+from gateway.compiled import redactor_build
 from gateway.decision import REFUSED, Decision
 from gateway.errors import GatewayError
 from gateway.upstream import Headers, Upstream, UpstreamResponse
@@ -130,12 +131,13 @@ class Metrics:
         )
         info = Gauge(
             PREFIX + "build_info",
-            "Always 1; the labels name the gateway's version and Python's.",
-            ["version", "python"],
+            "Always 1; the labels name the gateway's version, Python's, and whether its "
+            "redactor runs compiled (mypyc) or as Python.",
+            ["version", "python", "redactor"],
             registry=r,
             multiprocess_mode="max",
         )
-        info.labels(__version__, platform.python_version()).set(1)
+        info.labels(__version__, platform.python_version(), redactor_build()).set(1)
         self.shadowed = Counter(
             PREFIX + "shadow_would_act",
             "Times a rule in shadow mode would have refused or withheld, by rule.",

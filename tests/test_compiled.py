@@ -1,13 +1,15 @@
 """The redactor compiled with mypyc (gateway/compiled.py): it runs where it was built, it
 withholds exactly what its source withholds, and a stale build never runs.
 
-Where no build was made (no C compiler), the first two tests say so and skip: the gateway
-then runs the redactor as Python, which every other test covers.
+Where no build of this source was made (no C compiler, an edit since) or
+``GATEWAY_PURE_PYTHON`` is set, the tests marked ``built`` say so and skip: the gateway then
+runs the redactor as Python, which every other test covers.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,11 +27,16 @@ from hypothesis import strategies as st
 from gateway import compiled
 from gateway.errors import UnreadableUpstream
 from gateway.privacy import redact
+from tests.conftest import AUTH, LEAD_FIELDS, Crm
 from tests.privacy.test_redact import CONTACTS, LEADS, VISITS
+from tests.servers import free_port
+from tests.test_cli_ops import _env, _serve, _stop
 
 NAME = "gateway.privacy.redact"
 built = pytest.mark.skipif(
-    not compiled.MANIFEST.exists(), reason="no mypyc build here (make builds one with gcc)"
+    not compiled.MANIFEST.exists() or compiled.use_source(),
+    reason="no mypyc build of this source here (make builds one with gcc), or "
+    "GATEWAY_PURE_PYTHON is set",
 )
 
 
@@ -119,14 +127,44 @@ def _which(root: Path, env: dict[str, str] | None = None) -> str:
 
 @built
 def test_a_redactor_edited_since_its_build_runs_from_its_source(tmp_path: Path) -> None:
-    """A copy of the built package: compiled as built; as Python when asked to; and after an
-    edit (here a no-op redactor, as when breaking a rule on purpose) the edit is what runs."""
+    """A copy of the built package: compiled as built; as Python when asked to, or when a
+    module it imports was edited; and after an edit of the redactor (here a no-op, as when
+    breaking a rule on purpose) the edit is what runs."""
     shutil.copytree(
         compiled.ROOT / "gateway", tmp_path / "gateway",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     assert _which(tmp_path) == "compiled None"
     assert _which(tmp_path, {compiled.PURE_ENV: "1"}) == "python None"
+    # a module the compiled one imports (its code was typed against it) counts too
+    errors = tmp_path / "gateway" / "errors.py"
+    built_errors = errors.read_bytes()
+    errors.write_bytes(built_errors + b"\n# edited\n")
+    assert _which(tmp_path) == "python None"
+    errors.write_bytes(built_errors)
+    assert _which(tmp_path) == "compiled None"
     source = tmp_path / "gateway" / "privacy" / "redact.py"
     source.write_text(source.read_text() + "\n\ndef redact_body(*args, **kwargs):\n    pass\n")
     assert _which(tmp_path) == "python a@x"
+
+
+@built
+@pytest.mark.parametrize("pure", ["", "1"])
+def test_serve_says_how_it_runs_the_redactor(crm: Crm, tmp_path: Path, pure: str) -> None:
+    """Operators can tell a compiled instance from one running as Python: the ``started``
+    line and ``privacy_gateway_build_info``; both withhold alike."""
+    port = free_port()
+    extra = {compiled.PURE_ENV: pure} if pure else {}
+    env = _env(crm, port, GATEWAY_SECRET="s", GATEWAY_AUDIT_LOG=str(tmp_path / "a.jsonl"), **extra)
+    proc, url = _serve(env)
+    try:
+        page = httpx.get(url + "/crm/v8/Leads", params={"fields": LEAD_FIELDS}, headers=AUTH)
+        metrics = httpx.get(url + "/_gateway/metrics").text
+    finally:
+        _, err = _stop(proc)
+    want = "python" if pure else "compiled"
+    started = next(json.loads(x) for x in err.splitlines() if '"started"' in x)
+    assert started["redactor"] == want
+    assert f'redactor="{want}"' in metrics
+    records = page.json()["data"]
+    assert records and all(r["Email"] is None for r in records)
