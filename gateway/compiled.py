@@ -7,11 +7,19 @@ stays the one definition of the rules: the extension is that source compiled, an
 gateway runs as plain Python where no build was made (no C compiler, ``pip install .``).
 
 A build records the SHA-256 of each source it compiled and of every project module those
-import, at any depth (``gateway/_compiled.json``: compiled code was typed against them).
-At import, when any of those sources no longer matches the build (edited since: a test run
-after an edit, a no-op redactor to watch a test fail), or when ``GATEWAY_PURE_PYTHON=1``,
-every compiled module is loaded from its source instead: the compiled modules call each
-other directly, so they are used all together or not at all.
+import, at any depth (compiled code was typed against them), and of the extension files
+it made (``gateway/_compiled.json``). At import, when any of those sources no longer
+matches the build (edited since: a test run after an edit, a no-op redactor to watch a
+test fail) or is shadowed (a package or an extension of its name), when the extension
+files are not those the build made, or when ``GATEWAY_PURE_PYTHON=1``, every compiled
+module is loaded from its source instead: the compiled modules call each other directly,
+so they are used all together or not at all.
+
+Compiled code must mean what its source means. Known differences are avoided in the
+source: ``str.lower`` is called through a name (mypyc's own maps each character alone);
+``id()`` of a tuple names a temporary (mypyc unboxes tuples); a class attribute is no
+default for the instances of a compiled dict subclass; and compiled code has no recursion
+limit (the walk bounds its own depth). ``tests/test_compiled.py`` compares the two.
 """
 
 from __future__ import annotations
@@ -57,28 +65,61 @@ def _closure(names: Sequence[str]) -> list[Path]:
         if name in seen or not path.is_file():
             continue
         seen[name] = path
+        package = name.split(".")  # the module's own name, then its packages
         for node in ast.walk(ast.parse(path.read_bytes())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                todo.append(node.module)
-                todo.extend(f"{node.module}.{alias.name}" for alias in node.names)
+            if isinstance(node, ast.ImportFrom):
+                # ``from .x import y`` in gateway/privacy/catalog.py: gateway.privacy.x
+                base = ".".join(package[: len(package) - node.level]) if node.level else ""
+                parent = ".".join(p for p in (base, node.module or "") if p)
+                todo.append(parent)
+                todo.extend(f"{parent}.{alias.name}" for alias in node.names)
             elif isinstance(node, ast.Import):
                 todo.extend(alias.name for alias in node.names)
         todo = [n for n in todo if n.split(".")[0] == "gateway"]
     return sorted(seen.values())
 
 
+def _extensions(py: Path) -> list[Path]:
+    """Extension modules that ``import`` would load before the source ``py`` (``x.py``:
+    ``x.cpython-311-...so`` and, for a compiled module, its group's ``x__mypyc...so``)."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return sorted(
+        p
+        for p in py.parent.iterdir()
+        if p.name.startswith(py.stem) and p.name.endswith(suffixes)
+        and p.name[len(py.stem)] in "._"
+    )
+
+
+def _shadowed(py: Path) -> bool:
+    """Whether ``import`` would load something other than ``py`` under its name: a package
+    of that name (``x/__init__.py``), or an extension module."""
+    return (py.parent / py.stem / "__init__.py").exists() or bool(_extensions(py))
+
+
 def use_source() -> bool:
     """Whether the compiled modules must not run: asked not to, never built (or built by
-    another Python), or built from other sources than those beside them now."""
+    another Python), or not as built: a source they were built from (or typed against) has
+    changed, or is shadowed, or the extension files are not those the build made."""
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         return True
     try:
         built = json.loads(MANIFEST.read_text())
         sources: dict[str, str] = built["sources"]
+        binaries: dict[str, str] = built["binaries"]
         if built.get("python") != _tag() or built.get("modules") != list(MODULES):
             return True
-        return any(_digest(ROOT / path) != digest for path, digest in sources.items())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        compiled = {source(name) for name in MODULES}
+        now = {str(p.relative_to(ROOT)) for py in compiled for p in _extensions(py)}
+        if now != set(binaries) or any(
+            _digest(ROOT / path) != digest for path, digest in binaries.items()
+        ):
+            return True
+        return any(
+            _digest(py) != digest or (py not in compiled and _shadowed(py))
+            for py, digest in ((ROOT / path, digest) for path, digest in sources.items())
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return True
 
 
@@ -128,18 +169,12 @@ def redactor_build() -> str:
     return running()["gateway.privacy.redact"]
 
 
-def _built_files(name: str) -> list[Path]:
-    folder, stem = source(name).parent, source(name).stem
-    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return [p for p in folder.iterdir() if p.name.startswith(stem) and p.name.endswith(suffixes)]
-
-
 def build() -> int:
     """Compile ``MODULES`` in place with mypyc (a dev dependency); record what was built."""
     MANIFEST.unlink(missing_ok=True)
     for name in MODULES:
-        for old in _built_files(name):
-            old.unlink()
+        for old in _extensions(source(name)):
+            old.unlink()  # a new file, not rewritten in place: a running process maps it
     files = [str(source(name).relative_to(ROOT)) for name in MODULES]
     done = subprocess.run(
         [sys.executable, "-m", "mypyc", "--config-file", "pyproject.toml", *files],
@@ -148,14 +183,15 @@ def build() -> int:
         stderr=subprocess.PIPE,
         text=True,
     )
-    if done.returncode != 0 or not all(_built_files(name) for name in MODULES):
+    binaries = [p for name in MODULES for p in _extensions(source(name))]
+    if done.returncode != 0 or not all(_extensions(source(name)) for name in MODULES):
         sys.stderr.write(done.stderr[-2000:])
         print("gateway.compiled: mypyc build failed; the gateway runs as plain Python")
         return 1
     sources = {str(p.relative_to(ROOT)): _digest(p) for p in _closure(MODULES)}
-    MANIFEST.write_text(
-        json.dumps({"python": _tag(), "modules": list(MODULES), "sources": sources}, indent=1)
-    )
+    made = {str(p.relative_to(ROOT)): _digest(p) for p in binaries}
+    manifest = {"python": _tag(), "modules": list(MODULES), "sources": sources, "binaries": made}
+    MANIFEST.write_text(json.dumps(manifest, indent=1))
     print(f"gateway.compiled: built {', '.join(MODULES)} with mypyc")
     return 0
 

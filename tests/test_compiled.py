@@ -105,7 +105,18 @@ def test_the_equivalence_above_sees_a_difference(source_redact: ModuleType) -> N
     assert out != _run(source_redact, body, frozenset({"high", "low"}), False)
 
 
-def _which(root: Path, env: dict[str, str] | None = None) -> str:
+def copy_built(dst: Path) -> Path:
+    """A copy of the built package (and the configuration a build there reads)."""
+    shutil.copytree(
+        compiled.ROOT / "gateway", dst / "gateway", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(compiled.ROOT / "pyproject.toml", dst / "pyproject.toml")
+    return dst
+
+
+def which(root: Path, env: dict[str, str] | None = None) -> str:
+    """What a fresh process importing the package at ``root`` runs: "<use_source>
+    <compiled|python> <what a restricted Email became>"."""
     code = (
         "import gateway.compiled as c, gateway.privacy.redact as r\n"
         "from gateway.privacy.catalog import parse_fields\n"
@@ -113,13 +124,13 @@ def _which(root: Path, env: dict[str, str] | None = None) -> str:
         " 'private': {'restricted': True, 'type': 'High'}}]})\n"
         "body = {'data': [{'Email': 'a@x'}]}\n"
         "r.redact_body(body, r.build_plan(cat, frozenset(), {}), {})\n"
-        "print(c.running()['gateway.privacy.redact'], body['data'][0]['Email'])\n"
+        "print(c.use_source(), c.running()['gateway.privacy.redact'], body['data'][0]['Email'])\n"
     )
     run_env = {k: v for k, v in os.environ.items() if k != compiled.PURE_ENV}
     run_env.update(PYTHONPATH=str(root), **(env or {}))
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=root, env=run_env, capture_output=True, text=True,
-        timeout=60,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
@@ -130,22 +141,19 @@ def test_a_redactor_edited_since_its_build_runs_from_its_source(tmp_path: Path) 
     """A copy of the built package: compiled as built; as Python when asked to, or when a
     module it imports was edited; and after an edit of the redactor (here a no-op, as when
     breaking a rule on purpose) the edit is what runs."""
-    shutil.copytree(
-        compiled.ROOT / "gateway", tmp_path / "gateway",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
-    assert _which(tmp_path) == "compiled None"
-    assert _which(tmp_path, {compiled.PURE_ENV: "1"}) == "python None"
+    copy_built(tmp_path)
+    assert which(tmp_path) == "False compiled None"
+    assert which(tmp_path, {compiled.PURE_ENV: "1"}) == "True python None"
     # a module the compiled one imports (its code was typed against it) counts too
     errors = tmp_path / "gateway" / "errors.py"
     built_errors = errors.read_bytes()
     errors.write_bytes(built_errors + b"\n# edited\n")
-    assert _which(tmp_path) == "python None"
+    assert which(tmp_path) == "True python None"
     errors.write_bytes(built_errors)
-    assert _which(tmp_path) == "compiled None"
+    assert which(tmp_path) == "False compiled None"
     source = tmp_path / "gateway" / "privacy" / "redact.py"
     source.write_text(source.read_text() + "\n\ndef redact_body(*args, **kwargs):\n    pass\n")
-    assert _which(tmp_path) == "python a@x"
+    assert which(tmp_path) == "True python a@x"
 
 
 @built

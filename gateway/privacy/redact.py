@@ -38,6 +38,12 @@ from gateway.privacy.catalog import (
 
 Counts = dict[str, int]
 
+#: Every name is lowered by Python's own ``str.lower``, as the metadata's were (catalog.py):
+#: compiled, ``name.lower()`` would be mypyc's, which maps each character alone, so a
+#: capital sigma at a word's end (Python: a final sigma) would lower to a plain one, and a
+#: field of such a name would not be recognised. Called through this name, it stays Python's.
+_lower: Callable[[str], str] = str.lower
+
 
 class Tally(dict[str, int]):
     """``Counts`` that also keep ``unchecked``: how many of the values withheld no metadata
@@ -54,6 +60,9 @@ def _unchecked(counts: Counts, n: int) -> None:
     if n and isinstance(counts, Tally):
         counts.unchecked += n
 _MEMO_LIMIT = 256
+#: nesting past which an answer is not read (no CRM answer comes near; without a bound the
+#: walk's depth would be Python's recursion limit, which compiled code does not have)
+MAX_DEPTH = 64
 
 
 def is_masked(info: FieldInfo | None, shown: frozenset[str]) -> bool:
@@ -88,7 +97,7 @@ class MaskPlan:
             nested: list[Step] = []
             deep: list[str] = []
             for key in shape:
-                lower = key.lower()
+                lower = _lower(key)
                 act = self.by_lower.get(lower)
                 if act is None:
                     if lower not in self.known:
@@ -97,7 +106,7 @@ class MaskPlan:
                     nulls.append((key, act[0]))
                 else:
                     nested.append((key, act[0], act[1]))
-            strange = tuple(k for k in deep if not k.startswith("$") and k.lower() != "id")
+            strange = tuple(k for k in deep if not k.startswith("$") and _lower(k) != "id")
             found = Steps(tuple(nulls), tuple(nested), tuple(deep), strange)
             if len(self._shapes) < _MEMO_LIMIT:
                 self._shapes[shape] = found
@@ -138,8 +147,8 @@ def build_plan(
     ``lookup_catalogs`` likewise for the targets of lookup fields (their values are
     redacted with the target's plan); without them a lookup value is redacted with this
     module's own plan."""
-    sub_by_lower = {k.lower(): v for k, v in subform_catalogs.items()}
-    look_by_lower = {k.lower(): v for k, v in (lookup_catalogs or {}).items()}
+    sub_by_lower = {_lower(k): v for k, v in subform_catalogs.items()}
+    look_by_lower = {_lower(k): v for k, v in (lookup_catalogs or {}).items()}
     masked: list[str] = []
     unjudged: list[str] = []
     subforms: dict[str, MaskPlan] = {}
@@ -156,7 +165,7 @@ def build_plan(
             masked.append(info.api_name)
             by_lower[lower] = (info.api_name, None)
         elif info.data_type == "subform":
-            sub = sub_by_lower.get((info.target_module or "").lower())
+            sub = sub_by_lower.get(_lower(info.target_module or ""))
             if sub is None:
                 masked.append(info.api_name)
                 unjudged.append(info.api_name)
@@ -166,7 +175,7 @@ def build_plan(
                 subforms[info.api_name] = plan
                 by_lower[lower] = (info.api_name, plan)
         elif info.data_type in LOOKUPS:
-            target = look_by_lower.get((info.target_module or "").lower())
+            target = look_by_lower.get(_lower(info.target_module or ""))
             nested = build_plan(target, shown, {}) if target else NAME_AND_ID
             by_lower[lower] = (info.api_name, nested)
     return MaskPlan(
@@ -185,18 +194,20 @@ LOOKUPS = frozenset({"lookup", "multiselectlookup"})
 
 def _null(record: dict[str, Any], key: str, api_name: str, counts: Counts) -> None:
     record[key] = None
-    counts[api_name] = counts.get(api_name, 0) + 1
+    label = count_label(api_name)
+    counts[label] = counts.get(label, 0) + 1
 
 
 def redact_record(
-    record: dict[str, Any], plan: MaskPlan, counts: Counts, *, top: bool = False
+    record: dict[str, Any], plan: MaskPlan, counts: Counts, *, top: bool = False, depth: int = 0
 ) -> None:
     """``top``: a record of the answer's ``data``, whose keys that are no field are
-    withheld (a nested object's, such as a lookup's ``name``, are kept)."""
+    withheld (a nested object's, such as a lookup's ``name``, are kept). ``depth``: how
+    many objects and lists of the answer hold ``record``."""
     found = _withhold(record, plan, top)
     _count(found, plan, 1, counts, top=top)
     if found.nested or found.deep:
-        _redact_inside(record, plan, found.nested, found.deep, counts)
+        _redact_inside(record, plan, found.nested, found.deep, counts, depth)
 
 
 def _withhold(record: dict[str, Any], plan: MaskPlan, top: bool) -> Steps:
@@ -218,7 +229,8 @@ def _count(found: Steps, plan: MaskPlan, times: int, counts: Counts, *, top: boo
             counts[label] = counts.get(label, 0) + times
         _unchecked(counts, times * len(found.strange))
     for _, api_name in found.nulls:
-        counts[api_name] = counts.get(api_name, 0) + times
+        label = count_label(api_name)
+        counts[label] = counts.get(label, 0) + times
         if api_name in plan.unjudged:
             _unchecked(counts, times)
 
@@ -229,13 +241,17 @@ def _redact_inside(
     nested: tuple[Step, ...],
     deep: tuple[str, ...],
     counts: Counts,
+    depth: int,
 ) -> None:
     """The objects under a record's lookups, subforms and keys that are no field."""
+    if depth > MAX_DEPTH:
+        raise UnreadableUpstream()
+    inner_depth = depth + 1
     for key, api_name, rows_plan in nested:
         if rows_plan is NAME_AND_ID:
-            _name_and_id(record[key], api_name, counts)
+            _name_and_id(record[key], api_name, counts, inner_depth)
         elif api_name in plan.subforms:
-            redact_rows(record[key], rows_plan, counts)  # rows of a subform, strictly
+            redact_rows(record[key], rows_plan, counts, inner_depth)  # a subform's, strictly
         else:  # a lookup's object (or objects)
             value = record[key]
             if isinstance(value, dict):
@@ -243,63 +259,72 @@ def _redact_inside(
                 # target's plan withholds or looks into: one memoised look at their shape.
                 inner = rows_plan.steps(value)
                 if inner.nulls or inner.nested or inner.deep:
-                    redact_record(value, rows_plan, counts)
+                    redact_record(value, rows_plan, counts, depth=inner_depth)
             else:
-                _redact_nested(value, rows_plan, counts)
+                _redact_nested(value, rows_plan, counts, inner_depth)
     for key in deep:
         value = record[key]
         if isinstance(value, dict):
             inner = plan.steps(value)
             if inner.nulls or inner.nested:
-                redact_record(value, plan, counts)
+                redact_record(value, plan, counts, depth=inner_depth)
             elif inner.deep:
                 # Nothing to null at this level (``$approval``, ``$review_process``): only
                 # objects further in can hold a value, and most such objects hold none.
                 for name in inner.deep:
                     item = value[name]
                     if isinstance(item, dict) or isinstance(item, list):  # noqa: SIM101 (mypyc: two type checks)
-                        _redact_inside(value, plan, (), inner.deep, counts)
+                        _redact_inside(value, plan, (), inner.deep, counts, inner_depth)
                         break
         elif isinstance(value, list):  # scalars: nothing inside
-            _redact_nested(value, plan, counts)
+            _redact_nested(value, plan, counts, inner_depth)
 
 
-def _name_and_id(value: Any, api_name: str, counts: Counts) -> None:
+def _name_and_id(value: Any, api_name: str, counts: Counts, depth: int) -> None:
     """Keep a lookup object's ``name`` and ``id`` (scalars); withhold everything else in it,
     at any depth."""
+    if depth > MAX_DEPTH:
+        raise UnreadableUpstream()
     if isinstance(value, list):
         for item in value:
-            _name_and_id(item, api_name, counts)
+            _name_and_id(item, api_name, counts, depth + 1)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if key.lower() not in _LOOKUP_KEEPS or isinstance(item, dict | list):
+            if _lower(key) not in _LOOKUP_KEEPS or isinstance(item, dict | list):
                 value[key] = None
-                label = f"{api_name}.{key}" if safe_label(key) else f"{api_name}.unknown"
+                named = f"{api_name}.{key}" if safe_label(key) else f"{api_name}.unknown"
+                label = count_label(named)
                 counts[label] = counts.get(label, 0) + 1
                 _unchecked(counts, 1)
 
 
-def _redact_nested(value: Any, plan: MaskPlan, counts: Counts) -> None:
+def _redact_nested(value: Any, plan: MaskPlan, counts: Counts, depth: int) -> None:
     """Objects in ``value`` (one, or a list of them) redacted with ``plan``; scalars are
     left as they are."""
+    if depth > MAX_DEPTH:
+        raise UnreadableUpstream()
     if isinstance(value, dict):
-        redact_record(value, plan, counts)
+        redact_record(value, plan, counts, depth=depth)
     elif isinstance(value, list):
         for item in value:
-            _redact_nested(item, plan, counts)
+            _redact_nested(item, plan, counts, depth + 1)
 
 
-def redact_rows(rows: Any, plan: MaskPlan, counts: Counts) -> None:
+def redact_rows(rows: Any, plan: MaskPlan, counts: Counts, depth: int = 0) -> None:
     if rows is None:
         return
+    if depth > MAX_DEPTH:
+        raise UnreadableUpstream()
     if isinstance(rows, dict):
         rows = [rows]
-    if not isinstance(rows, list):
+    elif isinstance(rows, list):
+        depth += 1
+    else:
         raise UnreadableUpstream()
     for row in rows:
         if not isinstance(row, dict):
             raise UnreadableUpstream()
-        redact_record(row, plan, counts)
+        redact_record(row, plan, counts, depth=depth)
 
 
 def redact_records(
@@ -324,11 +349,11 @@ def redact_records(
             record[key] = None
         shapes[found] = shapes.get(found, 0) + 1
         if found.nested or found.deep:
-            _redact_inside(record, plan, found.nested, found.deep, counts)
+            _redact_inside(record, plan, found.nested, found.deep, counts, 2)  # body, data
         if include_private:
-            present = {k.lower() for k in record}
+            present = {_lower(k) for k in record}
             record["private_fields"] = [
-                entry for name, entry in plan.private_fields.items() if name.lower() in present
+                entry for name, entry in plan.private_fields.items() if _lower(name) in present
             ]
     for found, times in shapes.items():
         _count(found, plan, times, counts, top=True)
@@ -342,10 +367,10 @@ def redact_write_answer(body: Any, plan: MaskPlan | None, counts: Counts) -> Non
     for entry in data if isinstance(data, list) else ():
         details = entry.get("details") if isinstance(entry, dict) else None
         if isinstance(details, dict):
-            if plan is not None:
-                redact_record(details, plan, counts)
+            if plan is not None:  # under the body, its data and an entry
+                redact_record(details, plan, counts, depth=3)
             else:
-                _name_and_id(details, "details", counts)
+                _name_and_id(details, "details", counts, 3)
 
 
 def redact_body(
@@ -360,7 +385,7 @@ def redact_body(
         redact_records(body["data"], plan, counts, include_private=include_private)
         for key, value in body.items():
             if key not in ("data", "info"):  # records under a key the gateway does not know
-                _redact_nested(value, plan, counts)
+                _redact_nested(value, plan, counts, 1)
     else:
         redact_record(body, plan, counts)
 
@@ -389,7 +414,7 @@ def build_coql_plan(
     ``catalogs``: lower-case module name -> metadata for the module and lookup targets."""
     actions: dict[str, ColumnAction] = {"id": None}
     for key, path, _aggregate in columns:
-        actions[key.lower()] = column_action(module, path, catalogs, shown)
+        actions[_lower(key)] = column_action(module, path, catalogs, shown)
     return CoqlPlan(actions)
 
 
@@ -409,7 +434,11 @@ def path_mask(
             return info.api_name if depth == 0 else walk.label(depth)
     if walk.stop in (COMPLETE, OWNER):
         return None
-    if walk.stop == UNKNOWN_FIELD and len(walk.infos) == len(path) - 1 and path[-1].lower() == "id":
+    if (
+        walk.stop == UNKNOWN_FIELD
+        and len(walk.infos) == len(path) - 1
+        and _lower(path[-1]) == "id"
+    ):
         return None
     return walk.label(len(path) - 1)
 
@@ -425,7 +454,7 @@ def column_action(
     if last is None or last.data_type not in _NESTED:
         return None
     # A whole lookup or subform: its value carries fields of another module.
-    target = catalogs.get((last.target_module or "").lower())
+    target = catalogs.get(_lower(last.target_module or ""))
     if target is None:
         return walk.label(len(path) - 1)
     return build_plan(target, shown, {})
@@ -442,14 +471,28 @@ def redact_coql_rows(rows: Any, plan: CoqlPlan, counts: Counts) -> None:
             raise UnreadableUpstream()
         for key in row:
             try:
-                action = plan.actions[key.lower()]
+                action = plan.actions[_lower(key)]
             except KeyError:
                 action = key if safe_label(key) else "unknown"
                 _unchecked(counts, 1)
             if isinstance(action, MaskPlan):
-                redact_rows(row[key], action, counts)
+                redact_rows(row[key], action, counts, 3)  # under the rows and a row
             elif action is not None:
                 _null(row, key, action, counts)
+
+
+_LABELS: dict[str, str] = {}
+
+
+def count_label(name: str) -> str:
+    """The name a withheld value is counted under: ``name`` (the metadata's or the answer's
+    own) when ``safe_label`` allows it, else "unknown", as for the answer's keys."""
+    label = _LABELS.get(name)
+    if label is None:
+        label = name if safe_label(name) else "unknown"
+        if len(_LABELS) < 4 * _MEMO_LIMIT:
+            _LABELS[name] = label
+    return label
 
 
 def safe_label(key: str) -> bool:
