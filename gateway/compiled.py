@@ -91,10 +91,12 @@ def _extensions(py: Path) -> list[Path]:
     )
 
 
-def _shadowed(py: Path) -> bool:
-    """Whether ``import`` would load something other than ``py`` under its name: a package
-    of that name (``x/__init__.py``), or an extension module."""
-    return (py.parent / py.stem / "__init__.py").exists() or bool(_extensions(py))
+def _shadowed(py: Path, *, compiled: bool) -> bool:
+    """Whether ``import`` would load something other than ``py`` (or, ``compiled``, than
+    its build) under its name: a package of that name (``x/__init__.py``), or an extension
+    module where none was built."""
+    package = (py.parent / py.stem / "__init__.py").exists()
+    return package or (not compiled and bool(_extensions(py)))
 
 
 def use_source() -> bool:
@@ -116,7 +118,7 @@ def use_source() -> bool:
         ):
             return True
         return any(
-            _digest(py) != digest or (py not in compiled and _shadowed(py))
+            _digest(py) != digest or _shadowed(py, compiled=py in compiled)
             for py, digest in ((ROOT / path, digest) for path, digest in sources.items())
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
@@ -176,6 +178,8 @@ def build() -> int:
         for old in _extensions(source(name)):
             old.unlink()  # a new file, not rewritten in place: a running process maps it
     files = [str(source(name).relative_to(ROOT)) for name in MODULES]
+    # read before compiling: a source saved while mypyc runs must not pass for the built one
+    sources = {str(p.relative_to(ROOT)): _digest(p) for p in _closure(MODULES)}
     done = subprocess.run(
         [sys.executable, "-m", "mypyc", "--config-file", "pyproject.toml", *files],
         cwd=ROOT,
@@ -188,7 +192,9 @@ def build() -> int:
         sys.stderr.write(done.stderr[-2000:])
         print("gateway.compiled: mypyc build failed; the gateway runs as plain Python")
         return 1
-    sources = {str(p.relative_to(ROOT)): _digest(p) for p in _closure(MODULES)}
+    if sources != {str(p.relative_to(ROOT)): _digest(p) for p in _closure(MODULES)}:
+        print("gateway.compiled: a source changed while it was compiled; run the build again")
+        return 1
     made = {str(p.relative_to(ROOT)): _digest(p) for p in binaries}
     manifest = {"python": _tag(), "modules": list(MODULES), "sources": sources, "binaries": made}
     MANIFEST.write_text(json.dumps(manifest, indent=1))

@@ -398,7 +398,7 @@ def test_an_extension_from_another_build_does_not_run(tmp_path: Path) -> None:
     assert which(here) == "False compiled None"
     for so in (other / "gateway" / "privacy").glob("redact__mypyc*.so"):
         shutil.copy(so, here / "gateway" / "privacy" / so.name)
-    assert which(here) != "False compiled a@x"
+    assert which(here) == "True python None"
 
 
 @built

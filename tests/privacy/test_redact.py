@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from gateway.errors import UnreadableUpstream
 from gateway.privacy.catalog import MetadataShapeError, parse_fields, parse_org, parse_related_lists
-from gateway.privacy.redact import build_coql_plan, build_plan, redact_body, redact_coql_rows
+from gateway.privacy.redact import (
+    MAX_DEPTH,
+    build_coql_plan,
+    build_plan,
+    redact_body,
+    redact_coql_rows,
+)
 
 
 def _field(
@@ -134,6 +141,30 @@ def test_shapes_that_cannot_be_checked_are_refused() -> None:
     for body in ({"data": "a@x"}, {"data": ["a@x"]}, ["a@x"], {"data": [{"Visits": "x"}]}):
         with pytest.raises(UnreadableUpstream):
             redact_body(body, plan, {})
+
+
+def _nested(depth: int, kind: str) -> Any:
+    """A private value ``depth`` objects (under a key that is no field) or lists deep."""
+    value: Any = {"Email": "a@x"}
+    for _ in range(depth):
+        value = {"$x": value} if kind == "objects" else [value]
+    return value
+
+
+@pytest.mark.parametrize("kind", ["objects", "lists"])
+def test_nesting_is_walked_to_the_bound_and_refused_past_it(kind: str) -> None:
+    """The walk bounds its own depth (``MAX_DEPTH``): in range, a private value at the
+    bottom is withheld; past it, the answer is refused rather than partly walked (the
+    compiled build has no recursion limit to stop it, the source one has Python's)."""
+    plan = build_plan(LEADS, frozenset(), {"Lead_Visits": VISITS})
+    body = {"data": [{"Last_Name": "A", "$deep": _nested(MAX_DEPTH - 4, kind)}]}
+    counts: dict[str, int] = {}
+    redact_body(body, plan, counts)
+    assert "a@x" not in orjson.dumps(body).decode() and counts == {"Email": 1}
+    with pytest.raises(UnreadableUpstream):
+        redact_body({"data": [{"$deep": _nested(MAX_DEPTH + 1, kind)}]}, plan, {})
+    with pytest.raises(UnreadableUpstream):
+        redact_body({"data": [], "more": _nested(1000, kind)}, plan, {})
 
 
 def test_an_object_without_data_is_checked_as_one_record() -> None:
