@@ -24,14 +24,12 @@ limit (the walk bounds its own depth). ``tests/test_compiled.py`` compares the t
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +55,8 @@ def _tag() -> str:
 
 def _closure(names: Sequence[str]) -> list[Path]:
     """The sources of ``names`` and of every ``gateway`` module they import, at any depth."""
+    import ast  # at build time only: not on every import of the package
+
     seen: dict[str, Path] = {}
     todo = list(names)
     while todo:
@@ -173,6 +173,8 @@ def redactor_build() -> str:
 
 def build() -> int:
     """Compile ``MODULES`` in place with mypyc (a dev dependency); record what was built."""
+    import subprocess
+
     MANIFEST.unlink(missing_ok=True)
     for name in MODULES:
         for old in _extensions(source(name)):
