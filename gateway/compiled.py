@@ -117,10 +117,11 @@ def use_source() -> bool:
             _digest(ROOT / path) != digest for path, digest in binaries.items()
         ):
             return True
-        return any(
-            _digest(py) != digest or _shadowed(py, compiled=py in compiled)
-            for py, digest in ((ROOT / path, digest) for path, digest in sources.items())
-        )
+        for path, digest in sources.items():
+            py = ROOT / path
+            if _digest(py) != digest or _shadowed(py, compiled=py in compiled):
+                return True
+        return False
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return True
 

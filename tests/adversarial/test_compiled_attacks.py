@@ -29,7 +29,7 @@ from gateway.errors import UnreadableUpstream
 from gateway.privacy import redact
 from gateway.privacy.catalog import parse_fields
 from tests.conftest import MakeGateway
-from tests.servers import serve
+from tests.servers import metadata_routes, serve
 from tests.test_compiled import copy_built, which
 
 NAME = "gateway.privacy.redact"
@@ -168,35 +168,6 @@ class SigmaCrm:
     answers carry it inside a lookup object and a ``$``-key object."""
 
     def app(self) -> Starlette:
-        async def org(_: Request) -> Response:
-            return _json({"org": [{"id": "1", "privacy_settings": True}]})
-
-        async def modules(_: Request) -> Response:
-            return _json(
-                {
-                    "modules": [
-                        {"api_name": "Leads", "generated_type": "default"},
-                        {"api_name": "Contacts", "generated_type": "default"},
-                    ]
-                }
-            )
-
-        async def fields(request: Request) -> Response:
-            rows: list[dict[str, Any]] = [
-                {"api_name": "Last_Name", "data_type": "text", "private": None},
-                {"api_name": SIGMA, "data_type": "text", "private": RESTRICTED},
-            ]
-            if request.query_params.get("module", "").lower() == "leads":
-                rows.append(
-                    {
-                        "api_name": "Referrer",
-                        "data_type": "lookup",
-                        "private": None,
-                        "lookup": {"module": {"api_name": "Contacts"}},
-                    }
-                )
-            return _json({"fields": rows})
-
         async def records(_: Request) -> Response:
             rec = {
                 "id": "1",
@@ -208,9 +179,12 @@ class SigmaCrm:
 
         return Starlette(
             routes=[
-                Route("/crm/{v}/org", org),
-                Route("/crm/{v}/settings/modules", modules),
-                Route("/crm/{v}/settings/fields", fields),
+                *metadata_routes(
+                    [
+                        {"api_name": "Last_Name", "data_type": "text", "private": None},
+                        {"api_name": SIGMA, "data_type": "text", "private": RESTRICTED},
+                    ]
+                ),
                 Route("/crm/{v}/Leads", records),
             ]
         )
@@ -474,3 +448,37 @@ def test_held_an_edit_of_any_hashed_module_or_a_lying_manifest_turns_it_off(tmp_
     assert which(here) == "True python None"
     manifest.write_text(good)
     assert which(here) == "False compiled None"
+
+
+# == 5. Other names whose lowering is not one character to one ================================
+
+
+@built
+@pytest.mark.parametrize("name", ["Notİ", "ΣΑΣ", "Straße", "ǅx", "ﬁeld"])
+def test_names_that_lower_unevenly_are_withheld_alike(src: ModuleType, name: str) -> None:
+    """HELD (after the final-sigma fix): a restricted field whose name lowers to more or
+    other characters (dotted capital I, a sigma-only word, sharp s, titlecase digraph,
+    ligature), in another letter case, inside a lookup object and a ``$``-object."""
+    catalog = parse_fields(
+        "Leads",
+        {
+            "fields": [
+                {"api_name": name, "data_type": "text", "private": RESTRICTED},
+                {"api_name": "Referrer", "data_type": "lookup", "private": None,
+                 "lookup": {"module": {"api_name": "Leads"}}},
+            ]
+        },
+    )
+    spelled = name.upper()
+    body = {"data": [{"id": "1", "Referrer": {"name": "n", "id": "2", spelled: MARK},
+                      "$x": {name: MARK}}]}
+    runs = []
+    for module in (redact, src):
+        plan = module.build_plan(catalog, frozenset(), {}, {"Leads": catalog})
+        counts = module.Tally()
+        out = copy.deepcopy(body)
+        module.redact_body(out, plan, counts)
+        runs.append((out, dict(counts), counts.unchecked))
+    assert runs[0] == runs[1]
+    if spelled.lower() == name.lower():  # the CRM's letter cases match as Python's do
+        assert MARK not in orjson.dumps(runs[0][0]).decode()

@@ -37,7 +37,7 @@ from gateway.audit.canonical import canonical_json, entry_hash
 from gateway.policy import PolicyError, policy_from_mapping
 from tests.conftest import Crm, GatewayHandle, MakeGateway
 from tests.edge.conftest import head, wait_for
-from tests.servers import serve
+from tests.servers import metadata_routes, serve
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -207,38 +207,6 @@ class BulkCrm:
     status: int = 200
 
     def app(self) -> Starlette:
-        async def org(_: Request) -> Response:
-            return Response(
-                orjson.dumps({"org": [{"id": "1", "privacy_settings": True}]}),
-                media_type="application/json",
-            )
-
-        async def modules(_: Request) -> Response:
-            body = {
-                "modules": [
-                    {"api_name": "Leads", "generated_type": "default"},
-                    {"api_name": "Contacts", "generated_type": "default"},
-                ]
-            }
-            return Response(orjson.dumps(body), media_type="application/json")
-
-        async def fields(request: Request) -> Response:
-            rows: list[dict[str, Any]] = [
-                {"api_name": "Last_Name", "data_type": "text", "private": None},
-                {"api_name": "Email", "data_type": "email", "private": _RESTRICTED},
-                {"api_name": "City", "data_type": "text", "private": None},
-            ]
-            if request.query_params.get("module", "").lower() == "leads":
-                rows.append(
-                    {
-                        "api_name": "Referrer",
-                        "data_type": "lookup",
-                        "private": None,
-                        "lookup": {"module": {"api_name": "Contacts"}},
-                    }
-                )
-            return Response(orjson.dumps({"fields": rows}), media_type="application/json")
-
         async def status(request: Request) -> Response:
             query = {
                 "module": {"api_name": "Leads"},
@@ -253,9 +221,13 @@ class BulkCrm:
 
         return Starlette(
             routes=[
-                Route("/crm/{v}/org", org),
-                Route("/crm/{v}/settings/modules", modules),
-                Route("/crm/{v}/settings/fields", fields),
+                *metadata_routes(
+                    [
+                        {"api_name": "Last_Name", "data_type": "text", "private": None},
+                        {"api_name": "Email", "data_type": "email", "private": _RESTRICTED},
+                        {"api_name": "City", "data_type": "text", "private": None},
+                    ]
+                ),
                 Route("/crm/bulk/{v}/read/{job}", status),
                 Route("/crm/bulk/{v}/read/{job}/result", result),
             ]
