@@ -73,7 +73,7 @@ def configure_logging(stream: TextIO | None = None, level: str = "info") -> None
     structlog.configure(
         processors=[*shared, _render],
         wrapper_class=structlog.make_filtering_bound_logger(number),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.WriteLoggerFactory(out),  # one write() a line; print makes two
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(out)

@@ -1,18 +1,19 @@
 """The structlog processor chain an entry walks: enrich → scrub → chain-hash → render.
 
-Each step has structlog's processor signature ``(logger, method_name, event_dict)``, so the
-steps compose in a plain structlog ``BoundLogger`` and each can be tested alone. The only
-state is the chain head, held by ``ChainHasher``; the trail's single writer task is its
-only caller, which is what keeps the chain linear.
+Each step has structlog's processor signature ``(logger, method_name, event_dict)``, so each
+can be tested alone and the steps compose in a structlog logger. ``AuditChain`` runs them
+itself, without a logger around them: a ``BoundLogger``'s ``bind`` and dispatch cost as much
+as the scrub itself on every entry (9 of 27 µs, measured), and an entry needs neither.
+The only state is the chain head, held by ``ChainHasher``; the trail's single writer task
+is its only caller, which is what keeps the chain linear.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from gateway.audit.canonical import GENESIS_HASH, canonical_json, entry_hash, utc_timestamp
@@ -60,33 +61,26 @@ def render(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> by
     return canonical_json(event_dict)
 
 
-class LineCollector:
-    """The "logger" at the end of the chain: it keeps rendered lines for one group commit."""
+class AuditChain:
+    """One audit line from an entry's fields: the fields over the chain's ``context``, then
+    ``seq`` and ``event``, which no field can override (as structlog's
+    ``bind(**fields).msg(event, seq=n)`` builds its event dict), through every step.
 
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
+    Its steps are fixed here, so the application's own ``structlog.configure()`` (console
+    logs, tracebacks) can never reach the audit chain."""
 
-    def msg(self, line: bytes) -> None:
-        self.lines.append(line)
+    def __init__(
+        self,
+        hasher: ChainHasher,
+        enrich: Enrich | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        self.steps: tuple[Processor, ...] = (enrich or Enrich(), scrub, hasher, render)
+        self._context = context or {}
 
-    def take(self) -> list[bytes]:
-        lines, self.lines = self.lines, []
-        return lines
-
-
-def audit_logger(
-    collector: LineCollector, hasher: ChainHasher, enrich: Enrich | None = None
-) -> Any:
-    """A structlog logger whose every ``.msg(event, seq=n)`` renders one audit line.
-
-    Built with explicit processors, wrapper and context class, so the application's own
-    ``structlog.configure()`` (console logs, tracebacks) can never reach the audit chain.
-    """
-    processors: list[Processor] = [enrich or Enrich(), scrub, hasher, render]
-    return structlog.wrap_logger(
-        collector,
-        processors=processors,
-        wrapper_class=structlog.BoundLogger,
-        context_class=dict,
-        cache_logger_on_first_use=False,
-    ).bind()
+    def line(self, event: str, seq: int, fields: Mapping[str, Any]) -> bytes:
+        entry: Any = {**self._context, **fields, "seq": seq, "event": event}
+        for step in self.steps:
+            entry = step(None, "msg", entry)
+        assert isinstance(entry, bytes)
+        return entry

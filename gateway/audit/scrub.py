@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from structlog.typing import EventDict, WrappedLogger
 
@@ -39,7 +39,8 @@ _TRAIL_REASONS = frozenset(
 )
 REASONS = frozenset(r.value for r in Reason) | _TRAIL_REASONS
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_.$]+")
-_CLIENT = re.compile(r"[0-9a-f]{32}")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_CLIENT = _HEX32
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]+")
 #: a client's X-Request-Id the gateway keeps (app.py) and the trail accepts
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -71,6 +72,7 @@ _TOKENISH = re.compile(
 
 Check = Callable[[object], Any]  # returns the kept value, or None to drop it
 _MEMO_SIZE = 4096
+_NUMBER = (int, float)
 
 
 def looks_like_token(value: str) -> bool:
@@ -102,6 +104,18 @@ def _name(pattern: re.Pattern[str], *, memo: bool = True) -> Callable[[object], 
     return check
 
 
+_any_request_id = _name(_REQUEST_ID, memo=False)
+
+
+def _request_id(value: object) -> str | None:
+    # The gateway's own ids are uuid4 hex: 32 lower-case hex digits pass the pattern and
+    # cannot look like a token (no 40-character run, no dot, no letter past f), so they
+    # skip the token search (tested against looks_like_token on every such string).
+    if value.__class__ is str and _HEX32.fullmatch(value):
+        return value
+    return _any_request_id(value)
+
+
 def _int_in(low: int, high: int) -> Check:
     def check(value: object) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -113,7 +127,9 @@ def _int_in(low: int, high: int) -> Check:
 
 def _amount(value: object) -> float | None:
     # a NaN or an infinity would not survive JSON honestly; bool is an int but not a number
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if value.__class__ is float:  # the usual case, one test (a float subclass takes the next)
+        return round(value, 3) if 0 <= value < 1e12 else None  # NaN fails the range
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         return None
     if not math.isfinite(value) or not 0 <= value < 1e12:
         return None
@@ -135,17 +151,27 @@ def _policy_version(value: object) -> str | None:
     return _policy_name(value)
 
 
+_routes_passed: set[str] = set()  # routes are templates: a few dozen, each checked once
+
+
 def _route(value: object) -> str | None:
     if value == "unknown":  # Decision's default before classification
         return "unknown"
     if not isinstance(value, str) or not value.startswith("/"):
         return None
+    if value in _routes_passed:
+        return value
     segments = value[1:].split("/")
     if segments[0] not in _ROUTE_ROOTS:
         return None
     if not all(_ROUTE_SEGMENT.fullmatch(s) for s in segments[1:]):
         return None
-    return value[:MAX_STRING]
+    if len(value) > MAX_STRING:
+        return value[:MAX_STRING]
+    if len(_routes_passed) >= _MEMO_SIZE:
+        _routes_passed.clear()
+    _routes_passed.add(value)
+    return value
 
 
 def _reason(value: object) -> str | None:
@@ -172,7 +198,7 @@ def _kept_items(value: object, check: Check) -> tuple[list[Any], bool]:
 
 
 _SCALARS: dict[str, Check] = {
-    "request_id": _name(_REQUEST_ID, memo=False),
+    "request_id": _request_id,
     "client": _client,
     "method": _name(_METHOD),
     "route": _route,
@@ -208,14 +234,38 @@ _count = _int_in(0, 2**53)
 ENTRY_KEYS = frozenset({"event", "ts", "seq", *_SCALARS, *_LISTS, *_COUNTED, "prev_hash", "hash"})
 
 
+#: names lists that passed whole, and what they became (one per module and answer shape)
+_names_passed: dict[tuple[str, ...], list[str]] = {}
+
+
+def _field_names(value: object) -> tuple[list[str], bool]:
+    """The names that pass, sorted and without repeats, and whether any was dropped."""
+    if value is None or value == []:
+        return [], False
+    if value.__class__ is list:
+        try:
+            known = _names_passed.get(tuple(cast(list[str], value)))
+        except TypeError:  # an item that cannot be a dict key is no name: the check drops it
+            known = None
+        if known is not None:
+            return list(known), False
+    names, dropped = _kept_items(value, _field_name)
+    kept = sorted(set(names))
+    if not dropped and value.__class__ is list:
+        if len(_names_passed) >= _MEMO_SIZE:
+            _names_passed.clear()
+        _names_passed[tuple(cast(list[str], value))] = list(kept)
+    return kept, dropped
+
+
 def _fields_withheld(value: object) -> tuple[dict[str, Any], bool]:
     if value is None:
         return {"names": [], "count": 0}, False
     if not isinstance(value, dict):
         return {"names": [], "count": 0}, True
-    names, dropped = _kept_items(value.get("names"), _field_name)
+    names, dropped = _field_names(value.get("names"))
     count = _count(value.get("count"))
-    return {"names": sorted(set(names)), "count": count or 0}, dropped or count is None
+    return {"names": names, "count": count or 0}, dropped or count is None
 
 
 def scrub(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

@@ -67,8 +67,9 @@ from gateway.audit.checkpoints import (
     make_checkpoint,
 )
 from gateway.audit.files import Tail, WriterLock, write_stdout
+from gateway.audit.iothread import IoThread
 from gateway.audit.logfile import LogFile
-from gateway.audit.processors import ChainHasher, Enrich, LineCollector, audit_logger
+from gateway.audit.processors import AuditChain, ChainHasher, Enrich
 from gateway.audit.scrub import SCHEMA_VERSION
 from gateway.errors import AuditUnavailable
 from gateway.keys import SigningKey
@@ -154,14 +155,16 @@ class AuditTrail:
         anchor = path or checkpoint_path
         self._lock = WriterLock(anchor) if anchor is not None else None
 
+        self._io = IoThread()  # every blocking call of the trail, one at a time
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()  # the writer has work
         self._space = asyncio.Event()  # the queue has room again
         self._hasher = ChainHasher()
-        self._collector = LineCollector()
         #: which process wrote an entry, and in which format (see docs/audit-schema.md)
-        self._log = audit_logger(self._collector, self._hasher, Enrich(instance=instance)).bind(
-            gateway_version=__version__, schema=SCHEMA_VERSION
+        self._chain = AuditChain(
+            self._hasher,
+            Enrich(instance=instance),
+            {"gateway_version": __version__, "schema": SCHEMA_VERSION},
         )
         self._state: Literal["new", "open", "recovering", "failed", "closed"] = "new"
         self._closing = False
@@ -228,14 +231,15 @@ class AuditTrail:
             raise RuntimeError("an AuditTrail starts once")
         self.claim()
         try:
-            tail = await asyncio.to_thread(self._open_blocking)
+            tail = await self._io.run(self._open_blocking)
         except BaseException:
             self._release()
+            self._io.stop()
             raise
         resumed = False
         if self._file is None and isinstance(self._checkpoints, CheckpointFile):
             # stdout only: the checkpoints file is the one record of where the chain got to
-            pinned = await asyncio.to_thread(last_checkpoint, self._checkpoints.path)
+            pinned = await self._io.run(last_checkpoint, self._checkpoints.path)
             if pinned is not None:
                 tail, resumed = pinned, True
         self._continue_from(tail)
@@ -273,7 +277,10 @@ class AuditTrail:
         if self._writer is not None:
             await self._writer
         self._state = "closed"
-        await asyncio.to_thread(self._close_blocking)
+        try:
+            await self._io.run(self._close_blocking)
+        finally:
+            self._io.stop()
 
     # -- the producer side ------------------------------------------------------------------
 
@@ -372,16 +379,15 @@ class AuditTrail:
     async def _commit(self, batch: list[_Pending]) -> None:
         fsync_now = self._fsync.mode == "always"
         try:
-            # Rendering holds the GIL wherever it runs, so it runs here; a worker thread
-            # costs a hand-off each way (about 0.07 ms of CPU per batch, measured), which
-            # only an fsync or a stdout pipe (either may block for long) is worth.
+            # Rendering holds the GIL wherever it runs, so it runs here; the trail's thread
+            # costs a hand-off each way (gateway.audit.iothread), which only an fsync or a
+            # stdout pipe (either may block for long) is worth.
             lines = self._render(batch)
             if fsync_now or self._stdout:
-                await asyncio.to_thread(self._write, lines, fsync_now)
+                await self._io.run(self._write, lines, fsync_now)
             else:
                 self._write(lines, False)  # into the page cache; _sync() fsyncs in a thread
         except Exception as exc:  # any failure, not only OSError: never hang a record()
-            self._collector.take()
             self._write_failed(batch, exc)
             return
         self._seq, self._head = batch[-1].seq, self._hasher.head
@@ -415,7 +421,7 @@ class AuditTrail:
     async def _recover(self) -> bool:
         """Drop mode: reopen the file and start a segment from its real tail."""
         try:
-            tail = await asyncio.to_thread(self._open_blocking)
+            tail = await self._io.run(self._open_blocking)
         except Exception as exc:
             log.error("audit log reopen failed: %s", _describe(exc))
             return False
@@ -436,7 +442,7 @@ class AuditTrail:
 
     async def _sync(self) -> None:
         try:
-            await asyncio.to_thread(self._sync_blocking)
+            await self._io.run(self._sync_blocking)
         except Exception as exc:
             self._write_failed([], exc)
             return
@@ -453,7 +459,7 @@ class AuditTrail:
             return
         checkpoint = make_checkpoint(seq, head, self._signing_key or self._secret)
         try:
-            await asyncio.to_thread(self._checkpoints.append, checkpoint)
+            await self._io.run(self._checkpoints.append, checkpoint)
         except Exception as exc:
             # the entries are safe; only the proof of them is late, so do not fail requests
             log.error("audit checkpoint write failed: %s", _describe(exc))
@@ -461,7 +467,7 @@ class AuditTrail:
         else:
             self._checkpoint_failed = False
 
-    # -- blocking work, run in a worker thread (or inline where it cannot block for long) ----
+    # -- blocking work, run on the trail's thread (or inline where it cannot block for long) --
 
     def _open_blocking(self) -> Tail:
         if self._file is None:
@@ -469,9 +475,8 @@ class AuditTrail:
         return self._file.open()
 
     def _render(self, batch: list[_Pending]) -> list[bytes]:
-        for pending in batch:
-            self._log.bind(**pending.fields).msg(pending.event, seq=pending.seq)
-        return [line + b"\n" for line in self._collector.take()]
+        line = self._chain.line
+        return [line(p.event, p.seq, p.fields) + b"\n" for p in batch]
 
     def _write(self, lines: list[bytes], fsync_now: bool) -> None:
         if self._file is not None:

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from gateway.audit.canonical import GENESIS_HASH, canonical_json, entry_hash, sha256_hex
-from gateway.audit.processors import ChainHasher, Enrich, LineCollector, audit_logger, render
+from gateway.audit.processors import AuditChain, ChainHasher, Enrich, render
 from gateway.audit.scrub import scrub
 from tests.audit.helpers import decision
 
@@ -64,22 +64,22 @@ class TestRender:
         assert canonical_json(orjson.loads(line)) == line
 
 
-def test_audit_logger_runs_the_whole_chain() -> None:
-    """enrich → scrub → chain-hash → render yields one verifiable line per call."""
-    collector, hasher = LineCollector(), ChainHasher()
-    log = audit_logger(collector, hasher)
-    log.bind(**decision(1), token="secret").msg("request", seq=1)
-    log.bind(**decision(2), seq=99).msg("request", seq=2)
-    first, second = (orjson.loads(line) for line in collector.take())
+def test_the_chain_renders_one_verifiable_line_per_entry() -> None:
+    """enrich → scrub → chain-hash → render yields one verifiable line per call; the seq
+    the trail reserved and the event win over fields of those names."""
+    hasher = ChainHasher()
+    chain = AuditChain(hasher, context={"schema": 2})
+    first = orjson.loads(chain.line("request", 1, {**decision(1), "token": "secret"}))
+    second = orjson.loads(chain.line("request", 2, {**decision(2), "seq": 99, "event": "x"}))
     assert "token" not in first
-    assert second["seq"] == 2 and second["prev_hash"] == first["hash"]
+    assert first["schema"] == 2
+    assert second["seq"] == 2 and second["event"] == "request"
+    assert second["prev_hash"] == first["hash"]
     assert entry_hash(second) == second["hash"] == hasher.head
 
 
 def test_scrub_runs_before_hashing() -> None:
     """The hash covers the scrubbed entry, so verify recomputes it from the line."""
-    collector = LineCollector()
-    audit_logger(collector, ChainHasher()).bind(query="q=1").msg("request", seq=1)
-    entry = orjson.loads(collector.take()[0])
+    entry = orjson.loads(AuditChain(ChainHasher()).line("request", 1, {"query": "q=1"}))
     assert entry_hash(entry) == entry["hash"]
     assert scrub(None, "msg", dict(entry))["request_id"] is None

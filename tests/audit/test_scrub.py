@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.audit.canonical import canonical_json
-from gateway.audit.scrub import ENTRY_KEYS, MAX_STRING, scrub
+from gateway.audit.scrub import ENTRY_KEYS, MAX_STRING, looks_like_token, scrub
 from tests.audit.helpers import decision
 
 
@@ -110,6 +110,19 @@ class TestValues:
         assert out["fields_withheld"] == {"names": ["Email", "Sub.Field$1"], "count": 4}
         assert "scrubbed:fields_withheld" in out["reasons"]
 
+    def test_remembered_names_never_keep_a_dropped_one(self) -> None:
+        """A names list that passed is remembered whole; the same names with one that is
+        not a name still drop it, and changing what an entry got changes no later entry."""
+        names = ["Remembered_Phone", "Remembered_Email"]  # seen here first
+        first = scrubbed(fields_withheld={"names": names, "count": 2})
+        first["fields_withheld"]["names"].append("Leaked value")
+        bad = scrubbed(fields_withheld={"names": [*names, "a@b.c"], "count": 3})
+        again = scrubbed(fields_withheld={"names": names, "count": 2})
+        assert bad["fields_withheld"]["names"] == sorted(names)
+        assert "scrubbed:fields_withheld" in bad["reasons"]
+        assert again["fields_withheld"]["names"] == sorted(names)
+        assert not any(r.startswith("scrubbed:") for r in again["reasons"])
+
     def test_long_strings_are_cut(self) -> None:
         """No string field is longer than 200 characters."""
         out = scrubbed(policy_version="v-" * 150, route="/crm/" + "/".join(["{x}"] * 70))
@@ -130,6 +143,14 @@ class TestValues:
     def test_digest_policy_version_is_kept(self) -> None:
         """A content digest is a legitimate policy version, though it is a long hex run."""
         assert scrubbed(policy_version="ab" * 32)["policy_version"] == "ab" * 32
+
+
+@given(st.from_regex(r"[0-9a-f]{32}", fullmatch=True))
+def test_the_gateways_own_request_ids_are_kept(request_id: str) -> None:
+    """uuid4 hex, the shape of every id the gateway makes, passes without the token search
+    (``_request_id``'s shortcut), which is sound because no such id looks like a token."""
+    assert not looks_like_token(request_id)
+    assert scrubbed(request_id=request_id)["request_id"] == request_id
 
 
 json_values = st.recursive(
