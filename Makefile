@@ -37,7 +37,7 @@ bench: $(STAMP) $(COMPILED)
 	     apt-get install -y -qq --no-install-recommends nginx) >/dev/null 2>&1; } || \
 	  echo "bench: nginx not installable; its row is skipped"
 	$(BIN)/python -m bench.run
-	taskset -c 0 $(BIN)/python -m bench.audit 2>/dev/null || $(BIN)/python -m bench.audit
+	$(BIN)/python -m bench.audit
 
 # a bounded mixed load (default 5 minutes, 64 connections): errors, p50/p99, RSS, open files
 soak: $(STAMP) $(COMPILED)

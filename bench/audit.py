@@ -1,10 +1,10 @@
 """The audit trail's own cost, in process: CPU per entry to render it, and to record it
 (render, write, and the fsync the mode asks for) with one and with 16 requests at a time.
 
-    python -m bench.audit            # about 20 s; run it pinned for steadier figures:
-    taskset -c 0 python -m bench.audit
+    python -m bench.audit            # about 20 s
 
-It runs on uvloop, as the served gateway does. CPU is the process's (the loop and the
+It runs on uvloop, as the served gateway does, pinned to CPU 0 like the proxies of
+``bench.run``. CPU is the process's (the loop and the
 trail's I/O thread); the fsync's kernel time is in it, so the figures depend on the disk
 the temporary directory is on.
 """
@@ -12,6 +12,8 @@ the temporary directory is on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import tempfile
 import time
 import uuid
@@ -79,6 +81,8 @@ async def record_us(fsync: str, concurrency: int) -> float:
 
 
 def main() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not every machine lets it pin
+        os.sched_setaffinity(0, {0})
     uvloop.install()
     print(f"render one entry:                  {asyncio.run(render_us()):6.1f} us CPU")
     for fsync in ("always", "interval:100"):
