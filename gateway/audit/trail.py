@@ -263,9 +263,9 @@ class AuditTrail:
                 self._dropped += 1
                 return
             await self._wait_for_space()
-        # the caller's object is not ours to keep; keys must be names for the processors
-        snapshot = {k: v for k, v in fields.items() if isinstance(k, str)}
-        await self._enqueue(event, snapshot)
+        # the caller's object is not ours to keep (the scrub reads only its own keys, so a
+        # key that is not a name is carried along harmlessly and never written)
+        await self._enqueue(event, dict(fields))
 
     async def close(self) -> None:
         """Drain the queue, fsync, write a final checkpoint, close the files."""

@@ -281,3 +281,20 @@ class TestLifecycle:
         os.mkfifo(fifo)
         with pytest.raises(ValueError):
             run(trail(fifo).start())
+
+
+def test_fields_that_are_not_names_are_never_written(tmp_path: Path) -> None:
+    """A caller's dict with keys that are not strings gets its entry; those keys do not."""
+    path = tmp_path / "a.jsonl"
+
+    async def main() -> None:
+        t = trail(path)
+        await t.start()
+        await t.record({**decision(1), 7: EMAIL, ("k",): TOKEN})  # type: ignore[dict-item]
+        await t.close()
+
+    run(main())
+    raw = path.read_bytes()
+    assert b"req-00001" in raw
+    assert EMAIL.encode() not in raw and TOKEN.encode() not in raw
+    assert verify_log(path).ok
