@@ -111,7 +111,7 @@ def _request_id(value: object) -> str | None:
     # The gateway's own ids are uuid4 hex: 32 lower-case hex digits pass the pattern and
     # cannot look like a token (no 40-character run, no dot, no letter past f), so they
     # skip the token search (tested against looks_like_token on every such string).
-    if value.__class__ is str and _HEX32.fullmatch(value):
+    if type(value) is str and _HEX32.fullmatch(value):  # type(): __class__ can be a property
         return value
     return _any_request_id(value)
 
@@ -127,7 +127,9 @@ def _int_in(low: int, high: int) -> Check:
 
 def _amount(value: object) -> float | None:
     # a NaN or an infinity would not survive JSON honestly; bool is an int but not a number
-    if value.__class__ is float:  # the usual case, one test (a float subclass takes the next)
+    # the usual case, one test; a float subclass (its own __round__, its own comparisons, a
+    # __class__ that says float) takes the next, which rounds float(value)
+    if type(value) is float:
         return round(value, 3) if 0 <= value < 1e12 else None  # NaN fails the range
     if isinstance(value, bool) or not isinstance(value, _NUMBER):
         return None
@@ -159,14 +161,19 @@ def _route(value: object) -> str | None:
         return "unknown"
     if not isinstance(value, str) or not value.startswith("/"):
         return None
-    if value in _routes_passed:
+    # Only a plain str is looked up or remembered (type(), since a subclass can make its
+    # __class__ say str): a subclass's own __hash__ and __eq__ could make it equal a
+    # remembered route (or, remembered, make a later route equal it) whatever its text; its
+    # text is checked, and a plain copy of it is what the entry keeps.
+    plain = type(value) is str
+    if plain and value in _routes_passed:
         return value
     segments = value[1:].split("/")
     if segments[0] not in _ROUTE_ROOTS:
         return None
     if not all(_ROUTE_SEGMENT.fullmatch(s) for s in segments[1:]):
         return None
-    if len(value) > MAX_STRING:
+    if not plain or len(value) > MAX_STRING:
         return value[:MAX_STRING]
     if len(_routes_passed) >= _MEMO_SIZE:
         _routes_passed.clear()
@@ -236,25 +243,42 @@ ENTRY_KEYS = frozenset({"event", "ts", "seq", *_SCALARS, *_LISTS, *_COUNTED, "pr
 
 #: names lists that passed whole, and what they became (one per module and answer shape)
 _names_passed: dict[tuple[str, ...], list[str]] = {}
+_NAMES_MEMO_SIZE = 256  # lists; the shapes of answers a gateway sees are a few dozen
+_NAMES_MEMO_LIST = 64  # names; a longer list is checked name by name (each name's memo)
+
+
+def _names_key(value: object) -> tuple[str, ...] | None:
+    """The memo's key for a names list, or None when the list is not to be remembered.
+
+    Only a short list of plain strings no longer than the cut: hashing one cannot fail
+    or recurse (a memoryview's hash raises ValueError, a deeply nested tuple's overflows
+    the C stack), two are equal only when their text is (a subclass's __eq__ could equal
+    any name), and the memo keeps nothing of the caller's that the entry does not."""
+    if type(value) is not list:
+        return None
+    items = cast(list[object], value)
+    if len(items) > _NAMES_MEMO_LIST:
+        return None
+    key = tuple(items)
+    if set(map(type, key)) != {str}:
+        return None
+    names = cast(tuple[str, ...], key)
+    return names if names and max(map(len, names)) <= MAX_STRING else None
 
 
 def _field_names(value: object) -> tuple[list[str], bool]:
     """The names that pass, sorted and without repeats, and whether any was dropped."""
-    if value is None or value == []:
+    if value is None or (type(value) is list and not value):
         return [], False
-    if value.__class__ is list:
-        try:
-            known = _names_passed.get(tuple(cast(list[str], value)))
-        except TypeError:  # an item that cannot be a dict key is no name: the check drops it
-            known = None
-        if known is not None:
-            return list(known), False
+    key = _names_key(value)
+    if key is not None and (known := _names_passed.get(key)) is not None:
+        return list(known), False
     names, dropped = _kept_items(value, _field_name)
     kept = sorted(set(names))
-    if not dropped and value.__class__ is list:
-        if len(_names_passed) >= _MEMO_SIZE:
+    if key is not None and not dropped:
+        if len(_names_passed) >= _NAMES_MEMO_SIZE:
             _names_passed.clear()
-        _names_passed[tuple(cast(list[str], value))] = list(kept)
+        _names_passed[key] = list(kept)
     return kept, dropped
 
 
