@@ -34,8 +34,9 @@ class IoThread:
         """``fn(*args)`` on the thread; its result, or its exception raised here."""
         if self._thread is None:
             # daemon: a trail never closed must not keep the interpreter from exiting
-            self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            thread.start()  # recorded once it runs: a thread that failed to start is retried
+            self._thread = thread
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
         self._calls.put((fn, args, loop, done))

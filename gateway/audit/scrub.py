@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from structlog.typing import EventDict, WrappedLogger
 
@@ -241,55 +241,14 @@ _count = _int_in(0, 2**53)
 ENTRY_KEYS = frozenset({"event", "ts", "seq", *_SCALARS, *_LISTS, *_COUNTED, "prev_hash", "hash"})
 
 
-#: names lists that passed whole, and what they became (one per module and answer shape)
-_names_passed: dict[tuple[str, ...], list[str]] = {}
-_NAMES_MEMO_SIZE = 256  # lists; the shapes of answers a gateway sees are a few dozen
-_NAMES_MEMO_LIST = 64  # names; a longer list is checked name by name (each name's memo)
-
-
-def _names_key(value: object) -> tuple[str, ...] | None:
-    """The memo's key for a names list, or None when the list is not to be remembered.
-
-    Only a short list of plain strings no longer than the cut: hashing one cannot fail
-    or recurse (a memoryview's hash raises ValueError, a deeply nested tuple's overflows
-    the C stack), two are equal only when their text is (a subclass's __eq__ could equal
-    any name), and the memo keeps nothing of the caller's that the entry does not."""
-    if type(value) is not list:
-        return None
-    items = cast(list[object], value)
-    if len(items) > _NAMES_MEMO_LIST:
-        return None
-    key = tuple(items)
-    if set(map(type, key)) != {str}:
-        return None
-    names = cast(tuple[str, ...], key)
-    return names if names and max(map(len, names)) <= MAX_STRING else None
-
-
-def _field_names(value: object) -> tuple[list[str], bool]:
-    """The names that pass, sorted and without repeats, and whether any was dropped."""
-    if value is None or (type(value) is list and not value):
-        return [], False
-    key = _names_key(value)
-    if key is not None and (known := _names_passed.get(key)) is not None:
-        return list(known), False
-    names, dropped = _kept_items(value, _field_name)
-    kept = sorted(set(names))
-    if key is not None and not dropped:
-        if len(_names_passed) >= _NAMES_MEMO_SIZE:
-            _names_passed.clear()
-        _names_passed[key] = list(kept)
-    return kept, dropped
-
-
 def _fields_withheld(value: object) -> tuple[dict[str, Any], bool]:
     if value is None:
         return {"names": [], "count": 0}, False
     if not isinstance(value, dict):
         return {"names": [], "count": 0}, True
-    names, dropped = _field_names(value.get("names"))
+    names, dropped = _kept_items(value.get("names"), _field_name)
     count = _count(value.get("count"))
-    return {"names": names, "count": count or 0}, dropped or count is None
+    return {"names": sorted(set(names)), "count": count or 0}, dropped or count is None
 
 
 def scrub(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
