@@ -13,9 +13,11 @@ for a protocol upgrade or names a host not served (400, ``check_head``), more re
 declared or grown over ``max_request_body_bytes`` (413), one not complete within
 ``body_read_timeout_seconds`` (408), and one cut short by the client (never forwarded).
 
-A request's one audit entry is written before its reply leaves, except for a body made
-while it is sent (``Reply.produced``: an upstream body checked on the way, a bulk export):
-its entry is written when it ends, before its last chunk (``_send_produced``).
+A request's one audit entry is written before its reply leaves (a request the HTTP parser
+refused included, ``gateway.http1``), except for a body made while it is sent
+(``Reply.produced``: an upstream body checked on the way, a bulk export): its entry is
+written when it ends, before its last chunk (``_send_produced``); and except for a body
+that turned out malformed half-way, whose refusal the parser sends at once.
 """
 
 from __future__ import annotations
@@ -207,9 +209,11 @@ class Gateway:
     async def render_metrics(self, _request: Request) -> Response:
         return Response(self.metrics.render(), media_type=METRICS_TYPE)
 
-    def parser_refused(self, request_id: str, error: GatewayError) -> asyncio.Task[None]:
-        """The audit entry, metrics and log line for a request the HTTP parser refused
-        (``gateway.http1`` has already answered it). Its method and path were not read."""
+    def parser_refused(self, request_id: str, error: GatewayError) -> asyncio.Task[bool]:
+        """The audit entry, metrics and log line for a request the HTTP parser refused;
+        ``gateway.http1`` answers it once the task is done. Its method and path were not
+        read. The task's result: whether the entry could be written (if not, the answer
+        is the audit trail's 503, as for any request)."""
         policy = self.pipeline.policy
         decision = Decision(
             request_id, "OTHER", policy_version=policy.version, policy_hash=policy.digest or None
@@ -218,12 +222,18 @@ class Gateway:
         decision.status = error.status_code
         return asyncio.get_running_loop().create_task(self._account(decision))
 
-    async def _account(self, decision: Decision) -> None:
+    async def _account(self, decision: Decision) -> bool:
         try:
             await self.audit.record(decision.as_dict())
-        except AuditUnavailable:
+        except AuditUnavailable as exc:
             log.error("audit_unavailable", request_id=decision.request_id)
+            decision.outcome = ERROR
+            decision.note(exc.reason)
+            decision.status = exc.status_code
+            self._observe(decision, decision.status, 0.0)
+            return False
         self._observe(decision, decision.status, 0.0)
+        return True
 
     # -- the proxy ------------------------------------------------------------------------
 

@@ -14,7 +14,11 @@ any size. The two protocol classes here close those gaps where the bytes still a
 - a request head still incomplete past the bound is refused with 431 under httptools too,
   so what uvicorn buffers for one head is bounded whichever parser runs;
 - whatever either parser refuses is answered in the CRM's error envelope with
-  ``Connection: close``, and the gateway writes its one audit entry for it.
+  ``Connection: close``, once the gateway has written its one audit entry for it (a 503
+  when that entry cannot be written). Bytes that go bad inside a body the application is
+  already reading are the exception: the refusal goes out at once and the connection is
+  closed, so the body can never pass for complete; the application writes the entry when
+  its read ends.
 
 The gateway is found behind whatever middleware uvicorn wrapped it in by its
 ``parser_refused`` method (``RefusalSink``).
@@ -38,7 +42,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from gateway.errors import GatewayError, HeadersTooLarge, InvalidData, Reason
+from gateway.errors import AuditUnavailable, GatewayError, HeadersTooLarge, InvalidData, Reason
 
 #: room for the request line on top of the header bytes (h11's own default buffer size)
 REQUEST_LINE_ROOM = 16 * 1024
@@ -52,7 +56,7 @@ _IDLE_READER = cast(Callable[[Any], Any], READERS[(h11.CLIENT, h11.IDLE)])
 
 
 class RefusalSink(Protocol):
-    def parser_refused(self, request_id: str, error: GatewayError) -> asyncio.Task[None]: ...
+    def parser_refused(self, request_id: str, error: GatewayError) -> asyncio.Task[bool]: ...
 
 
 def _sink_of(app: Any) -> RefusalSink | None:
@@ -75,6 +79,17 @@ def _refusal_bytes(request_id: str | None, error: GatewayError) -> bytes:
         f"{rid}connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+def _answer(
+    transport: asyncio.Transport, request_id: str, error: GatewayError, done: asyncio.Task[bool]
+) -> None:
+    """A refused request's answer, once its entry is written (or could not be)."""
+    if transport.is_closing():  # the client went away meanwhile
+        return
+    recorded = not done.cancelled() and done.exception() is None and done.result()
+    transport.write(_refusal_bytes(request_id, error if recorded else AuditUnavailable()))
+    transport.close()
 
 
 def _head_limit(config: Config) -> int:
@@ -101,14 +116,21 @@ class _Refusing:
             self.transport.close()
             return
         request_id = uuid.uuid4().hex
-        self.transport.write(_refusal_bytes(request_id, error))
-        self.transport.close()
+        transport = self.transport
         sink = _sink_of(self.config.loaded_app)
-        if sink is not None:
-            task = sink.parser_refused(request_id, error)
-            # uvicorn's shutdown waits for its tasks: the entry is written before exit.
-            self.server_state.tasks.add(task)
-            task.add_done_callback(self.server_state.tasks.discard)
+        if sink is None:
+            transport.write(_refusal_bytes(request_id, error))
+            transport.close()
+            return
+        # The entry is written before the answer leaves, as for any request: nothing more
+        # is read meanwhile, and an entry that cannot be written makes the answer a 503.
+        transport.pause_reading()
+        task = sink.parser_refused(request_id, error)
+        # uvicorn's shutdown waits for its tasks: the entry is written before exit.
+        tracked = cast("asyncio.Task[None]", task)
+        self.server_state.tasks.add(tracked)
+        task.add_done_callback(lambda _: self.server_state.tasks.discard(tracked))
+        task.add_done_callback(lambda done: _answer(transport, request_id, error, done))
 
     def _owner(self) -> Any:
         """The cycle whose application has the refused bytes (its body went bad half-way),

@@ -182,10 +182,10 @@ def parser_refusal(
     gw: GatewayHandle, reply: RawReply, status: int = 400, reason: str = "malformed_http"
 ) -> None:
     """A request the HTTP parser refused (``gateway.http1``): the CRM envelope, the
-    connection closed, and one audit entry, written once the answer has gone out."""
+    connection closed, and one audit entry, already written when the answer arrives."""
     code = "INVALID_DATA" if status == 400 else "GATEWAY_HEADERS_TOO_LARGE"
     envelope_of(reply, status, code)
     assert reply.closed
-    (entry,) = wait_for(gw.requests)
+    (entry,) = gw.requests()
     assert entry["status"] == status and entry["reasons"] == [reason], entry
     assert entry["request_id"] == reply.headers["x-gateway-request-id"]

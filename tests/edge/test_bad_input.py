@@ -12,6 +12,8 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.audit import AuditTrail
+from gateway.audit.logfile import LogFile
 from tests.conftest import AUTH, LEAD_FIELDS, Crm, GatewayHandle
 from tests.edge.conftest import (
     EdgeGateway,
@@ -89,6 +91,64 @@ def test_c05_bare_lf_and_obs_fold_are_refused_under_both_parsers(
     crm.clear()
     parser_refusal(gw, exchange(gw.url, request_bytes))
     assert not crm.received()
+
+
+class SlowDisk(LogFile):
+    """An audit disk whose fsync takes 0.3 s, counting the ones that have ended."""
+
+    synced = 0
+    failing = False
+
+    def append(self, lines: list[bytes]) -> None:
+        if SlowDisk.failing:
+            raise OSError(28, "No space left on device")
+        super().append(lines)
+
+    def sync(self) -> None:
+        time.sleep(0.3)
+        super().sync()
+        SlowDisk.synced += 1
+
+
+@pytest.fixture
+def slow_disk(monkeypatch: pytest.MonkeyPatch) -> type[SlowDisk]:
+    monkeypatch.setattr(AuditTrail, "file_class", SlowDisk)
+    monkeypatch.setattr(SlowDisk, "synced", 0)
+    monkeypatch.setattr(SlowDisk, "failing", False)
+    return SlowDisk
+
+
+def test_c05_a_refusal_leaves_only_once_its_entry_is_on_disk(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str, slow_disk: type[SlowDisk]
+) -> None:
+    """The entry of a request the parser refused is written (fsync "always") before the
+    refusal goes out, as for any request: here the disk takes 0.3 s, and the answer waits."""
+    gw = edge_gateway({"audit": {"fsync": "always"}}, http=parser)
+    synced_before = slow_disk.synced
+    client = RawClient(gw.url)
+    try:
+        client.send(head("X-Note: a", eol="\n"))
+        reply = client.reply()
+        synced_when_answered = slow_disk.synced
+    finally:
+        client.close()
+    envelope_of(reply, 400, "INVALID_DATA")
+    assert synced_when_answered > synced_before
+    (entry,) = gw.requests()
+    assert entry["request_id"] == reply.headers["x-gateway-request-id"]
+
+
+def test_c05_a_refusal_whose_entry_cannot_be_written_is_a_503(
+    crm: Crm, edge_gateway: EdgeGateway, parser: str, slow_disk: type[SlowDisk]
+) -> None:
+    """Nothing goes out unrecorded: with the audit disk failing, a request the parser
+    refused gets the audit trail's 503, not its 400."""
+    gw = edge_gateway({"audit": {"fsync": "always"}}, http=parser)
+    slow_disk.failing = True
+    reply = exchange(gw.url, head("X-Note: a", eol="\n"))
+    envelope_of(reply, 503, "GATEWAY_AUDIT_UNAVAILABLE")
+    assert reply.closed
+    assert not gw.requests()
 
 
 def test_c05_a_space_before_the_colon_is_refused_under_both_parsers(
