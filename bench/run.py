@@ -92,10 +92,15 @@ def cpu_seconds(pid: int) -> float:
 
 @contextlib.contextmanager
 def process(
-    args: list[str], url: str, cpus: set[int] | None, env: dict[str, str] | None = None
+    args: list[str],
+    url: str,
+    cpus: set[int] | None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         args if Path(args[0]).is_absolute() else [sys.executable, *args],
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
