@@ -120,10 +120,10 @@ def test_a_pipelined_refusal_outlives_the_keep_alive_timer(
     crm: Crm, served: object, parser: str, slow_disk: type[SlowDisk]
 ) -> None:
     """h11 parses a pipelined request right after arming the keep-alive timer for the
-    answer before it: an entry slower than the timer (here 0.3 s against a 1 s fsync, in
+    answer before it: an entry slower than the timer (here 0.2 s against a 0.6 s fsync, in
     production 5 s against a stalled disk) closed the connection with no answer."""
-    slow_disk.delay = 1.0
-    gw = served(parser, keep_alive=0.3)  # type: ignore[operator]
+    slow_disk.delay = 0.6
+    gw = served(parser, keep_alive=0.2)  # type: ignore[operator]
     client = RawClient(gw.url)
     try:
         client.send(head(target=MODULES) + BAD)
@@ -143,13 +143,13 @@ def test_a_refusal_waiting_for_its_entry_is_answered_through_a_graceful_shutdown
     """uvicorn's shutdown closed every connection with no request in the application at
     once, a refusal waiting for its entry included: its entry said 400, the client got
     a bare close. The shutdown now waits for the answer, as for any request."""
-    slow_disk.delay = 1.0
+    slow_disk.delay = 0.6
     gw = served(parser)  # type: ignore[operator]
     client = RawClient(gw.url)
     stopper = threading.Thread(target=gw.server.stop)
     try:
         client.send(BAD)
-        time.sleep(0.3)  # the entry is being fsynced
+        time.sleep(0.2)  # the entry is being fsynced
         stopper.start()
         reply = client.reply()
         assert client.closed()
