@@ -102,9 +102,12 @@ class _Refusing:
     config: Config
     transport: asyncio.Transport
     server_state: ServerState
+    _unset_keepalive_if_required: Callable[[], None]  # uvicorn's, on both protocols
+
+    _refused = False  # a refusal is out or waiting for its entry: nothing more is
 
     def _refuse(self, error: GatewayError) -> None:
-        if self.transport.is_closing():
+        if self._refused or self.transport.is_closing():
             return
         cycle = self._owner()
         if cycle is not None:
@@ -115,6 +118,7 @@ class _Refusing:
                 self.transport.write(_refusal_bytes(None, error))
             self.transport.close()
             return
+        self._refused = True  # the rest of a read already taken must not refuse again
         request_id = uuid.uuid4().hex
         transport = self.transport
         sink = _sink_of(self.config.loaded_app)
@@ -124,13 +128,24 @@ class _Refusing:
             return
         # The entry is written before the answer leaves, as for any request: nothing more
         # is read meanwhile, and an entry that cannot be written makes the answer a 503.
+        # uvicorn's keep-alive timer (armed when an earlier answer completed, h11 parsing
+        # this request right after) would close the connection before the answer.
         transport.pause_reading()
+        self._unset_keepalive_if_required()
         task = sink.parser_refused(request_id, error)
         # uvicorn's shutdown waits for its tasks: the entry is written before exit.
         tracked = cast("asyncio.Task[None]", task)
         self.server_state.tasks.add(tracked)
         task.add_done_callback(lambda _: self.server_state.tasks.discard(tracked))
         task.add_done_callback(lambda done: _answer(transport, request_id, error, done))
+
+    def shutdown(self) -> None:
+        """A graceful shutdown leaves a connection whose refusal waits for its entry: the
+        answer closes it (uvicorn waits for that, and past its deadline cancels the
+        entry's task, which answers 503)."""
+        if self._refused and not self.transport.is_closing():
+            return
+        super().shutdown()  # type: ignore[misc]
 
     def _owner(self) -> Any:
         """The cycle whose application has the refused bytes (its body went bad half-way),
