@@ -104,7 +104,7 @@ class _Refusing:
     server_state: ServerState
     _unset_keepalive_if_required: Callable[[], None]  # uvicorn's, on both protocols
 
-    _refused = False  # a refusal is out or waiting for its entry: nothing more is
+    _refused = False  # a refusal is out or waiting for its entry: nothing more is refused
 
     def _refuse(self, error: GatewayError) -> None:
         if self._refused or self.transport.is_closing():
