@@ -223,17 +223,15 @@ class Gateway:
         return asyncio.get_running_loop().create_task(self._account(decision))
 
     async def _account(self, decision: Decision) -> bool:
+        recorded = True
         try:
             await self.audit.record(decision.as_dict())
         except AuditUnavailable as exc:
             log.error("audit_unavailable", request_id=decision.request_id)
-            decision.outcome = ERROR
-            decision.note(exc.reason)
-            decision.status = exc.status_code
-            self._observe(decision, decision.status, 0.0)
-            return False
+            decision.status = _error_reply(exc, decision).status  # the answer is its 503
+            recorded = False
         self._observe(decision, decision.status, 0.0)
-        return True
+        return recorded
 
     # -- the proxy ------------------------------------------------------------------------
 

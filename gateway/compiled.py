@@ -172,6 +172,10 @@ def redactor_build() -> str:
     return running()["gateway.privacy.redact"]
 
 
+def _source_digests() -> dict[str, str]:
+    return {str(p.relative_to(ROOT)): _digest(p) for p in _closure(MODULES)}
+
+
 def build() -> int:
     """Compile ``MODULES`` in place with mypyc (a dev dependency); record what was built."""
     import subprocess
@@ -182,7 +186,7 @@ def build() -> int:
             old.unlink()  # a new file, not rewritten in place: a running process maps it
     files = [str(source(name).relative_to(ROOT)) for name in MODULES]
     # read before compiling: a source saved while mypyc runs must not pass for the built one
-    sources = {str(p.relative_to(ROOT)): _digest(p) for p in _closure(MODULES)}
+    sources = _source_digests()
     done = subprocess.run(
         [sys.executable, "-m", "mypyc", "--config-file", "pyproject.toml", *files],
         cwd=ROOT,
@@ -195,7 +199,7 @@ def build() -> int:
         sys.stderr.write(done.stderr[-2000:])
         print("gateway.compiled: mypyc build failed; the gateway runs as plain Python")
         return 1
-    if sources != {str(p.relative_to(ROOT)): _digest(p) for p in _closure(MODULES)}:
+    if sources != _source_digests():
         print("gateway.compiled: a source changed while it was compiled; run the build again")
         return 1
     made = {str(p.relative_to(ROOT)): _digest(p) for p in binaries}

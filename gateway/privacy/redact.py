@@ -225,7 +225,7 @@ def _count(found: Steps, plan: MaskPlan, times: int, counts: Counts, *, top: boo
     """What ``times`` records of one shape had withheld, counted at once."""
     if top:
         for key in found.strange:
-            label = key if safe_label(key) else "unknown"
+            label = count_label(key)
             counts[label] = counts.get(label, 0) + times
         _unchecked(counts, times * len(found.strange))
     for _, api_name in found.nulls:
@@ -473,7 +473,7 @@ def redact_coql_rows(rows: Any, plan: CoqlPlan, counts: Counts) -> None:
             try:
                 action = plan.actions[_lower(key)]
             except KeyError:
-                action = key if safe_label(key) else "unknown"
+                action = count_label(key)
                 _unchecked(counts, 1)
             if isinstance(action, MaskPlan):
                 redact_rows(row[key], action, counts, 3)  # under the rows and a row
