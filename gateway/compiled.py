@@ -159,10 +159,12 @@ def load_source(name: str, alias: str) -> ModuleType:
 def running() -> dict[str, str]:
     """Each compiled module -> "compiled" or "python", as imported in this process."""
     out = {}
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     for name in MODULES:
         module = sys.modules.get(name) or importlib.import_module(name)
         origin = getattr(module, "__file__", "") or ""
-        out[name] = "python" if origin.endswith(".py") else "compiled"
+        # only an extension module is compiled code (a lone .pyc is Python too)
+        out[name] = "compiled" if origin.endswith(suffixes) else "python"
     return out
 
 

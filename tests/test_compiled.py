@@ -56,6 +56,22 @@ def test_where_the_build_is_required_it_runs() -> None:
     assert compiled.running() == {NAME: "compiled"}
 
 
+@pytest.mark.parametrize(
+    ("origin", "says"),
+    [("redact.py", "python"), ("redact.pyc", "python"), ("", "python"),
+     ("redact" + compiled.importlib.machinery.EXTENSION_SUFFIXES[0], "compiled")],
+)
+def test_only_an_extension_module_counts_as_compiled(
+    monkeypatch: pytest.MonkeyPatch, origin: str, says: str
+) -> None:
+    """What ``started`` and the build-info metric report: a sourceless ``.pyc`` (or a
+    module with no file) is Python, not the build."""
+    module = ModuleType(NAME)
+    module.__file__ = origin
+    monkeypatch.setitem(sys.modules, NAME, module)
+    assert compiled.running() == {NAME: says}
+
+
 @pytest.fixture(scope="module")
 def source_redact() -> Iterator[ModuleType]:
     """The redactor loaded from its source, beside the compiled one."""
