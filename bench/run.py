@@ -20,7 +20,9 @@ second worker competes with the load it serves.
         --targets floor-proxy gateway-h1       # a quick look at the main ratios
 
 Every ratio the issue sets a target for is printed beside it with whether it holds
-(``bench/targets.py``). ``nginx`` is nginx's ``proxy_pass`` to the sandbox (one worker
+(``bench/targets.py``). The targets those ratios compare (``ROUNDED``) are measured in
+``--rounds`` rounds (3), one after the other within each, and each of their figures is the
+median round: one pass moved the ratios by about 0.1 from one run to the next here. ``nginx`` is nginx's ``proxy_pass`` to the sandbox (one worker
 process, pinned like the others); ``make bench`` installs it from Debian's packages when
 it is missing and it can, and without it that row says it was skipped.
     python -m bench.run --only bulk --bulk-rows 100000   # a quicker bulk run
@@ -306,6 +308,12 @@ def main() -> None:
             "nginx",
         ],
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the targets the ratios come from; each figure is their median",
+    )
     p.add_argument("--only", choices=["proxy", "bulk"], help="run one section only")
     p.add_argument("--bulk-rows", type=int, default=1_000_000, help="rows of the bulk export")
     a = p.parse_args()
@@ -331,70 +339,95 @@ def proxies(a: argparse.Namespace) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     sport = free_port()
     sandbox = f"http://127.0.0.1:{sport}"
-    results: list[Result] = []
+    runs: dict[tuple[str, int, str], list[Result]] = {}
     nginx_missing = False
     sandbox_cmd = ["-m", "gateway", "sandbox", "--port", str(sport)]
     with process(sandbox_cmd, sandbox, {1}) as sb:
         rewrite = redaction_floor(sandbox)
-        for target in a.targets:
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            cpus = {0}
-            env = {"GATEWAY_SECRET": "bench"}
-            pages = [PAGE] if target != "nginx" else []
-            pages += [ONE] if target in ONE_TARGETS else []
-            if target == "direct":
-                cmd = None
-            elif target == "nginx":
-                binary = nginx_binary()
-                if binary is None:
-                    print("nginx: skipped, not installable", flush=True)
+        # The targets a ratio is taken from are measured in rounds, one after the other
+        # within each round, and each figure is the median of its rounds: a ratio then
+        # compares two servers loaded in the same minutes, not minutes apart on a shared
+        # machine. The others are measured once.
+        for rnd in range(max(a.rounds, 1)):
+            for target in a.targets:
+                if rnd and target not in ROUNDED:
+                    continue
+                if target == "nginx" and nginx_binary() is None:
+                    if not rnd:
+                        print("nginx: skipped, not installable", flush=True)
                     nginx_missing = True
                     continue
-                cmd = nginx_command(binary, sport, port, tmp)
-            elif target == "passthrough":
-                cmd = ["-m", "bench.passthrough", "--upstream", sandbox, "--port", str(port)]
-            elif target == "floor-proxy":
-                cmd = ["-m", "bench.passthrough", "--upstream", sandbox, "--port", str(port)]
-                cmd += ["--mask", ",".join(rewrite.masked)]
-            else:
-                cmd = [
-                    "-m",
-                    "gateway",
-                    "serve",
-                    "--upstream",
-                    sandbox,
-                    "--port",
-                    str(port),
-                    "--audit-log",
-                    str(tmp / target / "audit.jsonl"),
-                ]
-                (tmp / target).mkdir()
-                if target.startswith("workers-"):
-                    cmd += ["--workers", target.split("-", 1)[1]]
-                    cpus = {0, 1}
-                elif target == "gateway-interval":
-                    cmd += ["--policy", str(interval_policy(tmp))]
-                elif target == "gateway-python":  # the default, its redactor run as Python
-                    env[compiled.PURE_ENV] = "1"
-                else:
-                    cmd += ["--transport", target.split("-", 1)[1]]
-            for c in a.connections:
-                todo = [*pages]
-                if target in ROUTE_TARGETS and c == ROUTE_CONNECTIONS:
-                    todo.append(ROUTE)
-                if not todo:
-                    continue
-                if cmd is None:
-                    for page in todo:
-                        results.append(measure(target, sandbox, sb.pid, c, a.seconds, page))
-                        show(results[-1])
-                    continue
-                with process(cmd, url, cpus, env) as proc:
-                    for page in todo:
-                        results.append(measure(target, url, proc.pid, c, a.seconds, page))
-                        show(results[-1])
-    return report(results, rewrite, nginx_missing)
+                for r in serve_and_measure(a, target, sandbox, sb.pid, sport, rewrite, tmp, rnd):
+                    runs.setdefault((r.target, r.connections, r.page), []).append(r)
+                    show(r)
+    results = [median(found) for found in runs.values()]
+    return report(results, rewrite, nginx_missing, max(a.rounds, 1))
+
+
+#: the targets the issue's ratios are taken from (see ``proxies``)
+ROUNDED = frozenset({"floor-proxy", "gateway-h1", "gateway-aiohttp", "gateway-interval", "nginx"})
+
+
+def median(found: list[Result]) -> Result:
+    """The round whose CPU per request is the median (its req/s comes with it)."""
+    return sorted(found, key=lambda r: r.cpu_ms)[(len(found) - 1) // 2]
+
+
+def serve_and_measure(
+    a: argparse.Namespace,
+    target: str,
+    sandbox: str,
+    sandbox_pid: int,
+    sport: int,
+    rewrite: Rewrite,
+    tmp: Path,
+    rnd: int,
+) -> Iterator[Result]:
+    """``target`` served (a fresh process for each connection count) and loaded with each
+    page it is measured on."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cpus = {0}
+    env = {"GATEWAY_SECRET": "bench"}
+    pages = [PAGE] if target != "nginx" else []
+    pages += [ONE] if target in ONE_TARGETS else []
+    cmd: list[str] | None
+    if target == "direct":
+        cmd = None
+    elif target == "nginx":
+        cmd = nginx_command(nginx_binary() or "nginx", sport, port, tmp)
+    elif target == "passthrough":
+        cmd = ["-m", "bench.passthrough", "--upstream", sandbox, "--port", str(port)]
+    elif target == "floor-proxy":
+        cmd = ["-m", "bench.passthrough", "--upstream", sandbox, "--port", str(port)]
+        cmd += ["--mask", ",".join(rewrite.masked)]
+    else:
+        audit = tmp / f"{target}-{rnd}"
+        audit.mkdir()
+        cmd = ["-m", "gateway", "serve", "--upstream", sandbox, "--port", str(port)]
+        cmd += ["--audit-log", str(audit / "audit.jsonl")]
+        if target.startswith("workers-"):
+            cmd += ["--workers", target.split("-", 1)[1]]
+            cpus = {0, 1}
+        elif target == "gateway-interval":
+            cmd += ["--policy", str(interval_policy(tmp))]
+        elif target == "gateway-python":  # the default, its redactor run as Python
+            env[compiled.PURE_ENV] = "1"
+        else:
+            cmd += ["--transport", target.split("-", 1)[1]]
+    for c in a.connections:
+        todo = [*pages]
+        if target in ROUTE_TARGETS and c == ROUTE_CONNECTIONS:
+            todo.append(ROUTE)
+        if not todo:
+            continue
+        if cmd is None:
+            for page in todo:
+                yield measure(target, sandbox, sandbox_pid, c, a.seconds, page)
+            continue
+        with process(cmd, url, cpus, env) as proc:
+            for page in todo:
+                yield measure(target, url, proc.pid, c, a.seconds, page)
 
 
 def show(r: Result) -> None:
@@ -405,7 +438,7 @@ def show(r: Result) -> None:
     )
 
 
-def report(results: list[Result], rewrite: Rewrite, nginx_missing: bool) -> str:
+def report(results: list[Result], rewrite: Rewrite, nginx_missing: bool, rounds: int = 1) -> str:
     floor_ms = rewrite.floor_ms
     by = {(r.target, r.connections, r.page): r for r in results}
     conns = sorted({r.connections for r in results})
@@ -420,7 +453,14 @@ def report(results: list[Result], rewrite: Rewrite, nginx_missing: bool) -> str:
         " the same names, dump): the least any redacting proxy on this stack can cost. The"
         " last column is each target's CPU per request against it on the same page."
         " `gateway-interval` is the gateway with the audit trail fsynced every 100 ms"
-        ' (`[audit] fsync = "interval:100"`) instead of before every answer (the default).',
+        ' (`[audit] fsync = "interval:100"`) instead of before every answer (the default).'
+        + (
+            f" The targets the ratios below compare ({', '.join(sorted(ROUNDED))}) were"
+            f" measured in {rounds} rounds, each one after the other within a round; each of"
+            " their figures is the median round."
+            if rounds > 1
+            else ""
+        ),
         "",
         "| target | page | conns | req/s | CPU ms/req (process under test) | req/s vs direct "
         "| CPU vs floor-proxy |",
