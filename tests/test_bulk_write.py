@@ -6,6 +6,7 @@ import io
 import zipfile
 
 import orjson
+import pytest
 
 from tests.conftest import Crm, GatewayHandle, envelope
 
@@ -70,7 +71,8 @@ def test_bulk_insert_and_update_by_id_jobs_are_forwarded(crm: Crm, gw: GatewayHa
     assert up.status_code == 200, up.text
     file_id = up.json()["details"]["file_id"]
     crm.clear()
-    for operation, find_by, fid in (("insert", "Email", "1"), ("update", "id", file_id)):
+    # an insert's find_by means nothing (it finds no records): only its file is checked
+    for operation, find_by, fid in (("insert", "Email", file_id), ("update", "id", file_id)):
         job = {
             "operation": operation,
             "resource": [
@@ -86,13 +88,15 @@ def test_bulk_insert_and_update_by_id_jobs_are_forwarded(crm: Crm, gw: GatewayHa
     assert len([x for x in crm.received("/crm/bulk/v8/write") if x["method"] == "POST"]) == 2
 
 
-def test_an_update_job_running_a_file_not_uploaded_through_the_gateway_is_refused(
-    crm: Crm, gw: GatewayHandle
+@pytest.mark.parametrize("operation", ["update", "insert"])
+def test_a_job_running_a_file_not_uploaded_through_the_gateway_is_refused(
+    crm: Crm, gw: GatewayHandle, operation: str
 ) -> None:
     """The gateway checks a job's records in the file it saw uploaded; a file it never saw
-    (uploaded straight to the CRM) names records it cannot check."""
+    (uploaded straight to the CRM) names records it cannot check (an insert's too: the
+    parents its notes or activities are attached to)."""
     job = {
-        "operation": "update",
+        "operation": operation,
         "resource": [{"type": "data", "module": {"api_name": "Leads"}, "file_id": "1",
                       "find_by": "id"}],
     }  # fmt: skip

@@ -19,6 +19,7 @@ LEAD_MASKED = (
     "Phone",
     "Secondary_Email",
     "First_Name",
+    "Full_Name",  # "First_Name Last_Name": as private as First_Name (catalog.py DERIVED)
     "City",
     "Description",
     "Referrer",

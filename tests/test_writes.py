@@ -897,6 +897,22 @@ def test_a_related_write_from_the_other_side_is_checked_against_the_stopped_lead
     assert len(_sent_under(crm, "PUT", "/Campaigns/")) == 1
 
 
+def test_a_related_write_naming_one_record_in_its_path_checks_the_one_its_body_names(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """Which of the two the CRM links is not documented: both are targets."""
+    (normal, *_), (stopped, *_) = _leads(crm)
+    campaign = crm.http.get("/crm/v2/Campaigns").json()["data"][0]["id"]
+    crm.clear()
+    url = f"/crm/v8/Campaigns/{campaign}/Leads/{normal['id']}"
+    r = _put(gw, url, {"data": [{"id": stopped["id"], "Member_Status": "Sent"}]})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"data": [_refusal(stopped["id"])]}
+    assert _sent_under(crm, "PUT", "/Campaigns/") == []
+    ok = _put(gw, url, {"data": [{"id": normal["id"], "Member_Status": "Sent"}]})
+    assert ok.status_code == 200, ok.text
+
+
 def test_linking_a_free_lead_to_a_stopped_contact_is_refused(crm: Crm, gw: GatewayHandle) -> None:
     contact = crm.records("Contacts")[0]
     crm.edit("Contacts", contact["id"], **{"$stop_processing": True})

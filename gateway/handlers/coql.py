@@ -14,7 +14,7 @@ from gateway.errors import InvalidQuery, UnreadableUpstream
 from gateway.handlers import Context
 from gateway.jsonbody import loads_request
 from gateway.privacy import guards
-from gateway.privacy.redact import Counts, build_coql_plan, redact_coql_rows
+from gateway.privacy.redact import Counts, build_coql_plan, redact_beside_data, redact_coql_rows
 from gateway.rules import Rule
 from gateway.types import Reply
 from gateway.view import View
@@ -57,6 +57,8 @@ async def coql(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
     _check_row_keys(query.columns, catalogs[module.lower()].fields)
     columns = [(c.key, c.path, c.function is not None) for c in query.columns]
     plan = build_coql_plan(module, columns, catalogs, view.shown)
+    # the rest of the answer (its info, anything else) is checked as a read's is
+    records = await ctx.views.plan(view, module, decision)
     resp = await ctx.forward.send(req, decision)
 
     def rewrite(parsed: Any, counts: Counts) -> None:
@@ -64,5 +66,6 @@ async def coql(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
             raise UnreadableUpstream()
         if "data" in parsed:
             redact_coql_rows(parsed["data"], plan, counts)
+        redact_beside_data(parsed, records, counts)
 
     return await ctx.forward.json_reply(resp, rewrite, decision, req)

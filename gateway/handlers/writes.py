@@ -124,9 +124,13 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
     elif req.related_module is not None and await ctx.views.is_gdpr_module(
         view, req.related_module
     ):
-        ids = [req.related_id] if req.related_id else [_item_id(i) for i in items]
-        if req.method == "DELETE" and not req.related_id:
+        ids = [_item_id(i) for i in items]
+        if req.method == "DELETE":
             ids = (req.param("ids") or "").split(",")  # delink several: ?ids=1,2
+        if req.related_id:
+            # The path names the record; whichever other one the body or ``ids`` names (the
+            # CRM's choice between them is not documented) is a target too.
+            ids = [req.related_id, *(i for i in ids if i not in (None, ""))]
         named_module, named_ids = req.related_module, [normal_id(i) or UNREADABLE for i in ids]
     readable = [i for i in named_ids if i != UNREADABLE]
     states = await ctx.states.states(view, named_module, readable) if readable else {}
@@ -394,14 +398,13 @@ async def _bulk_write_job(
     ctx: Context, req: CanonicalRequest, view: View, decision: Decision
 ) -> Reply:
     """A bulk-write job runs files uploaded earlier: their records are checked again now
-    (a record free at upload may be in stop processing since). An update or upsert job
-    whose rows find their records by anything but ``id``, or that runs a file the gateway
-    did not see uploaded, names targets it cannot check: refused."""
+    (a record free at upload may be in stop processing since), an insert's too (the parent
+    a note or an activity is attached to is a target). An update or upsert job whose rows
+    find their records by anything but ``id``, or any job that runs a file the gateway did
+    not see uploaded, names targets it cannot check: refused."""
     body = json_object(req.body)
     operation = str(member(body, "operation") or "").lower()
     resources = member(body, "resource")
-    if operation == "insert":
-        return await ctx.forward.passthrough(req, decision)
     if not isinstance(resources, list):
         raise InvalidData(details={"reason": "resource must be a list"})
     ids: list[str] = []
@@ -410,7 +413,7 @@ async def _bulk_write_job(
         find_by = member(res, "find_by") if isinstance(res, dict) else None
         file_id = member(res, "file_id") if isinstance(res, dict) else None
         named = ctx.uploads.get(str(file_id)) if isinstance(file_id, str | int) else None
-        if find_by not in (None, "id") or named is None:
+        if (operation != "insert" and find_by not in (None, "id")) or named is None:
             decision.refuse(Reason.UNKNOWN_TARGETS)
             raise NotAllowed(
                 "A bulk write that finds records by another field than id, or runs a file "

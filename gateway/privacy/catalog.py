@@ -88,7 +88,37 @@ def with_overrides(catalog: ModuleCatalog, extra: Mapping[str, str]) -> ModuleCa
         elif restricted:
             private = replace(private, restricted=True)
         fields[name] = replace(info, private=private)
-    return ModuleCatalog(catalog.module, fields)
+    return ModuleCatalog(catalog.module, _with_derived(fields))
+
+
+#: Fields the CRM composes from others (a Lead's or Contact's Full_Name is "First_Name
+#: Last_Name"): the whole tells its parts, so it is at least as private as each of them.
+DERIVED = {"full_name": ("first_name", "last_name")}
+
+
+def _with_derived(fields: dict[str, FieldInfo]) -> dict[str, FieldInfo]:
+    """``fields`` with each derived field as private as the most private of its parts:
+    restricted if one is, or if they differ in sensitivity (no one sensitivity would keep
+    the whole withheld whenever a part is); exported blank if one is."""
+    for whole, parts in DERIVED.items():
+        info = fields.get(whole)
+        marks: list[Private] = []
+        for name in parts:
+            part = fields.get(name)
+            if part is not None and part.private is not None:
+                marks.append(part.private)
+        if info is None or not marks:
+            continue
+        if info.private is not None:
+            marks.append(info.private)
+        sensitivities = {m.sensitivity for m in marks}
+        private = Private(
+            restricted=any(m.restricted for m in marks) or len(sensitivities) > 1,
+            sensitivity=sensitivities.pop() if len(sensitivities) == 1 else "",
+            export=any(m.export for m in marks),
+        )
+        fields[whole] = replace(info, private=private)
+    return fields
 
 
 def _module_name(value: Any) -> str | None:
@@ -124,10 +154,12 @@ def _private(raw: Any, api_name: str) -> Private | None:
 
 def parse_fields(module: str, body: Any) -> ModuleCatalog:
     """Build a catalog from the JSON of ``GET /settings/fields?module=...``."""
-    if body is None:  # 204: a module without fields
-        return ModuleCatalog(module, {})
+    # Every module has fields (its id at least): none at all (a 204, an empty list) is no
+    # metadata the gateway can judge a record by, and it fails closed as a bad answer does.
     if not isinstance(body, Mapping) or not isinstance(body.get("fields"), list):
         raise MetadataShapeError("field metadata has no 'fields' list")
+    if not body["fields"]:
+        raise MetadataShapeError("field metadata lists no field")
     fields: dict[str, FieldInfo] = {}
     for raw in body["fields"]:
         if not isinstance(raw, Mapping) or not isinstance(raw.get("api_name"), str):
@@ -148,7 +180,7 @@ def parse_fields(module: str, body: Any) -> ModuleCatalog:
             target,
             unique=unique is True or (isinstance(unique, Mapping) and bool(unique)),
         )
-    return ModuleCatalog(module, fields)
+    return ModuleCatalog(module, _with_derived(fields))
 
 
 #: why a ``Lookup.Field`` walk stopped before its last name

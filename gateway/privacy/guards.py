@@ -81,6 +81,12 @@ def check_search_params(
             for info in restricted:
                 if info.data_type in data_types:
                     raise RestrictedField(info.api_name)
+            if not any(info.data_type in data_types for info in catalog.fields.values()):
+                # The metadata lists no field such a search reads: the CRM's would (one
+                # created since the fetch, which may be restricted). Fail closed.
+                raise InvalidQuery(
+                    details={"reason": f"The module has no {kind} field the gateway knows of."}
+                )
     if "word" in kinds and not allow_word:
         for info in restricted:
             if info.data_type in WORD_SEARCHABLE:
@@ -89,11 +95,15 @@ def check_search_params(
 
 def check_sort_params(catalog: ModuleCatalog, params: Iterable[tuple[str, str]]) -> None:
     """``sort_by`` on a restricted field orders records by its withheld values: refused
-    like a criterion on it (the CRM itself only sorts lists by id and times)."""
+    like a criterion on it (the CRM itself only sorts lists by id and times). A field the
+    metadata does not know is refused as a criterion on it is (``check_paths``): it may be
+    a restricted field created since the metadata was fetched."""
     for key, value in params:
         if key.lower() == "sort_by":
             for name in value.split(","):
                 info = catalog.get(name.strip())
+                if info is None and name.strip().lower() != "id":
+                    raise InvalidQuery(details={"reason": "Cannot resolve the field path."})
                 if info is not None and info.private is not None and info.private.restricted:
                     raise RestrictedField(info.api_name)
 

@@ -14,10 +14,12 @@ Counts name every private field *present* in an answer, whatever its value: whet
 withheld value was empty is a fact about it too, so ``X-Privacy-Withheld`` must not tell.
 
 Nested shapes: a lookup value (``{"name", "id", ...}``) may carry fields of its target, so
-it is redacted with the target module's plan (a multi-module lookup, whose target is not
-known, keeps only ``name`` and ``id``); an object or a list of objects under a key
-that is no field of the module (``$``-keys, embedded records) is redacted with the record's
-own plan, at any depth. Redacting twice gives the same result.
+it is redacted with the target module's plan, and its ``name`` is withheld when the
+target's name field is (a multi-module lookup, whose target is not known, keeps only
+``name`` and ``id``); an object or a list of objects under a key that is no field of the
+module (``$``-keys, embedded records) is redacted with the record's own plan, at any depth.
+Keys no field describes are withheld from a record of ``data``, a subform's row and a
+lookup's object (``NESTED``/``RECORD``/``LOOKUP``). Redacting twice gives the same result.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class MaskPlan:
     known: frozenset[str] = frozenset()  # lower-case names of the module's fields
     #: exact api names nulled because their metadata is missing (a subform's), not private
     unjudged: frozenset[str] = frozenset()
+    #: the module's record-name field when it is withheld: then a lookup's ``name`` into
+    #: this module (that field's value) is withheld too, counted under it
+    name_field: str = ""
     _shapes: dict[tuple[str, ...], Steps] = field(default_factory=dict)
 
     def steps(self, record: dict[str, Any]) -> Steps:
@@ -107,7 +112,9 @@ class MaskPlan:
                 else:
                     nested.append((key, act[0], act[1]))
             strange = tuple(k for k in deep if not k.startswith("$") and _lower(k) != "id")
-            found = Steps(tuple(nulls), tuple(nested), tuple(deep), strange)
+            names = tuple(k for k in strange if _lower(k) == "name")
+            in_lookup = tuple(k for k in strange if _lower(k) != "name")
+            found = Steps(tuple(nulls), tuple(nested), tuple(deep), strange, in_lookup, names)
             if len(self._shapes) < _MEMO_LIMIT:
                 self._shapes[shape] = found
         return found
@@ -127,7 +134,9 @@ class Steps:
     nulls: tuple[tuple[str, str], ...]  # (key, api name to count it under)
     nested: tuple[Step, ...]  # keys whose objects another plan redacts
     deep: tuple[str, ...]  # keys that are no field: their objects this plan redacts
-    strange: tuple[str, ...]  # of ``deep``, those withheld in a top-level record
+    strange: tuple[str, ...]  # of ``deep``, those withheld in a record (``RECORD``)
+    in_lookup: tuple[str, ...]  # of ``strange``, those withheld in a lookup's object
+    names: tuple[str, ...]  # of ``strange``, a lookup's ``name`` (see ``name_field``)
 
 
 #: "a lookup into a module the gateway has no metadata for (a multi-module lookup such as
@@ -171,13 +180,16 @@ def build_plan(
                 unjudged.append(info.api_name)
                 by_lower[lower] = (info.api_name, None)
             else:
-                plan = build_plan(sub, shown, {})
+                # a row's Parent_Id looks up this module: its name is this module's
+                parent = {**(lookup_catalogs or {}), catalog.module: catalog}
+                plan = build_plan(sub, shown, {}, parent)
                 subforms[info.api_name] = plan
                 by_lower[lower] = (info.api_name, plan)
         elif info.data_type in LOOKUPS:
             target = look_by_lower.get(_lower(info.target_module or ""))
             nested = build_plan(target, shown, {}) if target else NAME_AND_ID
             by_lower[lower] = (info.api_name, nested)
+    names = (f for n in NAME_FIELDS if (f := catalog.fields.get(n)) and is_masked(f, shown))
     return MaskPlan(
         catalog.module,
         tuple(masked),
@@ -186,7 +198,12 @@ def build_plan(
         private_fields,
         known=frozenset(catalog.fields),
         unjudged=frozenset(unjudged),
+        name_field=next((f.api_name for f in names), ""),
     )
+
+
+#: the fields that hold a record's name, which a lookup's ``name`` into its module shows
+NAME_FIELDS = ("full_name", "account_name", "deal_name", "vendor_name", "campaign_name", "name")
 
 
 LOOKUPS = frozenset({"lookup", "multiselectlookup"})
@@ -198,36 +215,64 @@ def _null(record: dict[str, Any], key: str, api_name: str, counts: Counts) -> No
     counts[label] = counts.get(label, 0) + 1
 
 
+#: What an object withholds of its keys that no field of its plan's module describes
+#: (besides ``$``-keys and ``id``): a record of the module (of the answer's ``data``, or a
+#: subform's row) all of them, since a field created at the CRM since the metadata was
+#: fetched may be private; a lookup's object all but its ``name``; any other object
+#: (under a ``$``-key, or a key that is no field) none, as it is no record of the module.
+NESTED = 0
+RECORD = 1
+LOOKUP = 2
+
+
+def _unknown(found: Steps, level: int) -> tuple[str, ...]:
+    if level == RECORD:
+        return found.strange
+    if level == LOOKUP:
+        return found.in_lookup
+    return ()
+
+
 def redact_record(
-    record: dict[str, Any], plan: MaskPlan, counts: Counts, *, top: bool = False, depth: int = 0
+    record: dict[str, Any],
+    plan: MaskPlan,
+    counts: Counts,
+    *,
+    level: int = NESTED,
+    depth: int = 0,
 ) -> None:
-    """``top``: a record of the answer's ``data``, whose keys that are no field are
-    withheld (a nested object's, such as a lookup's ``name``, are kept). ``depth``: how
-    many objects and lists of the answer hold ``record``."""
-    found = _withhold(record, plan, top)
-    _count(found, plan, 1, counts, top=top)
+    """``level``: what ``record`` is (``RECORD``, ``LOOKUP`` or ``NESTED``, above), which
+    says which of its keys that are no field are withheld. ``depth``: how many objects and
+    lists of the answer hold ``record``."""
+    found = _withhold(record, plan, level)
+    _count(found, plan, 1, counts, level)
     if found.nested or found.deep:
         _redact_inside(record, plan, found.nested, found.deep, counts, depth)
 
 
-def _withhold(record: dict[str, Any], plan: MaskPlan, top: bool) -> Steps:
+def _withhold(record: dict[str, Any], plan: MaskPlan, level: int) -> Steps:
     """Null what ``record``'s own level withholds (uncounted); return its steps."""
     found = plan.steps(record)
-    if top:
-        for key in found.strange:
+    for key in _unknown(found, level):
+        record[key] = None
+    if level == LOOKUP and plan.name_field:
+        for key in found.names:
             record[key] = None
     for key, _ in found.nulls:
         record[key] = None
     return found
 
 
-def _count(found: Steps, plan: MaskPlan, times: int, counts: Counts, *, top: bool) -> None:
+def _count(found: Steps, plan: MaskPlan, times: int, counts: Counts, level: int) -> None:
     """What ``times`` records of one shape had withheld, counted at once."""
-    if top:
-        for key in found.strange:
-            label = count_label(key)
-            counts[label] = counts.get(label, 0) + times
-        _unchecked(counts, times * len(found.strange))
+    unknown = _unknown(found, level)
+    for key in unknown:
+        label = count_label(key)
+        counts[label] = counts.get(label, 0) + times
+    _unchecked(counts, times * len(unknown))
+    if level == LOOKUP and plan.name_field and found.names:
+        label = count_label(plan.name_field)
+        counts[label] = counts.get(label, 0) + times * len(found.names)
     for _, api_name in found.nulls:
         label = count_label(api_name)
         counts[label] = counts.get(label, 0) + times
@@ -251,7 +296,8 @@ def _redact_inside(
         if rows_plan is NAME_AND_ID:
             _name_and_id(record[key], api_name, counts, inner_depth)
         elif api_name in plan.subforms:
-            redact_rows(record[key], rows_plan, counts, inner_depth)  # a subform's, strictly
+            # a subform's rows, strictly: they are records of the subform's module
+            redact_rows(record[key], rows_plan, counts, inner_depth, level=RECORD)
         else:  # a lookup's object (or objects)
             value = record[key]
             if isinstance(value, dict):
@@ -259,7 +305,7 @@ def _redact_inside(
                 # target's plan withholds or looks into: one memoised look at their shape.
                 inner = rows_plan.steps(value)
                 if inner.nulls or inner.nested or inner.deep:
-                    redact_record(value, rows_plan, counts, depth=inner_depth)
+                    redact_record(value, rows_plan, counts, level=LOOKUP, depth=inner_depth)
             else:
                 _redact_nested(value, rows_plan, counts, inner_depth)
     for key in deep:
@@ -310,7 +356,9 @@ def _redact_nested(value: Any, plan: MaskPlan, counts: Counts, depth: int) -> No
             _redact_nested(item, plan, counts, depth + 1)
 
 
-def redact_rows(rows: Any, plan: MaskPlan, counts: Counts, depth: int = 0) -> None:
+def redact_rows(
+    rows: Any, plan: MaskPlan, counts: Counts, depth: int = 0, *, level: int = NESTED
+) -> None:
     if rows is None:
         return
     if depth > MAX_DEPTH:
@@ -324,7 +372,7 @@ def redact_rows(rows: Any, plan: MaskPlan, counts: Counts, depth: int = 0) -> No
     for row in rows:
         if not isinstance(row, dict):
             raise UnreadableUpstream()
-        redact_record(row, plan, counts, depth=depth)
+        redact_record(row, plan, counts, level=level, depth=depth)
 
 
 def redact_records(
@@ -356,21 +404,41 @@ def redact_records(
                 entry for name, entry in plan.private_fields.items() if _lower(name) in present
             ]
     for found, times in shapes.items():
-        _count(found, plan, times, counts, top=True)
+        _count(found, plan, times, counts, RECORD)
 
 
 def redact_write_answer(body: Any, plan: MaskPlan | None, counts: Counts) -> None:
     """A write's answer, ``{"data": [{"code", "details": {...}, ...}]}``: each entry's
     ``details`` is checked as a record of the module (``plan``; without one, a record of an
-    unknown module: every value but ids withheld)."""
-    data = body.get("data") if isinstance(body, dict) else None
-    for entry in data if isinstance(data, list) else ():
-        details = entry.get("details") if isinstance(entry, dict) else None
-        if isinstance(details, dict):
-            if plan is not None:  # under the body, its data and an entry
-                redact_record(details, plan, counts, depth=3)
+    unknown module: every value but ids withheld), and so is every other object in the
+    answer, wherever it is (an entry's member, a member beside ``data``)."""
+    if not isinstance(body, dict):
+        return
+    for key, value in body.items():
+        if key != "data":
+            _redact_object(value, key, plan, counts, 1)
+    data = body.get("data")
+    for entry in data if isinstance(data, list) else (data,):
+        if not isinstance(entry, dict):
+            _redact_object(entry, "data", plan, counts, 2)
+            continue
+        for key, value in entry.items():  # under the body, its data and an entry
+            if key == "details" and isinstance(value, dict) and plan is not None:
+                redact_record(value, plan, counts, depth=3)
             else:
-                _name_and_id(details, "details", counts, 3)
+                _redact_object(value, key, plan, counts, 3)
+
+
+def _redact_object(
+    value: Any, name: str, plan: MaskPlan | None, counts: Counts, depth: int
+) -> None:
+    """Objects in ``value`` checked as records of ``plan``'s module, or without a plan as
+    records of a module the gateway does not know (all but name and id withheld, counted
+    under ``name``); scalars are left as they are."""
+    if plan is not None:
+        _redact_nested(value, plan, counts, depth)
+    else:
+        _name_and_id(value, name, counts, depth)
 
 
 def redact_body(
@@ -383,11 +451,19 @@ def redact_body(
         raise UnreadableUpstream()
     if "data" in body:
         redact_records(body["data"], plan, counts, include_private=include_private)
-        for key, value in body.items():
-            if key not in ("data", "info"):  # records under a key the gateway does not know
-                _redact_nested(value, plan, counts, 1)
-    else:
+    redact_beside_data(body, plan, counts)
+
+
+def redact_beside_data(body: dict[str, Any], plan: MaskPlan, counts: Counts) -> None:
+    """What an answer holds beside its ``data`` (its ``info``, records under a key the
+    gateway does not know) is checked with the module's ``plan`` at any depth; an answer
+    without ``data`` is checked whole, as if it were one record."""
+    if "data" not in body:
         redact_record(body, plan, counts)
+        return
+    for key, value in body.items():
+        if key != "data":
+            _redact_nested(value, plan, counts, 1)
 
 
 #: what a COQL column gets: kept (None), nulled (the name to count it under), or its

@@ -8,7 +8,13 @@ import orjson
 import pytest
 
 from gateway.errors import UnreadableUpstream
-from gateway.privacy.catalog import MetadataShapeError, parse_fields, parse_org, parse_related_lists
+from gateway.privacy.catalog import (
+    MetadataShapeError,
+    parse_fields,
+    parse_org,
+    parse_related_lists,
+    with_overrides,
+)
 from gateway.privacy.redact import (
     MAX_DEPTH,
     build_coql_plan,
@@ -363,3 +369,45 @@ def test_a_lookup_into_an_unknown_module_keeps_only_name_and_id() -> None:
     redact_body({"data": [rec]}, plan, counts)
     assert rec["Account"] == {"name": "Co", "id": "1", "Email": None, "Phone": None}
     assert counts == {"Account.Email": 1, "Account.Phone": 1}
+
+
+def test_a_derived_field_is_as_private_as_the_most_private_of_its_parts() -> None:
+    """Full_Name is "First_Name Last_Name": it tells a private part, so it is withheld
+    whenever a part would be (catalog.py ``DERIVED``), from the metadata and from a
+    policy's extra private fields alike."""
+
+    def full(first: dict[str, Any] | None, last: dict[str, Any] | None) -> Any:
+        fields = [_field("First_Name", first), _field("Last_Name", last), _field("Full_Name")]
+        return parse_fields("Leads", {"fields": fields}).get("full_name").private
+
+    assert full(None, None) is None
+    low = full(LOW, None)
+    assert (low.restricted, low.sensitivity, low.export) == (False, "low", False)
+    assert full(LOW, HIGH_R).restricted  # a restricted part: the whole is restricted
+    mixed = full(LOW, HIGH)  # no one sensitivity keeps it withheld whenever a part is
+    assert mixed.restricted and mixed.export
+    public = parse_fields(
+        "Leads", {"fields": [_field("First_Name"), _field("Last_Name"), _field("Full_Name")]}
+    )
+    made_private = with_overrides(public, {"first_name": "high"}).get("full_name")
+    assert made_private is not None and made_private.private is not None
+    assert made_private.private.sensitivity == "high"
+
+
+def test_a_lookups_name_is_withheld_when_its_targets_name_field_is() -> None:
+    """A lookup's ``name`` is the target record's name field (a Contact's Full_Name): when
+    that is withheld, so is the lookup's name; keys no field of the target describes are
+    withheld from a lookup's object, its name and id kept."""
+    contacts = parse_fields(
+        "Contacts",
+        {"fields": [_field("First_Name", LOW), _field("Last_Name"), _field("Full_Name")]},
+    )
+    # Referrer (private, High) is shown here; the Contact's First_Name (Low) is not, then is
+    for shown, want_name in (({"high"}, None), ({"high", "low"}, "Ann Lee")):
+        rec = {"Referrer": {"name": "Ann Lee", "id": "7", "Unlisted": "x"}}
+        counts: dict[str, int] = {}
+        plan = build_plan(LEADS, frozenset(shown), {}, {"Contacts": contacts})
+        redact_body({"data": [rec]}, plan, counts)
+        assert rec["Referrer"] == {"name": want_name, "id": "7", "Unlisted": None}
+        assert counts.get("Full_Name", 0) == (0 if want_name else 1)
+        assert counts["Unlisted"] == 1
