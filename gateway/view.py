@@ -21,7 +21,13 @@ from gateway.errors import GatewayError, InvalidModule, MetadataUnavailable
 from gateway.keys import fingerprint
 from gateway.metadata import MetadataCache
 from gateway.policy import Policy
-from gateway.privacy.catalog import CustomView, ModuleCatalog, OrgInfo, with_overrides
+from gateway.privacy.catalog import (
+    SE_MODULE,
+    CustomView,
+    ModuleCatalog,
+    OrgInfo,
+    with_overrides,
+)
 from gateway.privacy.redact import MaskPlan, build_plan
 from gateway.upstream import Headers
 
@@ -183,7 +189,12 @@ class Views:
             current = root
             for depth, name in enumerate(path):
                 info = current.get(name)
-                if info is None or info.data_type == "ownerlookup" or not info.target_module:
+                if (
+                    info is None
+                    or info.data_type == "ownerlookup"
+                    or not info.target_module
+                    or info.target_module.lower() == SE_MODULE  # no one module to fetch
+                ):
                     break
                 if depth + 1 == len(path) and not whole_values:
                     break

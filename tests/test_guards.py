@@ -516,6 +516,21 @@ def test_owner_paths_are_allowed_and_answered(crm: Crm, gw: ScopedGateway) -> No
     assert all(row["Owner.name"] for row in coql.json()["data"])
 
 
+def test_criteria_on_a_multi_module_lookup_are_forwarded(crm: Crm, gw: ScopedGateway) -> None:
+    """What_Id names no one module (``$se_module`` says which, per record): a criterion on
+    it needs no target metadata, and the gateway asks for none."""
+    task = next(t for t in crm.records("Tasks") if t.get("What_Id"))
+    crit = f"(What_Id:equals:{task['What_Id']['id']})"
+    r = gw.http.get("/crm/v8/Tasks/search", params={"criteria": crit})
+    assert r.status_code == 200, r.text
+    assert task["id"] in {t["id"] for t in r.json()["data"]}
+    where = f"select Subject from Tasks where What_Id = {task['What_Id']['id']}"
+    coql = _coql(gw, where)
+    assert coql.status_code == 200, coql.text
+    fetched = [str(x.get("query")).lower() for x in crm.received("/settings/fields")]
+    assert fetched and not [q for q in fetched if "se_module" in q]
+
+
 def test_what_is_restricted_follows_each_orgs_own_metadata(crm: Crm, gw: ScopedGateway) -> None:
     # Org 2: Leads.Email is not private at all, Company is restricted.
     lead = crm.http.get("/crm/v2/Leads", headers=ORG2_AUTH).json()["data"][0]

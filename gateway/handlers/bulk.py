@@ -44,7 +44,10 @@ async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision:
     # refused a key given twice in two cases).
     criteria = member(query, "criteria")
     paths = guards.bulk_criteria_fields(criteria)
-    catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
+    # whole_values: a criterion on a lookup is matched by its target's name too
+    catalogs = await ctx.views.catalogs_for_paths(
+        view, module, paths, decision, whole_values=True
+    )
     ctx.guard(
         decision, Rule.CRITERIA, lambda found: guards.check_paths(module, paths, catalogs, found)
     )

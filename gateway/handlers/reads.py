@@ -81,7 +81,10 @@ async def guard_search(
         Rule.CRITERIA,
         lambda _: guards.check_search_params(catalog, params, allow_word=allow_word),
     )
-    catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
+    # whole_values: a criterion on a lookup is matched by its target's name too
+    catalogs = await ctx.views.catalogs_for_paths(
+        view, module, paths, decision, whole_values=True
+    )
     ctx.guard(
         decision, Rule.CRITERIA, lambda found: guards.check_paths(module, paths, catalogs, found)
     )
@@ -107,7 +110,10 @@ async def guard_custom_view(
         # relation the gateway cannot resolve: it cannot be checked, so it is refused.
         raise InvalidQuery(details={"reason": "Cannot check the custom view's cross filters."})
     paths = list(found.paths)
-    catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
+    # whole_values: a criterion on a lookup is matched by its target's name too
+    catalogs = await ctx.views.catalogs_for_paths(
+        view, module, paths, decision, whole_values=True
+    )
     # A field the metadata does not describe (added since it was fetched, maybe
     # restricted) is refused by check_paths itself, in every mode.
     ctx.guard(decision, Rule.CRITERIA, lambda hit: guards.check_paths(module, paths, catalogs, hit))

@@ -29,6 +29,11 @@ class FieldInfo:
     unique: bool = False  # the CRM refuses a second record with the same value
 
 
+#: the "module" a multi-module lookup (Parent_Id, What_Id) names: each record's
+#: ``$se_module`` says which module its value is of
+SE_MODULE = "se_module"
+
+
 class MetadataShapeError(ValueError):
     """The field metadata is not in a shape the gateway can trust."""
 
@@ -55,7 +60,7 @@ class ModuleCatalog:
                 if f.data_type in ("lookup", "multiselectlookup")
                 and f.target_module
                 # a multi-module lookup (Parent_Id, What_Id): its record names the module
-                and f.target_module.lower() != "se_module"
+                and f.target_module.lower() != SE_MODULE
             )
         )
         object.__setattr__(self, "subform_modules", subforms)
@@ -93,31 +98,36 @@ def with_overrides(catalog: ModuleCatalog, extra: Mapping[str, str]) -> ModuleCa
 
 #: Fields the CRM composes from others (a Lead's or Contact's Full_Name is "First_Name
 #: Last_Name"): the whole tells its parts, so it is at least as private as each of them.
-DERIVED = {"full_name": ("first_name", "last_name")}
+DERIVED = {"Full_Name": ("First_Name", "Last_Name")}
+#: the fields that hold a record's name, which a lookup's ``name`` into its module shows
+NAME_FIELDS = ("full_name", "account_name", "deal_name", "vendor_name", "campaign_name", "name")
 
 
 def _with_derived(fields: dict[str, FieldInfo]) -> dict[str, FieldInfo]:
     """``fields`` with each derived field as private as the most private of its parts:
     restricted if one is, or if they differ in sensitivity (no one sensitivity would keep
-    the whole withheld whenever a part is); exported blank if one is."""
+    the whole withheld whenever a part is), or if the metadata lists the whole and some of
+    its parts but not all (a part it does not describe cannot be judged); exported blank if
+    one is. A whole the metadata does not list, but whose parts are private, is added: the
+    CRM's records carry it all the same, and a lookup's ``name`` shows it."""
     for whole, parts in DERIVED.items():
-        info = fields.get(whole)
-        marks: list[Private] = []
-        for name in parts:
-            part = fields.get(name)
-            if part is not None and part.private is not None:
-                marks.append(part.private)
-        if info is None or not marks:
+        info = fields.get(whole.lower())
+        found = [fields.get(name.lower()) for name in parts]
+        marks = [p.private for p in found if p is not None and p.private is not None]
+        unjudged = info is not None and None in found and len(found) > found.count(None)
+        if not marks and not unjudged:
             continue
+        if info is None:
+            info = FieldInfo(whole, "text", None)
         if info.private is not None:
             marks.append(info.private)
         sensitivities = {m.sensitivity for m in marks}
         private = Private(
-            restricted=any(m.restricted for m in marks) or len(sensitivities) > 1,
+            restricted=unjudged or any(m.restricted for m in marks) or len(sensitivities) > 1,
             sensitivity=sensitivities.pop() if len(sensitivities) == 1 else "",
-            export=any(m.export for m in marks),
+            export=unjudged or any(m.export for m in marks),
         )
-        fields[whole] = replace(info, private=private)
+        fields[whole.lower()] = replace(info, private=private)
     return fields
 
 

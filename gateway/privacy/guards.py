@@ -11,10 +11,13 @@ from typing import Any
 
 from gateway.errors import InvalidQuery, RestrictedField
 from gateway.privacy.catalog import (
+    COMPLETE,
+    NAME_FIELDS,
     NO_CATALOG,
     NOT_LOOKUP,
     UNKNOWN_FIELD,
     ModuleCatalog,
+    PathWalk,
     criteria_object_paths,
     walk_path,
 )
@@ -63,6 +66,33 @@ def check_paths(
             # unknown field.
             raise InvalidQuery(details={"reason": "Cannot resolve the field path."})
         # OWNER: Owner.name, Owner.email are CRM users, not records of a GDPR module.
+        name = _looked_up_name(walk, len(path), catalogs)
+        if name is not None:
+            # The CRM matches a criterion on a lookup by its target's name too: a
+            # criterion on the lookup is one on that name field.
+            if found is None:
+                raise RestrictedField(f"{walk.label(len(path) - 1)}.{name}")
+            found.append(f"{walk.label(len(path) - 1)}.{name}")
+
+
+def _looked_up_name(
+    walk: PathWalk, length: int, catalogs: Mapping[str, ModuleCatalog]
+) -> str | None:
+    """The restricted name field of the module a path's last lookup points to, if any (its
+    metadata is at hand: ``catalogs_for_paths(..., whole_values=True)``)."""
+    if walk.stop != COMPLETE or len(walk.infos) != length:
+        return None
+    last = walk.infos[-1]
+    if last.data_type not in ("lookup", "multiselectlookup") or not last.target_module:
+        return None
+    target = catalogs.get(last.target_module.lower())
+    if target is None:  # a multi-module lookup: which module its name is of is not known
+        return None
+    for key in NAME_FIELDS:
+        info = target.fields.get(key)
+        if info is not None and info.private is not None and info.private.restricted:
+            return info.api_name
+    return None
 
 
 def _is_record_id(path: Sequence[str], depth: int) -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 from gateway.errors import UnreadableUpstream
 from gateway.privacy.catalog import (
     COMPLETE,
+    NAME_FIELDS,
     OWNER,
     UNKNOWN_FIELD,
     FieldInfo,
@@ -202,9 +203,6 @@ def build_plan(
     )
 
 
-#: the fields that hold a record's name, which a lookup's ``name`` into its module shows
-NAME_FIELDS = ("full_name", "account_name", "deal_name", "vendor_name", "campaign_name", "name")
-
 
 LOOKUPS = frozenset({"lookup", "multiselectlookup"})
 
@@ -298,16 +296,8 @@ def _redact_inside(
         elif api_name in plan.subforms:
             # a subform's rows, strictly: they are records of the subform's module
             redact_rows(record[key], rows_plan, counts, inner_depth, level=RECORD)
-        else:  # a lookup's object (or objects)
-            value = record[key]
-            if isinstance(value, dict):
-                # Most lookup objects ({name, id, email} of a user) hold nothing the
-                # target's plan withholds or looks into: one memoised look at their shape.
-                inner = rows_plan.steps(value)
-                if inner.nulls or inner.nested or inner.deep:
-                    redact_record(value, rows_plan, counts, level=LOOKUP, depth=inner_depth)
-            else:
-                _redact_nested(value, rows_plan, counts, inner_depth)
+        else:  # a lookup's object (or a multi-select lookup's objects)
+            _redact_lookups(record[key], rows_plan, counts, inner_depth)
     for key in deep:
         value = record[key]
         if isinstance(value, dict):
@@ -324,6 +314,18 @@ def _redact_inside(
                         break
         elif isinstance(value, list):  # scalars: nothing inside
             _redact_nested(value, plan, counts, inner_depth)
+
+
+def _redact_lookups(value: Any, plan: MaskPlan, counts: Counts, depth: int) -> None:
+    """A lookup's object, or a list of them at any depth, each redacted as a lookup's
+    object (``LOOKUP``) with its target's ``plan``; scalars are left as they are."""
+    if depth > MAX_DEPTH:
+        raise UnreadableUpstream()
+    if isinstance(value, dict):
+        redact_record(value, plan, counts, level=LOOKUP, depth=depth)
+    elif isinstance(value, list):
+        for item in value:
+            _redact_lookups(item, plan, counts, depth + 1)
 
 
 def _name_and_id(value: Any, api_name: str, counts: Counts, depth: int) -> None:
@@ -411,22 +413,25 @@ def redact_write_answer(body: Any, plan: MaskPlan | None, counts: Counts) -> Non
     """A write's answer, ``{"data": [{"code", "details": {...}, ...}]}``: each entry's
     ``details`` is checked as a record of the module (``plan``; without one, a record of an
     unknown module: every value but ids withheld), and so is every other object in the
-    answer, wherever it is (an entry's member, a member beside ``data``)."""
-    if not isinstance(body, dict):
+    answer, wherever it is (an entry's member, a member beside ``data``), a field's value
+    beside them too. An answer that is not an object cannot be checked."""
+    if body is None:
         return
-    for key, value in body.items():
-        if key != "data":
-            _redact_object(value, key, plan, counts, 1)
+    if not isinstance(body, dict):
+        raise UnreadableUpstream()
+    _beside(body, "data", plan, counts, 0)
     data = body.get("data")
     for entry in data if isinstance(data, list) else (data,):
         if not isinstance(entry, dict):
             _redact_object(entry, "data", plan, counts, 2)
             continue
-        for key, value in entry.items():  # under the body, its data and an entry
-            if key == "details" and isinstance(value, dict) and plan is not None:
-                redact_record(value, plan, counts, depth=3)
-            else:
-                _redact_object(value, key, plan, counts, 3)
+        # under the body, its data and an entry
+        _beside(entry, "details", plan, counts, 2)
+        details = entry.get("details")
+        if isinstance(details, dict) and plan is not None:
+            redact_record(details, plan, counts, depth=3)
+        else:
+            _redact_object(details, "details", plan, counts, 3)
 
 
 def _redact_object(
@@ -439,6 +444,34 @@ def _redact_object(
         _redact_nested(value, plan, counts, depth)
     else:
         _name_and_id(value, name, counts, depth)
+
+
+def _beside(
+    obj: dict[str, Any], skip: str, plan: MaskPlan | None, counts: Counts, depth: int
+) -> None:
+    """Every member of ``obj`` but ``skip``, checked as the members of a nested object of
+    the module are: a field's value withheld as the plan says, objects looked into at any
+    depth. Without a plan, objects are checked as records of an unknown module and
+    scalars (an entry's ``code``, ``status``) kept."""
+    if plan is None:
+        for key, value in obj.items():
+            if key != skip:
+                _redact_object(value, key, None, counts, depth + 1)
+        return
+    found = plan.steps(obj)
+    rest = Steps(
+        tuple(n for n in found.nulls if n[0] != skip),
+        tuple(n for n in found.nested if n[0] != skip),
+        tuple(k for k in found.deep if k != skip),
+        (),
+        (),
+        (),
+    )
+    for key, _ in rest.nulls:
+        obj[key] = None
+    _count(rest, plan, 1, counts, NESTED)
+    if rest.nested or rest.deep:
+        _redact_inside(obj, plan, rest.nested, rest.deep, counts, depth)
 
 
 def redact_body(
@@ -460,10 +493,8 @@ def redact_beside_data(body: dict[str, Any], plan: MaskPlan, counts: Counts) -> 
     without ``data`` is checked whole, as if it were one record."""
     if "data" not in body:
         redact_record(body, plan, counts)
-        return
-    for key, value in body.items():
-        if key != "data":
-            _redact_nested(value, plan, counts, 1)
+    else:
+        _beside(body, "data", plan, counts, 0)
 
 
 #: what a COQL column gets: kept (None), nulled (the name to count it under), or its
@@ -478,6 +509,9 @@ class CoqlPlan:
     the gateway could not check."""
 
     actions: Mapping[str, ColumnAction]
+    #: row key (lower-case) -> the level its objects are redacted at, for a column whose
+    #: value is a whole lookup (``LOOKUP``) or subform (``RECORD``)
+    levels: Mapping[str, int] = field(default_factory=dict)
 
 
 def build_coql_plan(
@@ -489,9 +523,15 @@ def build_coql_plan(
     """``columns``: (row key, field path, is an aggregate) for each selected column;
     ``catalogs``: lower-case module name -> metadata for the module and lookup targets."""
     actions: dict[str, ColumnAction] = {"id": None}
+    levels: dict[str, int] = {}
     for key, path, _aggregate in columns:
-        actions[_lower(key)] = column_action(module, path, catalogs, shown)
-    return CoqlPlan(actions)
+        action = column_action(module, path, catalogs, shown)
+        actions[_lower(key)] = action
+        if isinstance(action, MaskPlan):
+            walk = walk_path(module, path, catalogs)
+            whole = walk.infos[-1].data_type if walk.infos else ""
+            levels[_lower(key)] = RECORD if whole == "subform" else LOOKUP
+    return CoqlPlan(actions, levels)
 
 
 def path_mask(
@@ -551,8 +591,8 @@ def redact_coql_rows(rows: Any, plan: CoqlPlan, counts: Counts) -> None:
             except KeyError:
                 action = count_label(key)
                 _unchecked(counts, 1)
-            if isinstance(action, MaskPlan):
-                redact_rows(row[key], action, counts, 3)  # under the rows and a row
+            if isinstance(action, MaskPlan):  # under the rows and a row
+                redact_rows(row[key], action, counts, 3, level=plan.levels.get(_lower(key), LOOKUP))
             elif action is not None:
                 _null(row, key, action, counts)
 
