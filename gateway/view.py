@@ -26,6 +26,7 @@ from gateway.privacy.catalog import (
     CustomView,
     ModuleCatalog,
     OrgInfo,
+    names_any_module,
     with_overrides,
 )
 from gateway.privacy.redact import MaskPlan, build_plan
@@ -189,6 +190,11 @@ class Views:
             current = root
             for depth, name in enumerate(path):
                 info = current.get(name)
+                if whole_values and depth + 1 == len(path) and info and names_any_module(info):
+                    # a criterion on a parent field is matched by the name of whichever
+                    # record it names (guards._looked_up_name)
+                    for other in await self.gdpr_modules(view, strict=True):
+                        await self.catalog(view, other, decision)
                 if (
                     info is None
                     or info.data_type == "ownerlookup"
@@ -229,6 +235,11 @@ class Views:
         looks = {
             target: await self.catalog(view, target, decision) for target in catalog.lookup_modules
         }
+        if any(names_any_module(f) for f in catalog.fields.values() if f.target_module):
+            # a parent field may name a record of any GDPR module: a lookup's name is
+            # judged by all of theirs (build_plan)
+            for other in await self.gdpr_modules(view, strict=True):
+                looks.setdefault(other, await self.catalog(view, other, decision))
         # Plans are cached by the identity of the metadata objects they were built from.
         refs = (catalog, *sorted([*subs.values(), *looks.values()], key=id))
         key = (tuple(id(r) for r in refs), view.shown)

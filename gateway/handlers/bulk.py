@@ -4,7 +4,7 @@ is rewritten with the private columns emptied, headers kept."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway import bulk
@@ -23,7 +23,15 @@ from gateway.handlers.reads import guard_custom_view
 from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
 from gateway.privacy.catalog import ModuleCatalog
-from gateway.privacy.redact import Counts, is_masked, path_mask, redact_body, safe_label
+from gateway.privacy.redact import (
+    ID_ONLY,
+    Counts,
+    MaskPlan,
+    is_masked,
+    path_mask,
+    redact_body,
+    safe_label,
+)
 from gateway.rules import Mode, Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
@@ -80,10 +88,10 @@ async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision:
         decision.module = module
         paths = [tuple(f.split(".")) for f in fields if "." in f]
         catalogs = await ctx.views.catalogs_for_paths(view, module, paths, decision)
+        plan = await ctx.views.plan(view, module, decision)
         resp = await fwd.send(req, decision)
         if resp.status != 200:
             # Not an export: a JSON answer, checked as any record-bearing answer is.
-            plan = await ctx.views.plan(view, module, decision)
 
             def rewrite(body: Any, counts: Counts) -> None:
                 redact_body(body, plan, counts)
@@ -95,7 +103,7 @@ async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision:
             decision.withheld(export.counts if export else {})
             release()
 
-        blank = _blanker(module, catalogs, view.shown)
+        blank = _blanker(module, catalogs, view.shown, names=_names_withheld(plan, catalogs))
         mode = ctx.policy.rule_mode(Rule.REDACT)
         if mode is not Mode.ENFORCE:
             unresolved = _blanker(module, catalogs, view.shown, judge=False)
@@ -185,12 +193,33 @@ def _job_module(body: Any) -> tuple[str | None, list[str]]:
     return module_name(query.get("module")), names
 
 
+def _names_withheld(plan: MaskPlan, catalogs: dict[str, ModuleCatalog]) -> dict[str, str]:
+    """Multi-select lookup columns (lower-case name -> api name) whose cells hold the names
+    of the records they point to, when those names are withheld (their module's name
+    field is: ``MaskPlan.name_field``, or any module's for a parent field)."""
+    fields = catalogs[plan.module.lower()].fields
+    out = {}
+    for lower, act in plan.by_lower.items():
+        info = fields.get(lower)
+        if act is None or act[1] is None or info is None:
+            continue
+        if info.data_type == "multiselectlookup" and (act[1].name_field or act[1] is ID_ONLY):
+            out[lower] = info.api_name
+    return out
+
+
 def _blanker(
-    module: str, catalogs: dict[str, ModuleCatalog], shown: frozenset[str], *, judge: bool = True
+    module: str,
+    catalogs: dict[str, ModuleCatalog],
+    shown: frozenset[str],
+    *,
+    judge: bool = True,
+    names: Mapping[str, str] | None = None,
 ) -> Callable[[str], str | None]:
     """A CSV column is emptied when a field on its path is exported blank by the CRM
     (``private.export``), restricted or not shown to this client, or when its header names
-    no field the gateway can check. ``judge=False``: only the latter."""
+    no field the gateway can check. ``judge=False``: only the latter. ``names``: columns
+    whose cells are names the answer withholds (``_names_withheld``)."""
 
     def masked(info: Any) -> bool:
         if not judge:
@@ -199,6 +228,8 @@ def _blanker(
 
     def blank(header: str) -> str | None:
         label = path_mask(module, header.strip().split("."), catalogs, masked)
+        if label is None and names and judge:
+            label = names.get(header.strip().lower())
         # A header is the CRM's text: it names a count in the audit entry and a field in
         # X-Privacy-Withheld only when it is a plain name, as a JSON answer's keys do.
         return label if label is None or safe_label(label) else "unknown"

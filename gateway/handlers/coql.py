@@ -14,7 +14,13 @@ from gateway.errors import InvalidQuery, UnreadableUpstream
 from gateway.handlers import Context
 from gateway.jsonbody import loads_request
 from gateway.privacy import guards
-from gateway.privacy.redact import Counts, build_coql_plan, redact_beside_data, redact_coql_rows
+from gateway.privacy.redact import (
+    Counts,
+    build_coql_plan,
+    check_data_key,
+    redact_beside_data,
+    redact_coql_rows,
+)
 from gateway.rules import Rule
 from gateway.types import Reply
 from gateway.view import View
@@ -64,6 +70,7 @@ async def coql(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
     def rewrite(parsed: Any, counts: Counts) -> None:
         if not isinstance(parsed, dict):
             raise UnreadableUpstream()
+        check_data_key(parsed)
         if "data" in parsed:
             redact_coql_rows(parsed["data"], plan, counts)
         redact_beside_data(parsed, records, counts)

@@ -32,6 +32,15 @@ class FieldInfo:
 #: the "module" a multi-module lookup (Parent_Id, What_Id) names: each record's
 #: ``$se_module`` says which module its value is of
 SE_MODULE = "se_module"
+#: fields that attach a record to a parent (notes, attachments, activities), of whichever
+#: module: the metadata's target (Who_Id: Contacts) is not the only one they may name
+PARENT_FIELDS = frozenset({"parent_id", "what_id", "who_id"})
+
+
+def names_any_module(info: FieldInfo) -> bool:
+    """A lookup whose value may be a record of any module (a parent field, or one whose
+    metadata names ``se_module``)."""
+    return info.api_name.lower() in PARENT_FIELDS or (info.target_module or "").lower() == SE_MODULE
 
 
 class MetadataShapeError(ValueError):
@@ -175,6 +184,9 @@ def parse_fields(module: str, body: Any) -> ModuleCatalog:
         if not isinstance(raw, Mapping) or not isinstance(raw.get("api_name"), str):
             raise MetadataShapeError("a field has no api_name")
         name: str = raw["api_name"]
+        if name.lower() in fields:
+            # Keys are matched in any case: two entries for one name cannot both be right.
+            raise MetadataShapeError("field metadata names a field twice")
         data_type = str(raw.get("data_type") or "").lower()
         target = None
         if data_type == "subform":

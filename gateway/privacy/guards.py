@@ -19,6 +19,7 @@ from gateway.privacy.catalog import (
     ModuleCatalog,
     PathWalk,
     criteria_object_paths,
+    names_any_module,
     walk_path,
 )
 
@@ -85,13 +86,18 @@ def _looked_up_name(
     last = walk.infos[-1]
     if last.data_type not in ("lookup", "multiselectlookup") or not last.target_module:
         return None
-    target = catalogs.get(last.target_module.lower())
-    if target is None:  # a multi-module lookup: which module its name is of is not known
-        return None
-    for key in NAME_FIELDS:
-        info = target.fields.get(key)
-        if info is not None and info.private is not None and info.private.restricted:
-            return info.api_name
+    if names_any_module(last):
+        # a parent field may name a record of any module: every module's name at hand
+        # (catalogs_for_paths loads the GDPR modules' for it)
+        targets = list(catalogs.values())
+    else:
+        target = catalogs.get(last.target_module.lower())
+        targets = [target] if target is not None else []
+    for target in targets:
+        for key in NAME_FIELDS:
+            info = target.fields.get(key)
+            if info is not None and info.private is not None and info.private.restricted:
+                return info.api_name
     return None
 
 

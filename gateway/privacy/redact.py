@@ -24,7 +24,7 @@ lookup's object (``NESTED``/``RECORD``/``LOOKUP``). Redacting twice gives the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from gateway.privacy.catalog import (
     UNKNOWN_FIELD,
     FieldInfo,
     ModuleCatalog,
+    names_any_module,
     walk_path,
 )
 
@@ -144,6 +145,21 @@ class Steps:
 #: What_Id): keep its ``name`` and ``id``, withhold the rest"
 NAME_AND_ID = MaskPlan("", (), {}, {}, {})
 _LOOKUP_KEEPS = frozenset({"name", "id"})
+#: the same, when the record it names may be of a module whose name field is withheld: its
+#: ``name`` is withheld too
+ID_ONLY = MaskPlan("", (), {}, {}, {}, name_field="name")
+_ID_KEEPS = frozenset({"id"})
+
+
+def _any_name_withheld(catalogs: Iterable[ModuleCatalog], shown: frozenset[str]) -> str:
+    """The first withheld name field of any of ``catalogs`` (the modules a parent field may
+    name, as far as their metadata is at hand), or ""."""
+    for catalog in catalogs:
+        for name in NAME_FIELDS:
+            info = catalog.fields.get(name)
+            if info is not None and is_masked(info, shown):
+                return info.api_name
+    return ""
 
 
 def build_plan(
@@ -164,6 +180,7 @@ def build_plan(
     subforms: dict[str, MaskPlan] = {}
     by_lower: dict[str, tuple[str, MaskPlan | None] | None] = {}
     private_fields: dict[str, dict[str, Any]] = {}
+    any_name: str | None = None  # see names_any_module, below
     for lower, info in catalog.fields.items():
         if info.private is not None:
             private_fields[info.api_name] = {
@@ -189,6 +206,14 @@ def build_plan(
         elif info.data_type in LOOKUPS:
             target = look_by_lower.get(_lower(info.target_module or ""))
             nested = build_plan(target, shown, {}) if target else NAME_AND_ID
+            if names_any_module(info) and any_name is None:
+                any_name = _any_name_withheld(look_by_lower.values(), shown)
+            if names_any_module(info) and any_name:
+                # its value may be a record of any module: of one whose name is withheld
+                if target:
+                    nested.name_field = any_name  # a plan of its own, built just above
+                else:
+                    nested = ID_ONLY
             by_lower[lower] = (info.api_name, nested)
     names = (f for n in NAME_FIELDS if (f := catalog.fields.get(n)) and is_masked(f, shown))
     return MaskPlan(
@@ -291,8 +316,9 @@ def _redact_inside(
         raise UnreadableUpstream()
     inner_depth = depth + 1
     for key, api_name, rows_plan in nested:
-        if rows_plan is NAME_AND_ID:
-            _name_and_id(record[key], api_name, counts, inner_depth)
+        if rows_plan is NAME_AND_ID or rows_plan is ID_ONLY:
+            keeps = _LOOKUP_KEEPS if rows_plan is NAME_AND_ID else _ID_KEEPS
+            _name_and_id(record[key], api_name, counts, inner_depth, keeps)
         elif api_name in plan.subforms:
             # a subform's rows, strictly: they are records of the subform's module
             redact_rows(record[key], rows_plan, counts, inner_depth, level=RECORD)
@@ -328,17 +354,19 @@ def _redact_lookups(value: Any, plan: MaskPlan, counts: Counts, depth: int) -> N
             _redact_lookups(item, plan, counts, depth + 1)
 
 
-def _name_and_id(value: Any, api_name: str, counts: Counts, depth: int) -> None:
-    """Keep a lookup object's ``name`` and ``id`` (scalars); withhold everything else in it,
-    at any depth."""
+def _name_and_id(
+    value: Any, api_name: str, counts: Counts, depth: int, keeps: frozenset[str] = _LOOKUP_KEEPS
+) -> None:
+    """Keep a lookup object's ``name`` and ``id`` (``keeps``, scalars); withhold everything
+    else in it, at any depth."""
     if depth > MAX_DEPTH:
         raise UnreadableUpstream()
     if isinstance(value, list):
         for item in value:
-            _name_and_id(item, api_name, counts, depth + 1)
+            _name_and_id(item, api_name, counts, depth + 1, keeps)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if _lower(key) not in _LOOKUP_KEEPS or isinstance(item, dict | list):
+            if _lower(key) not in keeps or isinstance(item, dict | list):
                 value[key] = None
                 named = f"{api_name}.{key}" if safe_label(key) else f"{api_name}.unknown"
                 label = count_label(named)
@@ -419,6 +447,7 @@ def redact_write_answer(body: Any, plan: MaskPlan | None, counts: Counts) -> Non
         return
     if not isinstance(body, dict):
         raise UnreadableUpstream()
+    check_data_key(body)
     _beside(body, "data", plan, counts, 0)
     data = body.get("data")
     for entry in data if isinstance(data, list) else (data,):
@@ -482,9 +511,19 @@ def redact_body(
     value can never slip through in an unexpected shape."""
     if not isinstance(body, dict):
         raise UnreadableUpstream()
+    check_data_key(body)
     if "data" in body:
         redact_records(body["data"], plan, counts, include_private=include_private)
     redact_beside_data(body, plan, counts)
+
+
+def check_data_key(body: dict[str, Any]) -> None:
+    """An answer's records are under ``data``: a member spelled so in another case
+    (``Data``) would be read as its records by a client that matches names in any case,
+    and could only be walked as a nested object here. It cannot be checked."""
+    for key in body:
+        if key != "data" and _lower(key) == "data":
+            raise UnreadableUpstream()
 
 
 def redact_beside_data(body: dict[str, Any], plan: MaskPlan, counts: Counts) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.jsonbody import member, normal_id
+from gateway.privacy.catalog import PARENT_FIELDS as PARENT_FIELDS  # re-exported
 
 STOP_PROCESSING = "stop_processing"
 STATE_UNKNOWN = "state_unknown"
@@ -32,8 +33,6 @@ SYSTEM_DUPLICATE_CHECK = {
     "campaigns": ("Campaign_Name",),
 }
 CUSTOM_DUPLICATE_CHECK = ("Name",)
-#: fields that attach a record to a parent (notes, attachments, activities)
-PARENT_FIELDS = frozenset({"parent_id", "what_id", "who_id"})
 
 
 def refusal(record_id: str | None, reason: str, cause: str | None = None) -> dict[str, Any]:

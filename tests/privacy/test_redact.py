@@ -411,3 +411,24 @@ def test_a_lookups_name_is_withheld_when_its_targets_name_field_is() -> None:
         assert rec["Referrer"] == {"name": want_name, "id": "7", "Unlisted": None}
         assert counts.get("Full_Name", 0) == (0 if want_name else 1)
         assert counts["Unlisted"] == 1
+
+
+def test_a_parent_fields_name_is_withheld_when_any_modules_name_may_be() -> None:
+    """A note's Parent_Id names a record of whichever module ``$se_module`` says: its
+    ``name`` is withheld when the name field of any module at hand (the GDPR modules'
+    metadata is loaded for it) is, and kept with its id otherwise."""
+    notes = parse_fields(
+        "Notes", {"fields": [_field("Note_Title"), _field("Parent_Id", None, "lookup",
+                                                            lookup={"module": "se_module"})]}
+    )  # fmt: skip
+    private_first = parse_fields(
+        "Leads", {"fields": [_field("First_Name", LOW), _field("Last_Name"), _field("Full_Name")]}
+    )
+    public = parse_fields("Accounts", {"fields": [_field("Account_Name")]})
+    for looks, want in (({"Accounts": public}, "Ann Lee"), ({"Leads": private_first}, None)):
+        rec = {"Note_Title": "t", "Parent_Id": {"name": "Ann Lee", "id": "7", "x": "y"}}
+        counts: dict[str, int] = {}
+        redact_body({"data": [rec]}, build_plan(notes, frozenset(), {}, looks), counts)
+        assert rec["Parent_Id"] == {"name": want, "id": "7", "x": None}
+        assert counts["Parent_Id.x"] == 1
+        assert counts.get("Parent_Id.name", 0) == (0 if want else 1)
