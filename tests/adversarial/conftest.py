@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import Crm, GatewayHandle
@@ -63,3 +64,40 @@ def marked(crm: Crm) -> Marked:
     assert stored["Email"] == values["Email"]  # the markers are really there
     assert stored["Visits"][0]["Notes"] == f"mark-visit-note-{tag}"
     return Marked(stored, (*values.values(), f"mark-visit-note-{tag}"), stopped, contact)
+
+
+# -- helpers the red-team files share --------------------------------------------------------
+
+
+def send(gw: GatewayHandle, method: str, url: str, body: Any = None) -> httpx.Response:
+    """``body`` as JSON (bytes as they are), with no Content-Type, as the SDKs send writes."""
+    content = body if isinstance(body, bytes) else orjson.dumps(body) if body is not None else None
+    return gw.http.request(method, url, content=content)
+
+
+def no_mark(r: httpx.Response, mark: str) -> None:
+    """``mark`` is neither in the answer's body nor in any of its headers."""
+    assert mark not in r.text, r.text[:600]
+    for name, value in r.headers.multi_items():
+        assert mark not in value, (name, value)
+
+
+def field_metadata(crm: Crm, module: str) -> list[dict[str, Any]]:
+    r = crm.http.get("/crm/v8/settings/fields", params={"module": module})
+    assert r.status_code == 200, r.text
+    fields: list[dict[str, Any]] = r.json()["fields"]
+    return fields
+
+
+def set_field_metadata(crm: Crm, module: str, fields: list[dict[str, Any]]) -> None:
+    """The CRM's field metadata of ``module`` (org 1) replaced, as an admin's change would."""
+    r = crm.admin.post(f"/_sandbox/metadata/1/{module}", content=orjson.dumps({"fields": fields}))
+    assert r.status_code == 200, r.text
+
+
+def patient_and_lead(crm: Crm) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A patient whose Referring_Lead names a lead (whose First_Name is private, Low)."""
+    patient = next(p for p in crm.records("Patients") if p.get("Referring_Lead"))
+    lead = crm.one("Leads", patient["Referring_Lead"]["id"])
+    assert lead["First_Name"] and lead["First_Name"] in patient["Referring_Lead"]["name"]
+    return patient, lead

@@ -18,11 +18,10 @@ import io
 import zipfile
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
-from tests.adversarial.conftest import Marked
+from tests.adversarial.conftest import Marked, field_metadata, no_mark, send, set_field_metadata
 from tests.conftest import AUTH, Crm, GatewayHandle
 
 MARK = "rt5-mark-77c1@example.com"
@@ -33,15 +32,8 @@ QUERY = "select Last_Name from Leads where Last_Name is not null limit 1"
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _send(gw: GatewayHandle, method: str, url: str, body: Any = None) -> httpx.Response:
-    content = body if isinstance(body, bytes) else orjson.dumps(body) if body is not None else None
-    return gw.http.request(method, url, content=content)
 
 
-def _no_mark(r: httpx.Response, mark: str = MARK) -> None:
-    assert mark not in r.text, r.text[:600]
-    for name, value in r.headers.multi_items():
-        assert mark not in value, (name, value)
 
 
 def _leads(crm: Crm) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -59,16 +51,8 @@ def _zip(name: str, text: str) -> bytes:
     return buf.getvalue()
 
 
-def _lead_fields(crm: Crm) -> list[dict[str, Any]]:
-    r = crm.http.get("/crm/v8/settings/fields", params={"module": "Leads"})
-    assert r.status_code == 200, r.text
-    fields: list[dict[str, Any]] = r.json()["fields"]
-    return fields
 
 
-def _set_lead_fields(crm: Crm, fields: list[dict[str, Any]]) -> None:
-    r = crm.admin.post("/_sandbox/metadata/1/Leads", content=orjson.dumps({"fields": fields}))
-    assert r.status_code == 200, r.text
 
 
 # =========================================================================================
@@ -92,9 +76,9 @@ def test_a_private_value_outside_a_coql_answers_rows_is_withheld(
     COQL answer (or a whole answer without ``data``) goes out unchecked, while a record read
     redacts every member beside ``data`` (redact.py ``redact_body``)."""
     crm.fault(path_contains=COQL, method="POST", status=200, json=answer, times=1)
-    r = _send(gw, "POST", COQL, {"select_query": QUERY})
+    r = send(gw, "POST", COQL, {"select_query": QUERY})
     assert r.status_code in (200, 502), r.text
-    _no_mark(r)
+    no_mark(r, MARK)
     assert MARK not in gw.audit_text()
 
 
@@ -107,7 +91,7 @@ def test_a_private_value_in_a_record_answers_info_is_withheld(
     crm.fault(path_contains="/crm/v8/Leads", method="GET", status=200, json=answer, times=1)
     r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name"})
     assert r.status_code in (200, 502), r.text
-    _no_mark(r)
+    no_mark(r, MARK)
 
 
 @pytest.mark.parametrize("where", ["entry-member", "top-level-member"])
@@ -126,9 +110,9 @@ def test_a_private_value_outside_a_write_answers_details_is_withheld(
     else:
         answer["records"] = [{"id": lid, "Email": MARK}]
     crm.fault(path_contains=f"/crm/v8/Leads/{lid}", method="PUT", status=200, json=answer, times=1)
-    r = _send(gw, "PUT", f"/crm/v8/Leads/{lid}", {"data": [{"Last_Name": "Same"}]})
+    r = send(gw, "PUT", f"/crm/v8/Leads/{lid}", {"data": [{"Last_Name": "Same"}]})
     assert r.status_code in (200, 502), r.text
-    _no_mark(r)
+    no_mark(r, MARK)
 
 
 @pytest.mark.parametrize("where", ["subform-row", "lookup-object"])
@@ -151,7 +135,7 @@ def test_a_value_no_metadata_describes_is_withheld_in_a_subform_row_or_a_lookup(
         crm.edit("Deals", deal["id"], Contact_Name=value)
         r = gw.http.get(f"/crm/v8/Deals/{deal['id']}")
     assert r.status_code == 200, r.text
-    _no_mark(r)
+    no_mark(r, MARK)
 
 
 def test_a_private_first_name_is_withheld_from_full_name_and_lookup_names(
@@ -170,7 +154,7 @@ def test_a_private_first_name_is_withheld_from_full_name_and_lookup_names(
     assert first in crm.one("Leads", marked.lead["id"])["Full_Name"]  # the CRM derives it
     r = gw.http.get(f"/crm/v8/Leads/{marked.lead['id']}")
     assert r.status_code == 200 and r.json()["data"][0]["First_Name"] is None, r.text
-    _no_mark(r, first)
+    no_mark(r, first)
 
 
 def test_a_bulk_insert_job_cannot_attach_a_note_to_a_lead_stopped_since_upload(
@@ -195,11 +179,11 @@ def test_a_bulk_insert_job_cannot_attach_a_note_to_a_lead_stopped_since_upload(
     assert crm.one("Leads", lead["id"])["$stop_processing"] is True
     # The record API refuses the same note now:
     note = {"Note_Content": "rt5-direct", "Parent_Id": {"id": lead["id"]}}
-    direct = _send(gw, "POST", "/crm/v8/Notes", {"data": [note]})
+    direct = send(gw, "POST", "/crm/v8/Notes", {"data": [note]})
     assert direct.status_code == 400 and "stop_processing" in direct.text, direct.text
     resource = {"type": "data", "module": {"api_name": "Notes"}, "file_id": file_id}
     job = {"operation": "insert", "resource": [resource]}
-    _send(gw, "POST", "/crm/bulk/v8/write", job)
+    send(gw, "POST", "/crm/bulk/v8/write", job)
     notes = [n for n in crm.records("Notes") if n.get("Note_Content") == "rt5-bulk-note"]
     assert notes == [], "a note was attached to a lead in stop processing"
 
@@ -215,7 +199,8 @@ def test_sort_by_a_field_the_metadata_does_not_know_is_refused(
     assert gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name"}).status_code == 200
     new = {"api_name": "Secret_Score", "data_type": "text",
            "private": {"restricted": True, "type": "High", "export": True}}  # fmt: skip
-    _set_lead_fields(crm, [*_lead_fields(crm), new])  # created at the CRM after the fetch
+    # created at the CRM after the fetch
+    set_field_metadata(crm, "Leads", [*field_metadata(crm, "Leads"), new])
     crm.clear()
     refused = gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Secret_Score:equals:a)"})
     assert refused.status_code == 400, refused.text  # the criteria guard fails closed
@@ -239,8 +224,8 @@ def test_an_email_search_fails_closed_when_the_field_metadata_lists_too_little(
     elif metadata == "empty-list":
         crm.fault(path_contains="/settings/fields", method="GET", status=200, json={"fields": []})
     else:
-        kept = [f for f in _lead_fields(crm) if f.get("data_type") != "email"]
-        _set_lead_fields(crm, kept)
+        kept = [f for f in field_metadata(crm, "Leads") if f.get("data_type") != "email"]
+        set_field_metadata(crm, "Leads", kept)
     crm.clear()
     r = gw.http.get("/crm/v8/Leads/search", params={"email": marked.lead["Email"]})
     assert r.status_code in (400, 503), r.text
@@ -260,8 +245,8 @@ def test_held_a_write_error_naming_a_private_field_with_its_value_is_scrubbed(
     err = {"code": "DUPLICATE_DATA", "status": "error", "message": "duplicate data",
            "details": {"api_name": "Email", "Email": MARK}}  # fmt: skip
     crm.fault(path_contains=f"/crm/v8/Leads/{lid}", method="PUT", status=400, json=err, times=1)
-    r = _send(gw, "PUT", f"/crm/v8/Leads/{lid}", {"data": [{"Last_Name": "Same"}]})
-    _no_mark(r)
+    r = send(gw, "PUT", f"/crm/v8/Leads/{lid}", {"data": [{"Last_Name": "Same"}]})
+    no_mark(r, MARK)
 
 
 @pytest.mark.parametrize(
@@ -341,7 +326,8 @@ def test_held_a_field_list_without_a_restricted_field_still_nulls_it_at_top_leve
 ) -> None:
     """The top-level counterpart of the subform finding: Email missing from the metadata
     is withheld as a key no metadata describes."""
-    _set_lead_fields(crm, [f for f in _lead_fields(crm) if f["api_name"] != "Email"])
+    fields = field_metadata(crm, "Leads")
+    set_field_metadata(crm, "Leads", [f for f in fields if f["api_name"] != "Email"])
     r = gw.http.get(f"/crm/v8/Leads/{marked.lead['id']}")
     assert r.status_code == 200, r.text
     assert marked.lead["Email"] not in r.text
@@ -355,9 +341,9 @@ def test_held_a_coql_error_echoing_another_records_value_is_scrubbed(
     err = {"code": "INVALID_QUERY", "status": "error", "message": "invalid query formed",
            "details": {"api_name": "Last_Name", "Email": MARK}}  # fmt: skip
     crm.fault(path_contains=COQL, method="POST", status=400, json=err, times=1)
-    r = _send(gw, "POST", COQL, {"select_query": QUERY})
+    r = send(gw, "POST", COQL, {"select_query": QUERY})
     assert r.status_code in (400, 502), r.text
-    _no_mark(r)
+    no_mark(r, MARK)
 
 
 def test_held_the_audit_of_refused_searches_holds_no_value(
@@ -365,7 +351,7 @@ def test_held_the_audit_of_refused_searches_holds_no_value(
 ) -> None:
     gw.http.get("/crm/v8/Leads/search", params={"email": marked.lead["Email"]})
     gw.http.get("/crm/v8/Leads/search", params={"criteria": f"(Email:equals:{MARK})"})
-    _send(gw, "POST", COQL, {"select_query": f"select Last_Name from Leads where Email = '{MARK}'"})
+    send(gw, "POST", COQL, {"select_query": f"select Last_Name from Leads where Email = '{MARK}'"})
     gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "sort_by": MARK})
     assert gw.requests()
     text = gw.audit_text()

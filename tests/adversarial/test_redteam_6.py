@@ -16,10 +16,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
-import orjson
 import pytest
 
+from tests.adversarial.conftest import (
+    field_metadata,
+    no_mark,
+    patient_and_lead,
+    send,
+    set_field_metadata,
+)
 from tests.conftest import Crm, GatewayHandle, MakeGateway
 
 MARK = "rt6-mark-5d0e@example.com"
@@ -29,35 +34,14 @@ COQL = "/crm/v8/coql"
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _send(gw: GatewayHandle, method: str, url: str, body: Any = None) -> httpx.Response:
-    content = orjson.dumps(body) if body is not None else None
-    return gw.http.request(method, url, content=content)
 
 
-def _no_mark(r: httpx.Response, mark: str = MARK) -> None:
-    assert mark not in r.text, r.text[:600]
-    for name, value in r.headers.multi_items():
-        assert mark not in value, (name, value)
 
 
-def _fields(crm: Crm, module: str) -> list[dict[str, Any]]:
-    r = crm.http.get("/crm/v8/settings/fields", params={"module": module})
-    assert r.status_code == 200, r.text
-    fields: list[dict[str, Any]] = r.json()["fields"]
-    return fields
 
 
-def _set_fields(crm: Crm, module: str, fields: list[dict[str, Any]]) -> None:
-    r = crm.admin.post(f"/_sandbox/metadata/1/{module}", content=orjson.dumps({"fields": fields}))
-    assert r.status_code == 200, r.text
 
 
-def _patient_and_lead(crm: Crm) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A patient whose Referring_Lead names a lead (whose First_Name is private, Low)."""
-    patient = next(p for p in crm.records("Patients") if p.get("Referring_Lead"))
-    lead = crm.one("Leads", patient["Referring_Lead"]["id"])
-    assert lead["First_Name"] and lead["First_Name"] in patient["Referring_Lead"]["name"]
-    return patient, lead
 
 
 def _free_lead(crm: Crm) -> str:
@@ -86,7 +70,7 @@ def test_a_coql_lookup_column_withholds_the_name_when_the_targets_name_field_is_
     is the target's Full_Name ("First Last", First_Name private and not shown): the record
     API withholds it (README "a lookup's name ... is withheld"), COQL hands it out. No
     fault needed: the sandbox answers so."""
-    r = _send(gw, "POST", COQL, {"select_query": query + " limit 5"})
+    r = send(gw, "POST", COQL, {"select_query": query + " limit 5"})
     assert r.status_code == 200, r.text
     rows = r.json()["data"]
     assert rows
@@ -109,9 +93,9 @@ def test_a_coql_lookup_column_withholds_keys_no_metadata_describes(
               "info": {"count": 1, "more_records": False}}  # fmt: skip
     crm.fault(path_contains=COQL, method="POST", status=200, json=answer, times=1)
     q = "select Name, Referring_Lead from Patients where Name is not null limit 1"
-    r = _send(gw, "POST", COQL, {"select_query": q})
+    r = send(gw, "POST", COQL, {"select_query": q})
     assert r.status_code in (200, 502), r.text
-    _no_mark(r)
+    no_mark(r, MARK)
 
 
 def test_a_multiselectlookup_value_withholds_names_and_unknown_keys(
@@ -122,18 +106,18 @@ def test_a_multiselectlookup_value_withholds_names_and_unknown_keys(
     object is redacted at level NESTED, never LOOKUP, so neither the target's withheld
     name (``name_field``) nor keys no metadata describes are withheld. The same lead under
     the single Referring_Lead of the same record has its name withheld."""
-    patient, lead = _patient_and_lead(crm)
-    fields = _fields(crm, "Patients")
+    patient, lead = patient_and_lead(crm)
+    fields = field_metadata(crm, "Patients")
     multi = dict(next(f for f in fields if f["api_name"] == "Referring_Lead"))
     multi.update(api_name="Other_Leads", data_type="multiselectlookup", id="5725767000009999001")
-    _set_fields(crm, "Patients", [*fields, multi])
+    set_field_metadata(crm, "Patients", [*fields, multi])
     value = [{"name": lead["Full_Name"], "id": lead["id"], "Unlisted_Field": MARK}]
     crm.edit("Patients", patient["id"], Other_Leads=value)
     r = gw.http.get(f"/crm/v8/Patients/{patient['id']}")
     assert r.status_code == 200, r.text
     rec = r.json()["data"][0]
     assert rec["Referring_Lead"]["name"] is None  # the single lookup: withheld
-    _no_mark(r)
+    no_mark(r, MARK)
     assert lead["First_Name"] not in json.dumps(rec["Other_Leads"]), rec["Other_Leads"]
 
 
@@ -150,13 +134,14 @@ def test_a_derived_name_is_withheld_when_the_metadata_lacks_one_of_its_fields(
     - Full_Name unlisted (First_Name private): a lead's Full_Name is withheld, but a
       lookup's ``name`` into Leads (that same value) is kept, as ``name_field`` is ""."""
     first = "Rt6firstmark"
-    patient, lead = _patient_and_lead(crm)
+    patient, lead = patient_and_lead(crm)
     if missing == "First_Name":
         put = crm.http.put(f"/crm/v2/Leads/{lead['id']}", json={"data": [{"First_Name": first}]})
         assert put.status_code == 200 and first in crm.one("Leads", lead["id"])["Full_Name"]
     else:
         first = lead["First_Name"]  # the name the patient's lookup holds
-    _set_fields(crm, "Leads", [f for f in _fields(crm, "Leads") if f["api_name"] != missing])
+    fields = field_metadata(crm, "Leads")
+    set_field_metadata(crm, "Leads", [f for f in fields if f["api_name"] != missing])
     if missing == "First_Name":
         r = gw.http.get(f"/crm/v8/Leads/{lead['id']}")
         assert r.status_code == 200, r.text
@@ -183,9 +168,9 @@ def test_a_write_answer_that_is_not_an_object_is_not_passed_unchecked(
     lid = _free_lead(crm)
     answer = [{"id": lid, "Email": MARK}]
     crm.fault(path_contains=f"/crm/v8/Leads/{lid}", method="PUT", status=200, json=answer, times=1)
-    r = _send(gw, "PUT", f"/crm/v8/Leads/{lid}", {"data": [{"Last_Name": "Same"}]})
+    r = send(gw, "PUT", f"/crm/v8/Leads/{lid}", {"data": [{"Last_Name": "Same"}]})
     assert r.status_code in (200, 502), r.text
-    _no_mark(r)
+    no_mark(r, MARK)
 
 
 @pytest.mark.parametrize("where", ["read-beside-data", "write-entry-member", "write-beside-data"])
@@ -214,9 +199,9 @@ def test_a_private_fields_value_beside_the_records_is_withheld(
         crm.fault(
             path_contains=f"/crm/v8/Leads/{lid}", method="PUT", status=200, json=answer, times=1
         )
-        r = _send(gw, "PUT", f"/crm/v8/Leads/{lid}", {"data": [{"Last_Name": "Same"}]})
+        r = send(gw, "PUT", f"/crm/v8/Leads/{lid}", {"data": [{"Last_Name": "Same"}]})
     assert r.status_code in (200, 502), r.text
-    _no_mark(r)
+    no_mark(r, MARK)
 
 
 def test_a_search_on_a_lookup_by_its_targets_restricted_name_is_refused(
@@ -229,7 +214,7 @@ def test_a_search_on_a_lookup_by_its_targets_restricted_name_is_refused(
     and guards.py ``check_paths`` only looks at the lookup field itself (public): the
     search is forwarded and which patients it returns tells the restricted name, letter by
     letter. A criterion on the lookup is one on its name, as README says of the value."""
-    _patient, lead = _patient_and_lead(crm)
+    _patient, lead = patient_and_lead(crm)
     gw = make_gateway({"modules": {"Leads": {"private": {"First_Name": "restricted"}}}})
     direct = gw.http.get("/crm/v8/Leads/search", params={"criteria": "(Full_Name:starts_with:S)"})
     assert direct.status_code == 400, direct.text  # the name itself is guarded
@@ -248,13 +233,13 @@ def test_a_search_on_a_lookup_by_its_targets_restricted_name_is_refused(
 def test_held_a_record_reads_lookup_name_is_withheld_in_any_spelling(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    patient, lead = _patient_and_lead(crm)
+    patient, lead = patient_and_lead(crm)
     for key in ("name", "NAME", "Name"):
         look = {key: lead["Full_Name"], "id": lead["id"], "Unlisted": MARK}
         crm.edit("Patients", patient["id"], Referring_Lead=look)
         r = gw.http.get(f"/crm/v8/Patients/{patient['id']}")
         assert r.status_code == 200, r.text
-        _no_mark(r)
+        no_mark(r, MARK)
         assert lead["Full_Name"] not in json.dumps(r.json()["data"][0]["Referring_Lead"])
 
 
@@ -267,7 +252,7 @@ def test_held_a_record_reads_lookup_name_is_withheld_in_any_spelling(
     ],
 )
 def test_held_coql_full_name_columns_are_withheld(crm: Crm, gw: GatewayHandle, query: str) -> None:
-    r = _send(gw, "POST", COQL, {"select_query": query})
+    r = send(gw, "POST", COQL, {"select_query": query})
     assert r.status_code == 200, r.text
     for row in r.json()["data"]:
         assert all(v is None for k, v in row.items() if k != "id"), row
@@ -292,7 +277,7 @@ def test_held_a_full_name_made_restricted_by_a_policy_override_is_guarded(
     if kind == "criteria":
         r = gw.http.get("/crm/v8/Leads/search", params={"criteria": text})
     elif kind == "coql":
-        r = _send(gw, "POST", COQL, {"select_query": text})
+        r = send(gw, "POST", COQL, {"select_query": text})
     else:
         r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "sort_by": text})
     assert r.status_code == 400, r.text
@@ -310,9 +295,9 @@ def test_held_a_write_answers_odd_shapes_are_502_not_a_crash(crm: Crm, gw: Gatew
         crm.fault(
             path_contains=f"/crm/v8/Leads/{lid}", method="PUT", status=200, json=answer, times=1
         )
-        r = _send(gw, "PUT", f"/crm/v8/Leads/{lid}", {"data": [{"Last_Name": "Same"}]})
+        r = send(gw, "PUT", f"/crm/v8/Leads/{lid}", {"data": [{"Last_Name": "Same"}]})
         assert r.status_code in (200, 502), r.text
-        _no_mark(r)
+        no_mark(r, MARK)
 
 
 @pytest.mark.parametrize(
@@ -330,7 +315,7 @@ def test_held_bulk_write_job_spellings_are_refused(
     crm: Crm, gw: GatewayHandle, job: dict[str, Any]
 ) -> None:
     crm.clear()
-    r = _send(gw, "POST", "/crm/bulk/v8/write", job)
+    r = send(gw, "POST", "/crm/bulk/v8/write", job)
     assert r.status_code in (400, 403), r.text
     assert crm.received("/crm/bulk/") == []
 

@@ -17,37 +17,27 @@ import json
 import zipfile
 from typing import Any
 
-import httpx
-import orjson
 import pytest
 
+from tests.adversarial.conftest import (
+    field_metadata,
+    no_mark,
+    patient_and_lead,
+    send,
+    set_field_metadata,
+)
 from tests.conftest import Crm, GatewayHandle, MakeGateway
 
 MARK = "rt7-mark-8c41@example.com"
 COQL = "/crm/v8/coql"
 
 
-def _send(gw: GatewayHandle, method: str, url: str, body: Any = None) -> httpx.Response:
-    content = orjson.dumps(body) if body is not None else None
-    return gw.http.request(method, url, content=content)
 
 
-def _no_mark(r: httpx.Response, mark: str = MARK) -> None:
-    assert mark not in r.text, r.text[:600]
-    for name, value in r.headers.multi_items():
-        assert mark not in value, (name, value)
 
 
-def _fields(crm: Crm, module: str) -> list[dict[str, Any]]:
-    r = crm.http.get("/crm/v8/settings/fields", params={"module": module})
-    assert r.status_code == 200, r.text
-    fields: list[dict[str, Any]] = r.json()["fields"]
-    return fields
 
 
-def _set_fields(crm: Crm, module: str, fields: list[dict[str, Any]]) -> None:
-    r = crm.admin.post(f"/_sandbox/metadata/1/{module}", content=orjson.dumps({"fields": fields}))
-    assert r.status_code == 200, r.text
 
 
 def _call_to_a_lead(crm: Crm) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -62,17 +52,6 @@ RESTRICT_LEAD_NAME = {"redaction": {"show": ["low"]},
                       "modules": {"Leads": {"private": {"First_Name": "restricted"}}}}  # fmt: skip
 
 
-def _call_to_a_lead(crm: Crm) -> tuple[dict[str, Any], dict[str, Any]]:
-    leads = {r["id"]: r for r in crm.records("Leads")}
-    call = next(c for c in crm.records("Calls") if (c.get("Who_Id") or {}).get("id") in leads)
-    return call, leads[call["Who_Id"]["id"]]
-
-
-def _patient_and_lead(crm: Crm) -> tuple[dict[str, Any], dict[str, Any]]:
-    patient = next(p for p in crm.records("Patients") if p.get("Referring_Lead"))
-    lead = crm.one("Leads", patient["Referring_Lead"]["id"])
-    assert lead["First_Name"] and lead["First_Name"] in lead["Full_Name"]
-    return patient, lead
 
 
 def _csv_of_export(gw: GatewayHandle, query: dict[str, Any]) -> str:
@@ -162,9 +141,9 @@ def test_records_under_data_spelled_in_another_case_are_checked_as_records(
         answer.update({"Data": rows, "info": {"count": 1, "more_records": False}})
         crm.fault(path_contains=COQL, method="POST", status=200, json=answer, times=1)
         q = "select Name, Referring_Lead.First_Name from Patients where Name is not null limit 1"
-        r = _send(gw, "POST", COQL, {"select_query": q})
+        r = send(gw, "POST", COQL, {"select_query": q})
     assert r.status_code in (200, 502), r.text
-    _no_mark(r)
+    no_mark(r, MARK)
 
 
 def test_field_metadata_naming_a_field_twice_is_judged_by_the_more_private(
@@ -178,11 +157,11 @@ def test_field_metadata_naming_a_field_twice_is_judged_by_the_more_private(
     the public reading."""
     lead = crm.records("Leads")[0]
     assert lead["First_Name"]
-    fields = _fields(crm, "Leads")
+    fields = field_metadata(crm, "Leads")
     first = next(f for f in fields if f["api_name"] == "First_Name")
     assert first["private"] is not None
     twin = dict(first, api_name="FIRST_NAME", private=None, id="5725767000009999002")
-    _set_fields(crm, "Leads", [*fields, twin])
+    set_field_metadata(crm, "Leads", [*fields, twin])
     r = gw.http.get(f"/crm/v8/Leads/{lead['id']}")
     assert r.status_code in (200, 503), r.text
     if r.status_code == 200:
@@ -197,11 +176,11 @@ def test_a_bulk_export_withholds_a_multiselect_lookups_names(crm: Crm, gw: Gatew
     field on its path, so ``Other_Leads`` (public, into Leads) keeps the leads' Full_Name,
     private since First_Name is (Low, not shown). The record API withholds the same names
     (README: "This holds for every object of a multi-select lookup")."""
-    patient, lead = _patient_and_lead(crm)
-    fields = _fields(crm, "Patients")
+    patient, lead = patient_and_lead(crm)
+    fields = field_metadata(crm, "Patients")
     multi = dict(next(f for f in fields if f["api_name"] == "Referring_Lead"))
     multi.update(api_name="Other_Leads", data_type="multiselectlookup", id="5725767000009999001")
-    _set_fields(crm, "Patients", [*fields, multi])
+    set_field_metadata(crm, "Patients", [*fields, multi])
     crm.edit("Patients", patient["id"], Other_Leads=[{"name": lead["Full_Name"], "id": lead["id"]}])
     r = gw.http.get(f"/crm/v8/Patients/{patient['id']}")
     assert r.status_code == 200, r.text
@@ -229,7 +208,7 @@ def test_a_bulk_export_withholds_a_multiselect_lookups_names(crm: Crm, gw: Gatew
 def test_held_a_coql_lookup_column_under_an_alias_or_grouped_withholds_the_name(
     crm: Crm, gw: GatewayHandle, query: str
 ) -> None:
-    r = _send(gw, "POST", COQL, {"select_query": query})
+    r = send(gw, "POST", COQL, {"select_query": query})
     assert r.status_code == 200, r.text
     rows = r.json()["data"]
     assert rows
@@ -239,7 +218,7 @@ def test_held_a_coql_lookup_column_under_an_alias_or_grouped_withholds_the_name(
 
 
 def test_held_an_aggregate_over_a_whole_lookup_fails_closed(crm: Crm, gw: GatewayHandle) -> None:
-    r = _send(
+    r = send(
         gw, "POST", COQL, {"select_query": "select MAX(Referring_Lead) from Patients limit 2"}
     )
     assert r.status_code in (400, 502), r.text
@@ -262,7 +241,7 @@ def test_held_criteria_on_lookups_into_restricted_names_are_refused(
     crm.clear()
     kind, text = how
     if kind == "coql":
-        r = _send(gw, "POST", COQL, {"select_query": text})
+        r = send(gw, "POST", COQL, {"select_query": text})
     else:
         r = gw.http.get("/crm/v8/Patients/search", params={"criteria": text})
     assert r.status_code == 400 and "Full_Name" in r.text, r.text
@@ -276,4 +255,4 @@ def test_held_data_that_is_not_a_list_fails_closed(crm: Crm, gw: GatewayHandle) 
         crm.fault(path_contains="/crm/v8/Leads", method="GET", status=200, json=answer, times=1)
         r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name"})
         assert r.status_code == 502, r.text
-        _no_mark(r)
+        no_mark(r, MARK)
