@@ -227,9 +227,11 @@ class Forwarder:
         rewrite(body, counts)  # whatever the status: an error body is checked too
         if not withholds(self.policy.rule_mode(Rule.REDACT), decision, counts):
             if not _has_errors(body, resp.status):
-                # Checked the same way, then the CRM's own answer goes on (decoded).
-                hdrs = [(n, v) for n, v in resp.headers if n != "content-encoding"]
-                return Reply(resp.status, hdrs, raw)
+                # Checked the same way, then the CRM's own answer goes on, as the gateway
+                # read it: bytes its parse did not keep (a member given twice, whose first
+                # a client may keep) must not pass unjudged.
+                hdrs += [("content-type", JSON_TYPE)]
+                return Reply(resp.status, hdrs, orjson.dumps(orjson.loads(raw)))
             # An error is scrubbed of what the request carried in every mode (no rule
             # of the policy's): the CRM's own body, unredacted, scrubbed.
             body, counts = orjson.loads(raw), Tally()
