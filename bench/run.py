@@ -22,9 +22,10 @@ second worker competes with the load it serves.
 Every ratio the issue sets a target for is printed beside it with whether it holds
 (``bench/targets.py``). The targets those ratios compare (``ROUNDED``) are measured in
 ``--rounds`` rounds (3), one after the other within each, and each of their figures is the
-median round: one pass moved the ratios by about 0.1 from one run to the next here. ``nginx`` is nginx's ``proxy_pass`` to the sandbox (one worker
-process, pinned like the others); ``make bench`` installs it from Debian's packages when
-it is missing and it can, and without it that row says it was skipped.
+median round: one pass moved the ratios by about 0.1 from one run to the next here.
+``nginx`` is nginx's ``proxy_pass`` to the sandbox (one worker process, pinned like the
+others); ``make bench`` installs it from Debian's packages when it is missing and it can,
+and without it that row says it was skipped.
     python -m bench.run --only bulk --bulk-rows 100000   # a quicker bulk run
 """
 
