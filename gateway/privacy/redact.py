@@ -16,8 +16,10 @@ withheld value was empty is a fact about it too, so ``X-Privacy-Withheld`` must 
 Nested shapes: a lookup value (``{"name", "id", ...}``) may carry fields of its target, so
 it is redacted with the target module's plan, and its ``name`` is withheld when the
 target's name field is (a multi-module lookup, whose target is not known, keeps only
-``name`` and ``id``); an object or a list of objects under a key that is no field of the
-module (``$``-keys, embedded records) is redacted with the record's own plan, at any depth.
+``name`` and ``id``; a parent field, which may name any module, withholds its ``name``
+when any GDPR module's name field is withheld: ``ID_ONLY``); an object or a list of
+objects under a key that is no field of the module (``$``-keys, embedded records) is
+redacted with the record's own plan, at any depth.
 Keys no field describes are withheld from a record of ``data``, a subform's row and a
 lookup's object (``NESTED``/``RECORD``/``LOOKUP``). Redacting twice gives the same result.
 """
