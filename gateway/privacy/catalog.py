@@ -84,6 +84,15 @@ class ModuleCatalog:
     def restricted(self) -> list[FieldInfo]:
         return [f for f in self.fields.values() if f.private is not None and f.private.restricted]
 
+    def name_field(self, withheld: Callable[[FieldInfo], bool]) -> str:
+        """The api name of the first of the module's record-name fields (``NAME_FIELDS``)
+        that ``withheld`` says is withheld, or ""."""
+        for key in NAME_FIELDS:
+            info = self.fields.get(key)
+            if info is not None and withheld(info):
+                return info.api_name
+        return ""
+
 
 def with_overrides(catalog: ModuleCatalog, extra: Mapping[str, str]) -> ModuleCatalog:
     """The catalog with the policy's extra private fields (lower-case name -> "high", "low"

@@ -12,10 +12,10 @@ from typing import Any
 from gateway.errors import InvalidQuery, RestrictedField
 from gateway.privacy.catalog import (
     COMPLETE,
-    NAME_FIELDS,
     NO_CATALOG,
     NOT_LOOKUP,
     UNKNOWN_FIELD,
+    FieldInfo,
     ModuleCatalog,
     PathWalk,
     criteria_object_paths,
@@ -93,12 +93,11 @@ def _looked_up_name(
     else:
         target = catalogs.get(last.target_module.lower())
         targets = [target] if target is not None else []
-    for target in targets:
-        for key in NAME_FIELDS:
-            info = target.fields.get(key)
-            if info is not None and info.private is not None and info.private.restricted:
-                return info.api_name
-    return None
+    return next((n for t in targets if (n := t.name_field(_restricted))), None)
+
+
+def _restricted(info: FieldInfo) -> bool:
+    return info.private is not None and info.private.restricted
 
 
 def _is_record_id(path: Sequence[str], depth: int) -> bool:

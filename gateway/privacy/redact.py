@@ -33,7 +33,6 @@ from typing import Any
 from gateway.errors import UnreadableUpstream
 from gateway.privacy.catalog import (
     COMPLETE,
-    NAME_FIELDS,
     OWNER,
     UNKNOWN_FIELD,
     FieldInfo,
@@ -157,10 +156,9 @@ def _any_name_withheld(catalogs: Iterable[ModuleCatalog], shown: frozenset[str])
     """The first withheld name field of any of ``catalogs`` (the modules a parent field may
     name, as far as their metadata is at hand), or ""."""
     for catalog in catalogs:
-        for name in NAME_FIELDS:
-            info = catalog.fields.get(name)
-            if info is not None and is_masked(info, shown):
-                return info.api_name
+        name = catalog.name_field(lambda info: is_masked(info, shown))
+        if name:
+            return name
     return ""
 
 
@@ -217,7 +215,6 @@ def build_plan(
                 else:
                     nested = ID_ONLY
             by_lower[lower] = (info.api_name, nested)
-    names = (f for n in NAME_FIELDS if (f := catalog.fields.get(n)) and is_masked(f, shown))
     return MaskPlan(
         catalog.module,
         tuple(masked),
@@ -226,9 +223,8 @@ def build_plan(
         private_fields,
         known=frozenset(catalog.fields),
         unjudged=frozenset(unjudged),
-        name_field=next((f.api_name for f in names), ""),
+        name_field=_any_name_withheld((catalog,), shown),
     )
-
 
 
 LOOKUPS = frozenset({"lookup", "multiselectlookup"})
@@ -566,12 +562,7 @@ def build_coql_plan(
     actions: dict[str, ColumnAction] = {"id": None}
     levels: dict[str, int] = {}
     for key, path, _aggregate in columns:
-        action = column_action(module, path, catalogs, shown)
-        actions[_lower(key)] = action
-        if isinstance(action, MaskPlan):
-            walk = walk_path(module, path, catalogs)
-            whole = walk.infos[-1].data_type if walk.infos else ""
-            levels[_lower(key)] = RECORD if whole == "subform" else LOOKUP
+        actions[_lower(key)], levels[_lower(key)] = column_action(module, path, catalogs, shown)
     return CoqlPlan(actions, levels)
 
 
@@ -602,19 +593,21 @@ def path_mask(
 
 def column_action(
     module: str, path: Sequence[str], catalogs: Mapping[str, ModuleCatalog], shown: frozenset[str]
-) -> ColumnAction:
+) -> tuple[ColumnAction, int]:
+    """The column's action, and the level its objects are redacted at when the action is a
+    plan (a whole lookup's: ``LOOKUP``; a whole subform's rows: ``RECORD``)."""
     label = path_mask(module, path, catalogs, lambda info: is_masked(info, shown))
     if label is not None:
-        return label
+        return label, NESTED
     walk = walk_path(module, path, catalogs)
     last = walk.infos[-1] if walk.stop == COMPLETE and walk.infos else None
     if last is None or last.data_type not in _NESTED:
-        return None
+        return None, NESTED
     # A whole lookup or subform: its value carries fields of another module.
     target = catalogs.get(_lower(last.target_module or ""))
     if target is None:
-        return walk.label(len(path) - 1)
-    return build_plan(target, shown, {})
+        return walk.label(len(path) - 1), NESTED
+    return build_plan(target, shown, {}), RECORD if last.data_type == "subform" else LOOKUP
 
 
 _NESTED = frozenset({"lookup", "multiselectlookup", "subform"})

@@ -6,6 +6,8 @@ client, a refused request never reaches the CRM, and the audit trail holds no ma
 
 from __future__ import annotations
 
+import io
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,3 +103,20 @@ def patient_and_lead(crm: Crm) -> tuple[dict[str, Any], dict[str, Any]]:
     lead = crm.one("Leads", patient["Referring_Lead"]["id"])
     assert lead["First_Name"] and lead["First_Name"] in patient["Referring_Lead"]["name"]
     return patient, lead
+
+
+def leads_by_state(crm: Crm) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sandbox's leads, free and in stop processing (several of each)."""
+    leads = crm.records("Leads")
+    normal = [r for r in leads if r["$stop_processing"] is False]
+    stopped = [r for r in leads if r["$stop_processing"] is True]
+    assert len(normal) >= 3 and len(stopped) >= 2
+    return normal, stopped
+
+
+def zip_of(name: str, text: str) -> bytes:
+    """A ZIP holding one file ``name`` with ``text``, as a bulk-write upload carries."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(name, text)
+    return buf.getvalue()

@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.adversarial.conftest import leads_by_state, zip_of
 from tests.conftest import Crm, GatewayHandle
 
 MARK = "marker-7f3a9c@example.com"
@@ -22,14 +23,6 @@ MARK_TEXT = "marker7f3a9c"
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def _leads(crm: Crm) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    leads = crm.records("Leads")
-    normal = [r for r in leads if r["$stop_processing"] is False]
-    stopped = [r for r in leads if r["$stop_processing"] is True]
-    assert len(normal) >= 3 and len(stopped) >= 2
-    return normal, stopped
 
 
 def _stop(crm: Crm, module: str, rid: str) -> None:
@@ -61,7 +54,7 @@ def _audit_clean(gw: GatewayHandle, *markers: str) -> None:
 
 
 def _marked_lead(crm: Crm, **extra: Any) -> dict[str, Any]:
-    normal, _ = _leads(crm)
+    normal, _ = leads_by_state(crm)
     lead = normal[0]
     crm.edit("Leads", lead["id"], Email=MARK, **extra)
     assert crm.one("Leads", lead["id"])["Email"] == MARK
@@ -91,14 +84,14 @@ def _activity_body(module: str, lead_id: str) -> dict[str, Any]:
 def test_inserting_an_activity_under_a_stopped_lead_is_refused(
     crm: Crm, gw: GatewayHandle, module: str
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     crm.clear()
     r = _send(gw, "POST", f"/crm/v8/{module}", _activity_body(module, stopped["id"]))
     assert _reached(crm, "POST", f"/crm/v8/{module}") == [], r.text
 
 
 def test_moving_a_note_onto_a_stopped_lead_is_refused(crm: Crm, gw: GatewayHandle) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     note = next(n for n in crm.records("Notes") if n["Parent_Id"]["id"] != stopped["id"])
     crm.clear()
     body = {"data": [{"Parent_Id": {"id": stopped["id"]}, "$se_module": "Leads"}]}
@@ -111,7 +104,7 @@ def test_moving_a_note_onto_a_stopped_lead_is_refused(crm: Crm, gw: GatewayHandl
 def test_linking_a_stopped_lead_from_a_campaign_is_refused(
     crm: Crm, gw: GatewayHandle, form: str
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     campaign = crm.records("Campaigns")[0]
     crm.clear()
     if form == "path":
@@ -126,7 +119,7 @@ def test_linking_a_stopped_lead_from_a_campaign_is_refused(
 def test_relating_a_stopped_lead_under_a_normal_contact_is_refused(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     contact = next(c for c in crm.records("Contacts") if not c["$stop_processing"])
     before = crm.one("Leads", stopped["id"]).get("Referrer")
     crm.clear()
@@ -147,7 +140,7 @@ def test_relating_a_stopped_lead_under_a_normal_contact_is_refused(
 def test_a_note_whose_se_module_lies_cannot_attach_to_a_stopped_lead(
     crm: Crm, gw: GatewayHandle, extra: dict[str, Any]
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     ref: dict[str, Any] = {"id": stopped["id"]}
     rec: dict[str, Any] = {"Note_Content": "hello", "Parent_Id": ref}
     if "module" in extra:
@@ -166,7 +159,7 @@ def test_a_note_whose_se_module_lies_cannot_attach_to_a_stopped_lead(
 def test_a_mass_update_reparenting_notes_onto_a_stopped_lead_is_refused(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     note = next(n for n in crm.records("Notes") if n["Parent_Id"]["id"] != stopped["id"])
     crm.clear()
     body = {
@@ -179,7 +172,7 @@ def test_a_mass_update_reparenting_notes_onto_a_stopped_lead_is_refused(
 
 
 def test_linking_a_stopped_lead_by_a_bare_id_is_refused(crm: Crm, gw: GatewayHandle) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     campaign = crm.records("Campaigns")[0]
     crm.clear()
     _send(gw, "PUT", f"/crm/v8/Campaigns/{campaign['id']}/Leads", {"data": [stopped["id"]]})
@@ -187,7 +180,7 @@ def test_linking_a_stopped_lead_by_a_bare_id_is_refused(crm: Crm, gw: GatewayHan
 
 
 def test_editing_a_note_under_a_stopped_lead_is_refused(crm: Crm, gw: GatewayHandle) -> None:
-    _, stopped = _leads(crm)
+    _, stopped = leads_by_state(crm)
     ids = {s["id"] for s in stopped}
     note = next(n for n in crm.records("Notes") if n["Parent_Id"]["id"] in ids)
     crm.clear()
@@ -198,7 +191,7 @@ def test_editing_a_note_under_a_stopped_lead_is_refused(crm: Crm, gw: GatewayHan
 def test_relating_under_a_stopped_lead_is_refused_in_every_spelling(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     campaign = crm.records("Campaigns")[0]
     crm.clear()
     for module, rel in (("leads", "campaigns"), ("LEADS", "Campaigns"), ("Leads", "CAMPAIGNS")):
@@ -223,7 +216,7 @@ def test_relating_under_a_stopped_lead_is_refused_in_every_spelling(
 def test_writes_to_a_stopped_lead_in_other_spellings_are_refused(
     crm: Crm, gw: GatewayHandle, method: str, path: str, body: dict[str, Any]
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     sid = stopped["id"]
     raw = orjson.dumps(body).decode().replace("{id}", sid)
     crm.clear()
@@ -245,7 +238,7 @@ def test_a_mass_update_by_view_in_any_key_spelling_is_refused(crm: Crm, gw: Gate
 def test_an_upsert_matched_by_a_unique_field_cannot_update_a_stopped_lead(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     crm.edit("Leads", stopped["id"], External_Ref="EXT-RT-1")
     crm.clear()
     body = {"data": [{"Last_Name": "Overwritten", "External_Ref": "EXT-RT-1"}]}
@@ -276,7 +269,7 @@ def test_an_upsert_matched_by_a_custom_modules_name_cannot_update_a_stopped_reco
 
 
 def test_an_upsert_matched_by_email_in_another_case_is_refused(crm: Crm, gw: GatewayHandle) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     crm.edit("Leads", stopped["id"], Email="Stopped.RT@Example.com")
     crm.clear()
     body = {"data": [{"Last_Name": "Overwritten", "EMAIL": "stopped.rt@example.COM"}]}
@@ -288,20 +281,13 @@ def test_an_upsert_matched_by_email_in_another_case_is_refused(crm: Crm, gw: Gat
 def test_converting_into_a_stopped_contact_in_another_key_spelling_is_refused(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    normal, _ = _leads(crm)
+    normal, _ = leads_by_state(crm)
     contact = next(c for c in crm.records("Contacts") if c["$stop_processing"])
     crm.clear()
     body = {"data": [{"overwrite": True, "CONTACTS": {"id": contact["id"]}}]}
     r = _send(gw, "POST", f"/crm/v8/Leads/{normal[0]['id']}/actions/convert", body)
     assert r.status_code == 400, r.text
     assert _reached(crm, "POST", "/actions/convert") == []
-
-
-def _zip(name: str, text: str) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr(name, text)
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -311,12 +297,12 @@ def _zip(name: str, text: str) -> bytes:
 def test_an_upload_naming_a_stopped_lead_under_an_odd_id_header_is_refused(
     crm: Crm, gw: GatewayHandle, header: str
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     crm.clear()
     csv_text = f"{header},City\n{stopped['id']},X\n"
     r = gw.http.post(
         "/crm/v8/upload",
-        files={"file": ("Leads.zip", _zip("Leads.csv", csv_text), "application/zip")},
+        files={"file": ("Leads.zip", zip_of("Leads.csv", csv_text), "application/zip")},
         headers={"feature": "bulk-write"},
     )
     assert r.status_code >= 400, r.text
@@ -326,7 +312,7 @@ def test_an_upload_naming_a_stopped_lead_under_an_odd_id_header_is_refused(
 def test_a_composite_request_wrapping_a_stopped_update_is_refused(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     crm.clear()
     body = {
         "__composite_requests": [
@@ -524,7 +510,7 @@ def test_a_duplicated_or_hidden_external_header_cannot_steer_the_check(
 def test_method_override_and_hop_by_hop_tricks_do_not_turn_a_read_into_a_write(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     crm.clear()
     gw.http.post(
         f"/crm/v8/Leads/{stopped['id']}",
@@ -589,7 +575,7 @@ def test_a_planted_value_in_a_related_list_is_withheld_from_both_sides(
 def test_a_planted_value_in_a_related_custom_module_is_withheld(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    normal, _ = _leads(crm)
+    normal, _ = leads_by_state(crm)
     patient = crm.records("Patients")[0]
     crm.edit("Patients", patient["id"], Diagnosis=MARK_TEXT, Referring_Lead={"id": normal[0]["id"]})
     url = f"/crm/v8/Leads/{normal[0]['id']}/Patients?fields=Diagnosis,Name"
@@ -657,7 +643,7 @@ def test_include_private_fields_reveals_no_value(crm: Crm, gw: GatewayHandle) ->
 def test_withheld_header_does_not_tell_an_empty_value_from_a_set_one(
     crm: Crm, gw: GatewayHandle
 ) -> None:
-    normal, _ = _leads(crm)
+    normal, _ = leads_by_state(crm)
     a, b = normal[0]["id"], normal[1]["id"]
     crm.edit("Leads", a, Email=MARK, Mobile="555")
     crm.edit("Leads", b, Email=None, Mobile=None)
@@ -712,7 +698,7 @@ def test_refused_and_redacted_requests_leave_no_marker_or_token_in_the_audit(
     crm: Crm, gw: GatewayHandle
 ) -> None:
     lead = _marked_lead(crm)
-    _, (stopped, *_) = _leads(crm)
+    _, (stopped, *_) = leads_by_state(crm)
     gw.http.get(f"/crm/v8/Leads/search?criteria=(Email:equals:{MARK})")
     gw.http.get(f"/crm/v8/Leads/{MARK}", headers={"X-EXTERNAL": "Leads.Email"})
     gw.http.put(f"/crm/v8/Leads/{stopped['id']}", content=orjson.dumps({"data": [{"Email": MARK}]}))

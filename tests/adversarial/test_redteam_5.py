@@ -14,14 +14,20 @@ Part (B): attacks tried that the gateway withstood then, kept as coverage.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.adversarial.conftest import Marked, field_metadata, no_mark, send, set_field_metadata
+from tests.adversarial.conftest import (
+    Marked,
+    field_metadata,
+    leads_by_state,
+    no_mark,
+    send,
+    set_field_metadata,
+    zip_of,
+)
 from tests.conftest import AUTH, Crm, GatewayHandle
 
 MARK = "rt5-mark-77c1@example.com"
@@ -30,29 +36,6 @@ QUERY = "select Last_Name from Leads where Last_Name is not null limit 1"
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-
-
-
-
-def _leads(crm: Crm) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    leads = crm.records("Leads")
-    normal = [r for r in leads if r["$stop_processing"] is False]
-    stopped = [r for r in leads if r["$stop_processing"] is True]
-    assert normal and stopped
-    return normal, stopped
-
-
-def _zip(name: str, text: str) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr(name, text)
-    return buf.getvalue()
-
-
-
-
 
 
 # =========================================================================================
@@ -165,12 +148,12 @@ def test_a_bulk_insert_job_cannot_attach_a_note_to_a_lead_stopped_since_upload(
     the gateway never saw uploaded is not refused either. A Notes file whose Parent_Id named
     a free lead at upload inserts a note under it after it was put in stop processing,
     which the record API refuses (a note's parent is a write target)."""
-    normal, _ = _leads(crm)
+    normal, _ = leads_by_state(crm)
     lead = normal[0]
     csv = f"Note_Title,Note_Content,Parent_Id\nT,rt5-bulk-note,{lead['id']}\n"
     up = gw.http.post(
         "/crm/v8/upload",
-        files={"file": ("Notes.zip", _zip("Notes.csv", csv), "application/zip")},
+        files={"file": ("Notes.zip", zip_of("Notes.csv", csv), "application/zip")},
         headers={"feature": "bulk-write"},
     )
     assert up.status_code == 200, up.text  # the lead was free when the file was uploaded
@@ -357,3 +340,21 @@ def test_held_the_audit_of_refused_searches_holds_no_value(
     text = gw.audit_text()
     assert MARK not in text and marked.lead["Email"] not in text
     assert AUTH["Authorization"].split()[-1] not in text
+
+
+@pytest.mark.parametrize(
+    ("sort_by", "status"),
+    [("LAST_NAME", 200), ("ID", 200), ("id", 200), ("EMAIL", 400), ("Nope_Field", 400),
+     ("Last_Name,", 400)],
+)  # fmt: skip
+def test_held_sort_by_is_judged_by_the_field_whatever_its_letter_case(
+    crm: Crm, gw: GatewayHandle, sort_by: str, status: int
+) -> None:
+    """The review's attack on the sort_by fix: a known field in another case (and ``id``)
+    is sorted by; a restricted one in another case, a name no field has, or an empty name
+    after a comma is refused before the CRM."""
+    crm.clear()
+    r = gw.http.get("/crm/v8/Leads", params={"fields": "Last_Name", "sort_by": sort_by})
+    assert r.status_code == status, r.text
+    sent = [x for x in crm.received("/crm/v8/Leads") if "sort_by" in str(x.get("query"))]
+    assert len(sent) == (1 if status == 200 else 0)
