@@ -27,11 +27,10 @@ import asyncio
 import contextlib
 import csv
 import io
-import shutil
-import struct
 import tempfile
 import threading
 import zipfile
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO
 
@@ -48,7 +47,16 @@ _READ_BUFFER = 256 * 1024
 #: most twice its size (a line end "\n" becomes "\r\n"), deflate adds under 1%
 ZIP64_FROM = (zipfile.ZIP64_LIMIT - (1 << 20)) // 2
 #: errors that mean the upstream's ZIP or CSV cannot be checked
-_UNREADABLE = (zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeDecodeError, csv.Error, EOFError)
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    UnicodeDecodeError,
+    csv.Error,
+    EOFError,
+    zlib.error,
+)
+#: how a member's data may be packed: what the CRM writes, and zipfile reads without help
+_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
 csv.field_size_limit(64 * 1024 * 1024)
 
 
@@ -78,61 +86,6 @@ class ExportSlots:
                 self.taken -= 1
 
         return release
-
-
-#: a data descriptor's lengths: CRC and 4- or 8-byte sizes, with or without its signature
-_DESCRIPTORS = (12, 16, 20, 24)
-
-
-def every_byte_listed(source: IO[bytes]) -> None:
-    """Refuse a ZIP whose entries, as its central directory lists them, do not account for
-    every byte before that directory: a local entry no directory lists is read by streaming
-    unzippers, but never by the gateway. (Enforce writes a new ZIP and drops such bytes;
-    shadow and off pass the CRM's file on, so they check this first.)"""
-    try:
-        with zipfile.ZipFile(source) as zf:
-            infos = sorted(zf.infolist(), key=lambda i: i.header_offset)
-            ends = [i.header_offset for i in infos[1:]] + [zf.start_dir]
-            pos = 0
-            for info, end in zip(infos, ends, strict=True):
-                source.seek(info.header_offset)
-                head = source.read(30)
-                if info.header_offset != pos or head[:4] != b"PK\x03\x04":
-                    raise UnreadableUpstream()
-                names, extra = struct.unpack("<HH", head[26:30])
-                gap = end - (pos + 30 + names + extra + info.compress_size)
-                if gap and not (info.flag_bits & 0x08 and gap in _DESCRIPTORS):
-                    raise UnreadableUpstream()
-                pos = end
-    except _UNREADABLE as exc:
-        raise UnreadableUpstream() from exc
-    finally:
-        source.seek(0)
-
-
-def copy_of(source: IO[bytes]) -> IO[bytes]:
-    """A spooled copy of ``source`` (both positioned at 0)."""
-    out = spooled()
-    shutil.copyfileobj(source, out, _READ_BUFFER)
-    source.seek(0)
-    out.seek(0)
-    return out
-
-
-class FileBody:
-    """A spooled file sent as it is (``Produced``), in chunks read off the event loop."""
-
-    def __init__(self, file: IO[bytes], on_close: Callable[[], None]) -> None:
-        self._file = file
-        self._on_close = on_close
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while chunk := await asyncio.to_thread(self._file.read, CHUNK * 4):
-            yield chunk
-
-    async def aclose(self) -> None:
-        self._file.close()
-        self._on_close()
 
 
 class _Stopped(Exception):
@@ -182,18 +135,28 @@ class Export:
     (so a ZIP that cannot be checked is refused before the first byte), then a thread of its
     own rewrites it; ``chunks`` yields the new ZIP and raises what ended it early;
     ``aclose`` stops the thread, waits for it, closes the spooled file and calls
-    ``on_close``. ``counts`` gains the number of values emptied per field."""
+    ``on_close``. ``counts`` gains the number of values per field that ``blank`` names:
+    emptied, or with ``empty=False`` (redaction in shadow or off) counted and kept.
+
+    Only what the gateway wrote leaves: the new ZIP names its members itself (``name``,
+    then ``name`` with ``-2``, ``-3``... before ``.csv``) and carries no comment or extra
+    field of the CRM's, whose bytes no check reads."""
 
     def __init__(
         self,
         source: IO[bytes],
         blank: Callable[[str], str | None],
         on_close: Callable[[], None],
+        *,
+        name: str = "export.csv",
+        empty: bool = True,
     ) -> None:
         self.counts: dict[str, int] = {}
         self._source = source
         self._blank = blank
         self._on_close = on_close
+        self._name = name
+        self._empty = empty
         self._zin: zipfile.ZipFile | None = None
         self._members: list[zipfile.ZipInfo] = []
         self._queue: asyncio.Queue[object] = asyncio.Queue()
@@ -254,6 +217,8 @@ class Export:
                     continue
                 if not member.filename.lower().endswith(".csv"):
                     raise UnreadableUpstream()
+                if member.flag_bits & 0x1 or member.compress_type not in _METHODS:
+                    raise UnreadableUpstream()  # encrypted, or packed in a way not read here
                 self._members.append(member)
                 with self._zin.open(member) as raw:
                     header: list[str] = next(_reader(raw), [])
@@ -292,8 +257,10 @@ class Export:
         zout = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED)
         text: io.TextIOWrapper | None = None
         try:
-            for member in self._members:
-                info = zipfile.ZipInfo(member.filename, member.date_time)
+            stem = self._name.removesuffix(".csv")
+            for n, member in enumerate(self._members, 1):
+                name = self._name if n == 1 else f"{stem}-{n}.csv"
+                info = zipfile.ZipInfo(name, member.date_time)
                 info.compress_type = zipfile.ZIP_DEFLATED
                 dst = zout.open(info, "w", force_zip64=member.file_size >= ZIP64_FROM)
                 text = io.TextIOWrapper(
@@ -302,7 +269,7 @@ class Export:
                     newline="",
                 )
                 with self._zin.open(member) as raw:
-                    _rewrite_csv(_reader(raw), text, self._blank, self.counts)
+                    _rewrite_csv(_reader(raw), text, self._blank, self.counts, self._empty)
                 text.close()
                 text = None
             zout.close()
@@ -331,6 +298,7 @@ def _rewrite_csv(
     out: io.TextIOWrapper,
     blank: Callable[[str], str | None],
     counts: dict[str, int],
+    empty: bool = True,
 ) -> None:
     header = next(reader, None)
     if header is None:
@@ -346,6 +314,7 @@ def _rewrite_csv(
             raise UnreadableUpstream()
         for i, name in targets:
             if i < len(row):
-                row[i] = ""
+                if empty:
+                    row[i] = ""
                 counts[name] += 1
         writer.writerow(row)

@@ -3,7 +3,6 @@ is rewritten with the private columns emptied, headers kept."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +21,7 @@ from gateway.handlers import Context
 from gateway.handlers.reads import guard_custom_view
 from gateway.jsonbody import loads_request, member
 from gateway.privacy import guards
-from gateway.privacy.catalog import ModuleCatalog
+from gateway.privacy.catalog import COMPLETE, ModuleCatalog, walk_path
 from gateway.privacy.redact import (
     ID_ONLY,
     Counts,
@@ -98,78 +97,45 @@ async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision:
 
             return await fwd.json_reply(resp, rewrite, decision, req)
         source = await _spool(resp, ctx.policy.max_bulk_result)
-
-        def closed() -> None:
-            decision.withheld(export.counts if export else {})
-            release()
-
         blank = _blanker(module, catalogs, view.shown, names=_names_withheld(plan, catalogs))
         mode = ctx.policy.rule_mode(Rule.REDACT)
-        if mode is not Mode.ENFORCE:
-            unresolved = _blanker(module, catalogs, view.shown, judge=False)
-            body = await _unchanged(source, blank, unresolved, mode, decision, release)
-            handed = True
-            dropped = ("content-encoding", "content-length")  # decoded; sent chunked
-            hdrs = [(n, v) for n, v in resp.headers if n not in dropped]
-            return Reply(resp.status, hdrs, produced=body)
-        export = bulk.Export(source, blank, closed)
+        enforce = mode is Mode.ENFORCE
+        # Redaction not enforced: the columns are counted (in shadow, what enforce would
+        # withhold is recorded) and kept. A column no metadata describes cannot be judged:
+        # enforce empties it, every other mode refuses the file (fail closed).
+        unresolved = _blanker(module, catalogs, view.shown, judge=False)
+        unchecked: list[str] = []
+
+        def judged(header: str) -> str | None:
+            if not enforce and unresolved(header) is not None:
+                unchecked.append(header)
+            return blank(header)
+
+        def closed() -> None:
+            counts = export.counts if export else {}
+            if enforce:
+                decision.withheld(counts)
+            else:
+                withholds(mode, decision, counts)
+            release()
+
+        name = f"{req.job_id}.csv"  # the CRM's own name for it
+        export = bulk.Export(source, judged, closed, name=name, empty=enforce)
         handed = True
-        withheld = await export.start()
+        withheld = await export.start()  # reads every member's header row
+        if unchecked:
+            await export.aclose()
+            raise UnreadableUpstream()
     finally:
         if not handed:
             release()
-    decision.outcome = REDACTED
-    hdrs = [(n, v) for n, v in resp.headers if n not in STALE_AFTER_REWRITE]
-    hdrs += [
-        ("content-type", "application/zip"),
-        ("x-privacy-withheld", f"fields={','.join(withheld)}" if withheld else "0"),
-    ]
+    stale = (*STALE_AFTER_REWRITE, "content-length")  # a new ZIP, sent chunked
+    hdrs = [(n, v) for n, v in resp.headers if n not in stale]
+    hdrs.append(("content-type", "application/zip"))
+    if enforce:
+        decision.outcome = REDACTED
+        hdrs.append(("x-privacy-withheld", f"fields={','.join(withheld)}" if withheld else "0"))
     return Reply(resp.status, hdrs, produced=export)
-
-
-async def _unchanged(
-    source: Any,
-    blank: Callable[[str], str | None],
-    unresolved: Callable[[str], str | None],
-    mode: Mode,
-    decision: Decision,
-    release: Callable[[], None],
-) -> bulk.FileBody:
-    """Redaction not enforced: the CRM's own file goes on. It is rewritten first, to the
-    end and into nothing: a file that cannot be checked is refused in every mode (fail
-    closed; rules.py: off is still evaluated), and in shadow what enforce would withhold
-    is recorded. A column no metadata describes (``unresolved``) cannot be judged, so such
-    a file is refused in every mode but enforce, which empties the column."""
-    try:
-        await asyncio.to_thread(bulk.every_byte_listed, source)
-        copy = await asyncio.to_thread(bulk.copy_of, source)
-    except OSError as exc:  # a full disk: as _spool says it
-        source.close()
-        raise GatewayError("The gateway could not hold the bulk result to check it.") from exc
-    except BaseException:
-        source.close()
-        raise
-    unchecked: list[str] = []
-
-    def judged(header: str) -> str | None:
-        if unresolved(header) is not None:
-            unchecked.append(header)
-        return blank(header)
-
-    export = bulk.Export(source, judged, lambda: None)
-    try:
-        await export.start()  # reads every member's header row
-        if unchecked:
-            raise UnreadableUpstream()
-        async for _ in export.chunks():
-            pass
-    except BaseException:
-        copy.close()
-        raise
-    finally:
-        await export.aclose()
-    withholds(mode, decision, export.counts)
-    return bulk.FileBody(copy, release)
 
 
 def module_name(value: Any) -> str | None:
@@ -218,7 +184,8 @@ def _blanker(
 ) -> Callable[[str], str | None]:
     """A CSV column is emptied when a field on its path is exported blank by the CRM
     (``private.export``), restricted or not shown to this client, or when its header names
-    no field the gateway can check. ``judge=False``: only the latter. ``names``: columns
+    no field the gateway can check: none the metadata lists, or a subform, whose cells
+    would be rows of another module. ``judge=False``: only the latter. ``names``: columns
     whose cells are names the answer withholds (``_names_withheld``)."""
 
     def masked(info: Any) -> bool:
@@ -227,7 +194,12 @@ def _blanker(
         return info.private is not None and (info.private.export or is_masked(info, shown))
 
     def blank(header: str) -> str | None:
-        label = path_mask(module, header.strip().split("."), catalogs, masked)
+        path = header.strip().split(".")
+        label = path_mask(module, path, catalogs, masked)
+        if label is None:
+            walk = walk_path(module, path, catalogs)
+            if walk.stop == COMPLETE and walk.infos and walk.infos[-1].data_type == "subform":
+                label = walk.label(len(path) - 1)
         if label is None and names and judge:
             label = names.get(header.strip().lower())
         # A header is the CRM's text: it names a count in the audit entry and a field in

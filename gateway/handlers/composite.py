@@ -27,7 +27,7 @@ from gateway.crm.routes import Kind
 from gateway.decision import ERROR, REDACTED, REFUSED, Decision
 from gateway.errors import GatewayError, InvalidData, NotSupported, UnreadableUpstream
 from gateway.forward import json_reply_of
-from gateway.jsonbody import loads_request
+from gateway.jsonbody import loads_request, member
 from gateway.types import Reply
 
 MAX_SUBREQUESTS = 5
@@ -46,7 +46,9 @@ async def composite(req: CanonicalRequest, decision: Decision, corridor: Corrido
     subs = body.get("__composite_requests") if isinstance(body, dict) else None
     if not isinstance(subs, list) or not 1 <= len(subs) <= MAX_SUBREQUESTS:
         raise InvalidData(details={"reason": "__composite_requests must hold 1 to 5 requests"})
-    if isinstance(body, dict) and body.get("rollback_on_fail") is True:
+    # The CRM reads the key in any letter case, and perhaps "true" as true: only false or
+    # nothing is what running the sub-requests one by one keeps.
+    if isinstance(body, dict) and member(body, "rollback_on_fail") not in (None, False):
         raise NotSupported(details={"reason": "rollback_on_fail cannot be kept"})
     if b"@{" in req.body:
         raise NotSupported(details={"reason": "references between sub-requests"})
@@ -117,8 +119,14 @@ def _sub_request(parent: CanonicalRequest, sub: Any) -> CanonicalRequest:
     except UnicodeEncodeError:
         raise InvalidData(details={"reason": "a sub-request header is not latin-1"}) from None
     # The caller's X-Gateway-Key (never among the forwarded headers) names its client for
-    # every sub-request, unless one names another key itself.
-    return req if req.gateway_key else dataclasses.replace(req, gateway_key=parent.gateway_key)
+    # every sub-request: one request, one client, one audit entry naming its rule.
+    if any(str(n).lower() == "x-gateway-key" for n in headers) and req.gateway_key != (
+        parent.gateway_key
+    ):
+        raise InvalidData(
+            details={"reason": "a sub-request cannot name another X-Gateway-Key than its request"}
+        )
+    return dataclasses.replace(req, gateway_key=parent.gateway_key)
 
 
 def _param(value: Any) -> str:
@@ -150,7 +158,7 @@ def _merge(into: Decision, sub: Decision) -> None:
             into.fields_refused.append(name)
     into.withheld(sub.fields_withheld)
     into.merge_shadow(sub)
-    into.client_rule = into.client_rule or sub.client_rule
+    into.client_rule = into.client_rule or sub.client_rule  # the request's: one client
     if _PRECEDENCE.get(sub.outcome, 0) > _PRECEDENCE.get(into.outcome, 0):
         into.outcome = sub.outcome
     if sub.metadata_age_s is not None:

@@ -45,6 +45,10 @@ async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
             # The record APIs take plain field names; a lookup path (Referrer.Email) would
             # come back under a key the redactor does not know.
             raise InvalidData(details={"reason": f"{name} must name fields of the module"})
+    if req.kind is Kind.RELATED:
+        related = await ctx.views.catalog(view, module, decision)
+        parent = req.module or ""
+        ctx.guard(decision, Rule.CRITERIA, lambda _: guards.check_related_link(related, parent))
     if any(name in _SEARCH_PARAMS for name, _ in params):
         await guard_search(ctx, view, module, params, decision)
     if req.param("sort_by") is not None:
@@ -76,6 +80,7 @@ async def guard_search(
             raise InvalidQuery(details={"reason": exc.reason}) from None
         paths = [tuple(name.split(".")) for name in criteria_fields(node)]
     allow_word = ctx.policy.allow_word_search
+    paths += guards.word_lookups(catalog, params, allow_word=allow_word)
     ctx.guard(
         decision,
         Rule.CRITERIA,

@@ -345,7 +345,8 @@ def criteria_object_paths(
     are read in any letter case. v2 names the field in ``api_name``, v2.1+ in
     ``field.api_name``: a criterion carrying both is checked on both (which one the CRM
     reads is not documented), and a value that is itself a field (a field-to-field
-    comparison) counts too. What cannot be read raises ``fail(reason)``. ``empty_is_none``:
+    comparison) counts too. A node that is both a group and a criterion is refused. What
+    cannot be read raises ``fail(reason)``. ``empty_is_none``:
     an empty object means no criteria (a view's)."""
     out: list[tuple[str, ...]] = []
     stack: list[Any] = [criteria]
@@ -356,15 +357,18 @@ def criteria_object_paths(
         if not isinstance(node, Mapping):
             raise fail("criteria must be an object")
         group = member(node, "group")
-        if group is not None:
-            if not isinstance(group, list):
-                raise fail("criteria group must be a list")
-            stack.extend(reversed(group))  # popped in the order written
-            continue
         field = member(node, "field")
         inner = member(field, "api_name") if isinstance(field, Mapping) else None
         given = [n for n in (member(node, "api_name"), inner) if n is not None]
         value = member(node, "value")
+        if group is not None:
+            if given or value is not None or member(node, "comparator") is not None:
+                # A CRM that reads member names exactly may take it for either.
+                raise fail("a criteria node is both a group and a criterion")
+            if not isinstance(group, list):
+                raise fail("criteria group must be a list")
+            stack.extend(reversed(group))  # popped in the order written
+            continue
         if isinstance(value, Mapping) and any(str(k).lower() == "api_name" for k in value):
             given.append(member(value, "api_name"))
         if not given or not all(isinstance(n, str) and n for n in given):

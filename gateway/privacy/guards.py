@@ -128,6 +128,30 @@ def check_search_params(
                 raise RestrictedField(info.api_name)
 
 
+def check_related_link(related: ModuleCatalog, parent: str) -> None:
+    """A related list of ``parent`` records lists the records of ``related`` whose lookup
+    names the parent: it reads that lookup's value, as a criterion on it would. The
+    metadata does not say which lookup defines the list, so one restricted lookup that
+    could (pointing at ``parent``, or a parent field, which names any module) refuses it."""
+    for info in related.fields.values():
+        if info.data_type not in ("lookup", "multiselectlookup") or not _restricted(info):
+            continue
+        target = (info.target_module or "").lower()
+        if target == parent.lower() or names_any_module(info):
+            raise RestrictedField(info.api_name)
+
+
+def word_lookups(
+    catalog: ModuleCatalog, params: Iterable[tuple[str, str]], *, allow_word: bool
+) -> list[tuple[str, ...]]:
+    """A ``word=`` search looks into lookups too, where the CRM matches their targets'
+    names: the module's lookup fields, to be checked as criteria on them are
+    (``check_paths``, their targets' metadata at hand)."""
+    if allow_word or not any(k.lower() == "word" for k, _ in params):
+        return []
+    return [(i.api_name,) for i in catalog.fields.values() if i.data_type == "lookup"]
+
+
 def check_sort_params(catalog: ModuleCatalog, params: Iterable[tuple[str, str]]) -> None:
     """``sort_by`` on a restricted field orders records by its withheld values: refused
     like a criterion on it (the CRM itself only sorts lists by id and times). A field the
