@@ -29,6 +29,7 @@ import csv
 import io
 import tempfile
 import threading
+import time
 import zipfile
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -139,8 +140,10 @@ class Export:
     emptied, or with ``empty=False`` (redaction in shadow or off) counted and kept.
 
     Only what the gateway wrote leaves: the new ZIP names its members itself (``name``,
-    then ``name`` with ``-2``, ``-3``... before ``.csv``) and carries no comment or extra
-    field of the CRM's, whose bytes no check reads."""
+    then ``name`` with ``-2``, ``-3``... before ``.csv``), dates them with the time of the
+    export, and carries no comment or extra field of the CRM's, whose bytes no check
+    reads. A CSV header cell goes on as the CRM wrote it: ``blank`` refuses (raises
+    ``UnreadableUpstream`` for) one that is not a plain field name."""
 
     def __init__(
         self,
@@ -157,6 +160,7 @@ class Export:
         self._on_close = on_close
         self._name = name
         self._empty = empty
+        self._date = time.localtime()[:6]
         self._zin: zipfile.ZipFile | None = None
         self._members: list[zipfile.ZipInfo] = []
         self._queue: asyncio.Queue[object] = asyncio.Queue()
@@ -260,7 +264,7 @@ class Export:
             stem = self._name.removesuffix(".csv")
             for n, member in enumerate(self._members, 1):
                 name = self._name if n == 1 else f"{stem}-{n}.csv"
-                info = zipfile.ZipInfo(name, member.date_time)
+                info = zipfile.ZipInfo(name, self._date)
                 info.compress_type = zipfile.ZIP_DEFLATED
                 dst = zout.open(info, "w", force_zip64=member.file_size >= ZIP64_FROM)
                 text = io.TextIOWrapper(

@@ -91,6 +91,7 @@ class Pipeline:
         token = _token(req.header("authorization"))
         decision.client = fingerprint(self.secret, token) if token else None
         shown = self._client_rule(req, decision)
+        _no_key_in_url(req)
         if req.kind is Kind.COMPOSITE:
             # Never forwarded as one call: each sub-request walks this corridor on its own.
             return await composite.composite(req, decision, self.handle)
@@ -184,6 +185,16 @@ class Pipeline:
             if self.ctx.refuses(decision, Rule.CRITERIA, reason, [info.api_name]):
                 decision.refuse(reason, info.api_name)
                 raise RestrictedField(info.api_name)
+
+
+def _no_key_in_url(req: CanonicalRequest) -> None:
+    """``X-Gateway-Key`` is a header, never forwarded. Given as a parameter it would be
+    forwarded with the others (to the CRM and its logs), so such a request is refused."""
+    for name, _ in req.params:
+        if name.lower().replace("_", "-") == "x-gateway-key":
+            raise InvalidData(
+                details={"reason": "X-Gateway-Key goes in a header", "param_name": name}
+            )
 
 
 def _check_params(req: CanonicalRequest) -> None:

@@ -3,6 +3,7 @@ is rewritten with the private columns emptied, headers kept."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +36,9 @@ from gateway.rules import Mode, Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import GzipStreamDecoder, UpstreamResponse, fetch_json
 from gateway.view import View
+
+#: a CSV header the CRM writes: a field's api name, or a path of them (``Owner.id``)
+_HEADER = re.compile(r"[A-Za-z0-9_$]{1,100}(\.[A-Za-z0-9_$]{1,100}){0,3}")
 
 
 async def read_create(ctx: Context, req: CanonicalRequest, view: View, decision: Decision) -> Reply:
@@ -129,9 +133,12 @@ async def read_result(ctx: Context, req: CanonicalRequest, view: View, decision:
     finally:
         if not handed:
             release()
-    stale = (*STALE_AFTER_REWRITE, "content-length")  # a new ZIP, sent chunked
+    # a new ZIP, sent chunked, named by the gateway as the CRM names it: <job id>.zip
+    stale = (*STALE_AFTER_REWRITE, "content-length", "content-disposition")
     hdrs = [(n, v) for n, v in resp.headers if n not in stale]
     hdrs.append(("content-type", "application/zip"))
+    if resp.header("content-disposition") is not None:
+        hdrs.append(("content-disposition", f'attachment; filename="{req.job_id}.zip"'))
     if enforce:
         decision.outcome = REDACTED
         hdrs.append(("x-privacy-withheld", f"fields={','.join(withheld)}" if withheld else "0"))
@@ -194,6 +201,9 @@ def _blanker(
         return info.private is not None and (info.private.export or is_masked(info, shown))
 
     def blank(header: str) -> str | None:
+        if not _HEADER.fullmatch(header.strip()):
+            # The header cell goes on as the CRM wrote it: only a field name may.
+            raise UnreadableUpstream()
         path = header.strip().split(".")
         label = path_mask(module, path, catalogs, masked)
         if label is None:

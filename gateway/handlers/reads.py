@@ -46,9 +46,7 @@ async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
             # come back under a key the redactor does not know.
             raise InvalidData(details={"reason": f"{name} must name fields of the module"})
     if req.kind is Kind.RELATED:
-        related = await ctx.views.catalog(view, module, decision)
-        parent = req.module or ""
-        ctx.guard(decision, Rule.CRITERIA, lambda _: guards.check_related_link(related, parent))
+        await guard_related_link(ctx, req, view, decision)
     if any(name in _SEARCH_PARAMS for name, _ in params):
         await guard_search(ctx, view, module, params, decision)
     if req.param("sort_by") is not None:
@@ -65,6 +63,17 @@ async def read(ctx: Context, req: CanonicalRequest, view: View, decision: Decisi
         redact_body(body, plan, counts, include_private=include_private)
 
     return await ctx.forward.json_reply(resp, rewrite, decision, req)
+
+
+async def guard_related_link(
+    ctx: Context, req: CanonicalRequest, view: View, decision: Decision
+) -> None:
+    """A related list's records are those whose lookup names the parent record: reading
+    the list, or linking and delinking in it (which touches a related record only when the
+    lookup names the parent), reads that lookup's value (``guards.check_related_link``)."""
+    related = await ctx.views.catalog(view, req.related_module or "", decision)
+    parent = req.module or ""
+    ctx.guard(decision, Rule.CRITERIA, lambda _: guards.check_related_link(related, parent))
 
 
 async def guard_search(

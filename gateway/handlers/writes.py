@@ -24,6 +24,7 @@ from gateway.decision import REFUSED, Decision
 from gateway.errors import InvalidData, NotAllowed, Reason, TooManyRecords
 from gateway.forward import echoed_values, json_reply_of
 from gateway.handlers import Context, uploads
+from gateway.handlers.reads import guard_related_link
 from gateway.jsonbody import UNREADABLE, loads_request, member, normal_id, record_id
 from gateway.privacy import writes
 from gateway.privacy.errors_body import scrub_answer
@@ -44,7 +45,10 @@ async def write(ctx: Context, req: CanonicalRequest, view: View, decision: Decis
             return await _bulk_write_job(ctx, req, view, decision)
         case Kind.MASS_UPDATE:
             return await _mass_update(ctx, req, view, decision)
-        case Kind.RECORD_UPDATE | Kind.CONVERT | Kind.RELATED_WRITE:
+        case Kind.RELATED_WRITE:
+            await guard_related_link(ctx, req, view, decision)
+            return await _one_record(ctx, req, view, decision)
+        case Kind.RECORD_UPDATE | Kind.CONVERT:
             return await _one_record(ctx, req, view, decision)
     module = req.module or ""
     body = json_object(req.body)

@@ -149,7 +149,8 @@ def word_lookups(
     (``check_paths``, their targets' metadata at hand)."""
     if allow_word or not any(k.lower() == "word" for k, _ in params):
         return []
-    return [(i.api_name,) for i in catalog.fields.values() if i.data_type == "lookup"]
+    kinds = ("lookup", "multiselectlookup")
+    return [(i.api_name,) for i in catalog.fields.values() if i.data_type in kinds]
 
 
 def check_sort_params(catalog: ModuleCatalog, params: Iterable[tuple[str, str]]) -> None:

@@ -4,7 +4,7 @@ Every test drives the real gateway over HTTP, against the sandbox CRM or against
 that is the sandbox in front of which one answer (a bulk-read job's status or result) is
 whatever the test sets, byte for byte (``HostileCrm``).
 
-Part (A): FINDINGS, each failing against 4bd953f.
+Part (A): FINDINGS, each failing against 4bd953f, fixed in the commit that added this file.
 Part (B): attacks that HELD, kept as coverage.
 """
 

@@ -4,6 +4,9 @@ be checked still fails closed."""
 
 from __future__ import annotations
 
+import csv
+import io
+import zipfile
 from typing import Any
 
 import orjson
@@ -155,14 +158,28 @@ def test_modes_are_validated(raw: dict[str, object], key: str) -> None:
     assert err.value.key == key
 
 
-def test_in_shadow_a_bulk_result_is_the_crms_file_and_its_columns_are_counted(
+def test_in_shadow_a_bulk_result_holds_the_crms_cells_and_its_columns_are_counted(
     crm: Crm, make_gateway: MakeGateway
 ) -> None:
+    """The ZIP is the gateway's own (red team 10: only bytes it wrote leave), its CSV the
+    CRM's cells, unchanged."""
     gw = make_gateway(SHADOW)
     job = gw.http.post("/crm/bulk/v2.1/read", json={"query": {"module": {"api_name": "Leads"}}})
     assert job.status_code in (200, 201), job.text
     job_id = job.json()["data"][0]["details"]["id"]
-    entry = _same_as_direct(crm, gw, "GET", f"/crm/bulk/v2.1/read/{job_id}/result")
+    url = f"/crm/bulk/v2.1/read/{job_id}/result"
+    direct, through = crm.http.get(url), gw.http.get(url)
+    assert direct.status_code == through.status_code == 200, through.text[:200]
+
+    def rows(zipped: bytes) -> list[list[str]]:
+        with zipfile.ZipFile(io.BytesIO(zipped)) as zf:
+            (name,) = zf.namelist()
+            return list(csv.reader(io.StringIO(zf.read(name).decode("utf-8-sig"))))
+
+    crm_rows = rows(direct.content)
+    assert len(crm_rows) > 1 and "Email" in crm_rows[0]
+    assert rows(through.content) == crm_rows
+    entry = gw.requests()[-1]
     assert {"Email", "Mobile", "Phone"} <= set(entry["would_redact"]["names"])
     assert entry["outcome"] == "forwarded" and entry["fields_withheld"]["count"] == 0
 
