@@ -21,6 +21,7 @@ from gateway.errors import BodyTooLarge, UnreadableUpstream
 from gateway.policy import Policy
 from gateway.privacy.errors_body import request_values, scrub_answer
 from gateway.privacy.redact import Counts, Tally
+from gateway.privacy.status_body import scrub_status
 from gateway.rules import Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import Headers, Upstream, UpstreamResponse, decode_body
@@ -49,6 +50,8 @@ def withheld_header(counts: Counts) -> str:
 _VALIDATORS = frozenset({"if-none-match", "if-match", "if-range"})
 #: kinds whose answers are bytes, streamed (checked, not parsed)
 _BINARY = frozenset({Kind.BLOB, Kind.BULK_READ_RESULT})
+#: answers that carry no record, checked by what they may hold (privacy/status_body.py)
+_STATUS = frozenset({Kind.JOB_STATUS, Kind.UPLOAD})
 
 
 def _has_errors(body: Any, status: int) -> bool:
@@ -160,9 +163,19 @@ class Forwarder:
             return Reply(resp.status, hdrs, raw)
         if _has_errors(parsed, resp.status):
             parsed = scrub_answer(parsed, echoed_values(req), failed=resp.status >= 400)
-            raw = orjson.dumps(parsed)
-            hdrs = [(n, v) for n, v in hdrs if n not in STALE_AFTER_REWRITE]
-            hdrs.append(("content-type", JSON_TYPE))
+        elif req.kind in _STATUS:
+            # What the gateway cannot judge is withheld in every mode (no rule's to pass).
+            # Sent as judged, re-serialised: a member given twice keeps the judged copy.
+            withheld = {"unknown": n} if (n := scrub_status(parsed)) else {}
+            if withheld:
+                decision.withheld(withheld)
+                decision.outcome = REDACTED
+            hdrs.append(("x-privacy-withheld", withheld_header(withheld)))
+        else:
+            return Reply(resp.status, hdrs, raw)
+        raw = orjson.dumps(parsed)
+        hdrs = [(n, v) for n, v in hdrs if n not in STALE_AFTER_REWRITE]
+        hdrs.append(("content-type", JSON_TYPE))
         return Reply(resp.status, hdrs, raw)
 
     def _stream_checked(self, req: CanonicalRequest, resp: UpstreamResponse) -> Reply:

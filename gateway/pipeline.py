@@ -40,9 +40,8 @@ from gateway.view import View, Views
 
 #: kinds forwarded without a privacy view: they name no module and carry no field values
 _NO_VIEW = frozenset({Kind.METADATA, Kind.JOB_STATUS})
-#: kinds forwarded once their module is known: no field values (blob), or never refused
-#: (delete: erasure must stay possible, unless keyed by a withheld field's value)
-_PASS_WITH_VIEW = frozenset({Kind.BLOB, Kind.DELETE})
+#: kinds forwarded once their module is known: no field values (blob)
+_PASS_WITH_VIEW = frozenset({Kind.BLOB})
 
 
 class Pipeline:
@@ -148,11 +147,14 @@ class Pipeline:
                 | Kind.BULK_WRITE_CREATE
             ):
                 return await writes.write(ctx, req, view, decision)
+            case Kind.DELETE:
+                # Never refused (erasure must stay possible, unless keyed by a withheld
+                # field's value); its answer is a write's, checked as one.
+                return await writes.forward_write(ctx, req, view, decision)
             case (
                 Kind.METADATA
                 | Kind.JOB_STATUS
                 | Kind.BLOB
-                | Kind.DELETE
                 | Kind.COMPOSITE
                 | Kind.PASS_THROUGH
             ):

@@ -27,8 +27,17 @@ from gateway.handlers import Context, uploads
 from gateway.handlers.reads import guard_related_link
 from gateway.jsonbody import UNREADABLE, loads_request, member, normal_id, record_id
 from gateway.privacy import writes
+from gateway.privacy.catalog import ModuleCatalog
 from gateway.privacy.errors_body import scrub_answer
-from gateway.privacy.redact import Counts, MaskPlan, Tally, redact_write_answer
+from gateway.privacy.redact import (
+    LOOKUP,
+    WRITE_DETAILS,
+    Counts,
+    MaskPlan,
+    Tally,
+    redact_record,
+    redact_write_answer,
+)
 from gateway.privacy.writes import Split
 from gateway.rules import Mode, Rule, withholds
 from gateway.state import FREE, Target
@@ -46,7 +55,8 @@ async def write(ctx: Context, req: CanonicalRequest, view: View, decision: Decis
         case Kind.MASS_UPDATE:
             return await _mass_update(ctx, req, view, decision)
         case Kind.RELATED_WRITE:
-            await guard_related_link(ctx, req, view, decision)
+            if req.related_module is not None:  # not a photo: a related list's link
+                await guard_related_link(ctx, req, view, decision)
             return await _one_record(ctx, req, view, decision)
         case Kind.RECORD_UPDATE | Kind.CONVERT:
             return await _one_record(ctx, req, view, decision)
@@ -303,9 +313,11 @@ async def batch(
     )
     counts = Tally()
     plan = await _answer_plan(ctx, req, view, decision)
+    catalog = await ctx.views.catalog(view, plan.module, decision) if plan else None
     mode = ctx.policy.rule_mode(Rule.REDACT)
     redacted = answer if mode is Mode.ENFORCE else copy.deepcopy(answer)
     redact_write_answer(redacted, plan, counts)
+    hide_duplicate_holders(redacted, catalog, counts)
     if withholds(mode, decision, counts):
         answer = redacted
     upstream_entries = answer.get("data") if isinstance(answer, dict) else None
@@ -319,10 +331,17 @@ async def forward_write(
     """Forward a write whose targets are all free; its answer is read and redacted too (a
     write's entries may carry field values in ``details``)."""
     plan = await _answer_plan(ctx, req, view, decision)
+    catalog = await ctx.views.catalog(view, plan.module, decision) if plan else None
+    made = await _convert_plans(ctx, view, decision) if req.kind is Kind.CONVERT else {}
     resp = await ctx.forward.send(req, decision)
 
+    kept = CONVERT_DETAILS if made else WRITE_DETAILS
+
     def rewrite(body: Any, counts: Counts) -> None:
-        redact_write_answer(body, plan, counts)
+        if made:
+            _redact_converted(body, made, counts)
+        redact_write_answer(body, plan, counts, kept)
+        hide_duplicate_holders(body, catalog, counts)
 
     return await ctx.forward.json_reply(resp, rewrite, decision, req)
 
@@ -330,7 +349,49 @@ async def forward_write(
 async def _answer_plan(
     ctx: Context, req: CanonicalRequest, view: View, decision: Decision
 ) -> MaskPlan | None:
-    return await ctx.views.plan(view, req.module, decision) if req.module else None
+    """The plan a write's answer is checked with: its records' module (a related-list
+    write's answers are about the related records)."""
+    module = req.related_module or req.module
+    return await ctx.views.plan(view, module, decision) if module else None
+
+
+def hide_duplicate_holders(body: Any, catalog: ModuleCatalog | None, counts: Counts) -> None:
+    """A write refused for a duplicate value names the record holding it
+    (``details.duplicate_record``): for a restricted field, the answer a criterion on it
+    would give. It is withheld unless ``details.api_name`` is a field of the module that
+    is not restricted."""
+    data = body.get("data") if isinstance(body, dict) else None
+    for entry in [body, *(data if isinstance(data, list) else ())]:
+        details = entry.get("details") if isinstance(entry, dict) else None
+        if not isinstance(details, dict) or details.get("duplicate_record") is None:
+            continue
+        name = details.get("api_name")
+        info = catalog.get(name) if catalog is not None and isinstance(name, str) else None
+        if info is None or (info.private is not None and info.private.restricted):
+            details["duplicate_record"] = None
+            label = info.api_name if info is not None else "unknown"
+            counts[label] = counts.get(label, 0) + 1
+
+
+#: what a convert makes, named in its answer's details as ``{"Contacts": {"name", "id"}}``
+CONVERTED = ("Contacts", "Accounts", "Deals")
+CONVERT_DETAILS = WRITE_DETAILS | {m.lower() for m in CONVERTED}
+
+
+async def _convert_plans(ctx: Context, view: View, decision: Decision) -> dict[str, MaskPlan]:
+    return {m.lower(): await ctx.views.plan(view, m, decision) for m in CONVERTED}
+
+
+def _redact_converted(body: Any, plans: dict[str, MaskPlan], counts: Counts) -> None:
+    """A convert's answer names the records it made or merged into, each a lookup of its
+    module: its ``name`` is that module's name field, withheld as a lookup's is."""
+    data = body.get("data") if isinstance(body, dict) else None
+    for entry in data if isinstance(data, list) else ():
+        details = entry.get("details") if isinstance(entry, dict) else None
+        for key, value in details.items() if isinstance(details, dict) else ():
+            plan = plans.get(str(key).lower())
+            if plan is not None and isinstance(value, dict):
+                redact_record(value, plan, counts, level=LOOKUP)
 
 
 async def missing_consent(

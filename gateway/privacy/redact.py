@@ -435,12 +435,20 @@ def redact_records(
         _count(found, plan, times, counts, RECORD)
 
 
-def redact_write_answer(body: Any, plan: MaskPlan | None, counts: Counts) -> None:
+#: keys of a write's ``details`` that are no field and carry no value of a record
+WRITE_DETAILS = frozenset({"job_id"})
+
+
+def redact_write_answer(
+    body: Any, plan: MaskPlan | None, counts: Counts, kept: frozenset[str] = WRITE_DETAILS
+) -> None:
     """A write's answer, ``{"data": [{"code", "details": {...}, ...}]}``: each entry's
     ``details`` is checked as a record of the module (``plan``; without one, a record of an
     unknown module: every value but ids withheld), and so is every other object in the
     answer, wherever it is (an entry's member, a member beside ``data``), a field's value
-    beside them too. An answer that is not an object cannot be checked."""
+    beside them too. In a success's ``details``, as in a record, a key no field describes
+    is withheld, but for ``kept`` (lower case); an error's details are the CRM's error
+    vocabulary (``errors_body``). An answer that is not an object cannot be checked."""
     if body is None:
         return
     if not isinstance(body, dict):
@@ -456,7 +464,15 @@ def redact_write_answer(body: Any, plan: MaskPlan | None, counts: Counts) -> Non
         _beside(entry, "details", plan, counts, 2)
         details = entry.get("details")
         if isinstance(details, dict) and plan is not None:
+            strange: tuple[str, ...] = ()
+            if _lower(str(entry.get("status"))) != "error":
+                strange = tuple(k for k in plan.steps(details).strange if _lower(k) not in kept)
             redact_record(details, plan, counts, depth=3)
+            for key in strange:
+                details[key] = None
+                label = count_label(key)
+                counts[label] = counts.get(label, 0) + 1
+            _unchecked(counts, len(strange))
         else:
             _redact_object(details, "details", plan, counts, 3)
 

@@ -1,0 +1,92 @@
+"""The answers that carry no record: a job's status and a bulk-write upload's receipt.
+
+Pure. A mass update's, bulk read's or bulk write's status, and the answer to an upload,
+are the CRM's bookkeeping: states, counts, ids, times, field and module names, download
+paths. No record is in them, so there are no fields to judge them by, and they are checked
+by what they may hold instead (default deny): a member whose name is not in the CRM's
+vocabulary for them, or a text that is not a plain token, a time or a path, is withheld
+(null). A hostile or changed CRM's value in such an answer never passes unjudged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+#: the members of those answers (lower case), in every version the gateway forwards
+VOCABULARY = frozenset(
+    {
+        # envelope
+        "data", "status", "code", "message", "details", "info",
+        # ids and times
+        "id", "job_id", "file_id", "created_time", "modified_time", "created_by", "name",
+        # bulk read: the job and its query
+        "operation", "state", "query", "module", "api_name", "page", "fields", "criteria",
+        "group", "group_operator", "comparator", "field", "value", "cvid", "file_type",
+        "page_token", "result", "count", "download_url", "per_page", "more_records",
+        "next_page_token", "callback", "url", "method",
+        # bulk write: the job, its resources and their files
+        "character_encoding", "resource", "type", "field_mappings", "index", "format",
+        "find_by", "default_value", "file", "added_count", "skipped_count", "updated_count",
+        "total_count", "ignore_empty",
+        # mass update
+        "failed_count", "not_updated_count",
+    }
+)  # fmt: skip
+#: a state, a code, an id, a name of a field or module, a number as text
+_TOKEN = re.compile(r"[A-Za-z0-9_.$\-]{1,200}")
+#: an ISO time (2026-12-01T10:00:00+05:30)
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)?")
+#: a download path or URL of the CRM's (/crm/bulk/v8/read/111/result)
+_PATH = re.compile(r"(https://[A-Za-z0-9.\-]{1,253})?(/[A-Za-z0-9_.\-]{1,200}){1,12}")
+#: the CRM's own messages in them (lower case, without a final period); any other text,
+#: which might name a record, is withheld
+MESSAGES = frozenset(
+    {"success", "file uploaded", "added successfully", "mass update scheduled successfully"}
+)
+#: the name of the CRM user who made a job (``created_by``)
+_USER = re.compile(r"[\w .'\-]{1,100}")
+_DEPTH = 16
+
+
+def scrub_status(body: Any) -> int:
+    """Withhold in ``body`` (in place) what such an answer may not hold; return how many
+    values were withheld. Past ``_DEPTH`` levels everything is withheld."""
+    return _scrub(body, 0, "")
+
+
+def _scrub(value: Any, depth: int, parent: str) -> int:
+    withheld = 0
+    if isinstance(value, dict):
+        for key in list(value):
+            inner = value[key]
+            if inner is None:
+                continue
+            name = key.lower() if isinstance(key, str) else ""
+            if name in VOCABULARY and depth < _DEPTH and _kept(name, inner, parent):
+                withheld += _scrub(inner, depth + 1, name)
+            else:
+                value[key] = None
+                withheld += 1
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            if depth < _DEPTH and _kept("", inner, parent):
+                withheld += _scrub(inner, depth + 1, parent)
+            elif inner is not None:
+                value[i] = None
+                withheld += 1
+    return withheld
+
+
+def _kept(name: str, value: Any, parent: str) -> bool:
+    """Whether a value of member ``name`` (of an object under ``parent``) may stay
+    (objects and lists are looked into)."""
+    if value is None or isinstance(value, bool | int | float | dict | list):
+        return True
+    if not isinstance(value, str):
+        return False
+    if name == "message":
+        return value.lower().rstrip(".") in MESSAGES
+    if name == "name" and parent == "created_by":
+        return _USER.fullmatch(value) is not None  # a CRM user, as a record's Owner
+    return bool(_TOKEN.fullmatch(value) or _TIME.fullmatch(value) or _PATH.fullmatch(value))
