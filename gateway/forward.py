@@ -161,17 +161,21 @@ class Forwarder:
         hdrs = [(n, v) for n, v in resp.headers if n != "content-encoding"]
         if parsed is None:
             return Reply(resp.status, hdrs, raw)
-        if _has_errors(parsed, resp.status):
+        errors = _has_errors(parsed, resp.status)
+        if errors:
             parsed = scrub_answer(parsed, echoed_values(req), failed=resp.status >= 400)
-        elif req.kind in _STATUS:
-            # What the gateway cannot judge is withheld in every mode (no rule's to pass).
-            # Sent as judged, re-serialised: a member given twice keeps the judged copy.
+        if req.kind in _STATUS:
+            # What the gateway cannot judge is withheld in every mode (no rule's to pass),
+            # errors' scrubbed details included. Sent as judged, re-serialised: a member
+            # given twice keeps the judged copy.
+            if not isinstance(parsed, dict):
+                raise UnreadableUpstream()
             withheld = {"unknown": n} if (n := scrub_status(parsed)) else {}
             if withheld:
                 decision.withheld(withheld)
                 decision.outcome = REDACTED
             hdrs.append(("x-privacy-withheld", withheld_header(withheld)))
-        else:
+        elif not errors:
             return Reply(resp.status, hdrs, raw)
         raw = orjson.dumps(parsed)
         hdrs = [(n, v) for n, v in hdrs if n not in STALE_AFTER_REWRITE]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ import orjson
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import REFUSED, Decision
-from gateway.errors import InvalidData, NotAllowed, Reason, TooManyRecords
+from gateway.errors import InvalidData, MetadataUnavailable, NotAllowed, Reason, TooManyRecords
 from gateway.forward import echoed_values, json_reply_of
 from gateway.handlers import Context, uploads
 from gateway.handlers.reads import guard_related_link
@@ -330,7 +331,14 @@ async def forward_write(
 ) -> Reply:
     """Forward a write whose targets are all free; its answer is read and redacted too (a
     write's entries may carry field values in ``details``)."""
-    plan = await _answer_plan(ctx, req, view, decision)
+    try:
+        plan = await _answer_plan(ctx, req, view, decision)
+    except MetadataUnavailable:
+        if req.kind is not Kind.DELETE:
+            raise
+        # A delete is never refused: its answer is then checked as one of a module the
+        # gateway does not know (every value but ids withheld).
+        plan = None
     catalog = await ctx.views.catalog(view, plan.module, decision) if plan else None
     made = await _convert_plans(ctx, view, decision) if req.kind is Kind.CONVERT else {}
     resp = await ctx.forward.send(req, decision)
@@ -363,15 +371,21 @@ def hide_duplicate_holders(body: Any, catalog: ModuleCatalog | None, counts: Cou
     data = body.get("data") if isinstance(body, dict) else None
     for entry in [body, *(data if isinstance(data, list) else ())]:
         details = entry.get("details") if isinstance(entry, dict) else None
-        if not isinstance(details, dict) or details.get("duplicate_record") is None:
+        if not isinstance(details, dict):
             continue
-        name = details.get("api_name")
+        holders = [k for k, v in details.items() if str(k).lower() == "duplicate_record" and v]
+        if not holders:
+            continue
+        name = member(details, "api_name")
         info = catalog.get(name) if catalog is not None and isinstance(name, str) else None
         if info is None or (info.private is not None and info.private.restricted):
-            details["duplicate_record"] = None
             label = info.api_name if info is not None else "unknown"
-            counts[label] = counts.get(label, 0) + 1
+            for key in holders:
+                details[key] = None
+                counts[label] = counts.get(label, 0) + 1
 
+
+_ID = re.compile(r"\d{1,25}")
 
 #: what a convert makes, named in its answer's details as ``{"Contacts": {"name", "id"}}``
 CONVERTED = ("Contacts", "Accounts", "Deals")
@@ -384,14 +398,28 @@ async def _convert_plans(ctx: Context, view: View, decision: Decision) -> dict[s
 
 def _redact_converted(body: Any, plans: dict[str, MaskPlan], counts: Counts) -> None:
     """A convert's answer names the records it made or merged into, each a lookup of its
-    module: its ``name`` is that module's name field, withheld as a lookup's is."""
+    module: its ``name`` is that module's name field, withheld as a lookup's is. Anything
+    else there than such an object, or an id, is withheld (it was not judged)."""
     data = body.get("data") if isinstance(body, dict) else None
     for entry in data if isinstance(data, list) else ():
         details = entry.get("details") if isinstance(entry, dict) else None
-        for key, value in details.items() if isinstance(details, dict) else ():
+        if not isinstance(details, dict):
+            continue
+        for key, value in list(details.items()):
             plan = plans.get(str(key).lower())
-            if plan is not None and isinstance(value, dict):
-                redact_record(value, plan, counts, level=LOOKUP)
+            if plan is None:
+                continue
+            many = value if isinstance(value, list) else [value]
+            for i, one in enumerate(many):
+                if isinstance(one, dict):
+                    redact_record(one, plan, counts, level=LOOKUP)
+                elif one is not None and not (isinstance(one, str) and _ID.fullmatch(one)):
+                    many[i] = None
+                    counts["unknown"] = counts.get("unknown", 0) + 1
+                    if isinstance(counts, Tally):  # not judged: withheld in every mode
+                        counts.unchecked += 1
+            if not isinstance(value, list):
+                details[key] = many[0]
 
 
 async def missing_consent(

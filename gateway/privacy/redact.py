@@ -26,6 +26,7 @@ lookup's object (``NESTED``/``RECORD``/``LOOKUP``). Redacting twice gives the sa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -437,6 +438,20 @@ def redact_records(
 
 #: keys of a write's ``details`` that are no field and carry no value of a record
 WRITE_DETAILS = frozenset({"job_id"})
+#: the texts a write's answer or entry holds beside its details: the CRM's codes and words
+WRITE_TOKENS = frozenset({"code", "status", "action", "duplicate_field"})
+_WORD = re.compile(r"[A-Za-z0-9_.$\-]{1,100}")
+_ID = re.compile(r"\d{1,25}")
+#: the CRM's messages of a write that went through (lower case, without a final period)
+WRITE_MESSAGES = frozenset(
+    {
+        "success", "record added", "record updated", "record deleted", "records deleted",
+        "relation updated", "relation removed", "relation added",
+        "photo uploaded successfully", "photo deleted", "attachment uploaded successfully",
+        "mass update scheduled successfully", "added successfully",
+        "the record has been converted successfully", "record converted",
+    }
+)  # fmt: skip
 
 
 def redact_write_answer(
@@ -455,6 +470,8 @@ def redact_write_answer(
         raise UnreadableUpstream()
     check_data_key(body)
     _beside(body, "data", plan, counts, 0)
+    if body.get("status") != "error":  # an error's are errors_body's (exactly "error")
+        _write_texts(body, "data", counts, kept)
     data = body.get("data")
     for entry in data if isinstance(data, list) else (data,):
         if not isinstance(entry, dict):
@@ -462,10 +479,13 @@ def redact_write_answer(
             continue
         # under the body, its data and an entry
         _beside(entry, "details", plan, counts, 2)
+        failed = entry.get("status") == "error"
+        if not failed:
+            _write_texts(entry, "details", counts, kept)
         details = entry.get("details")
         if isinstance(details, dict) and plan is not None:
             strange: tuple[str, ...] = ()
-            if _lower(str(entry.get("status"))) != "error":
+            if not failed:
                 strange = tuple(k for k in plan.steps(details).strange if _lower(k) not in kept)
             redact_record(details, plan, counts, depth=3)
             for key in strange:
@@ -475,6 +495,28 @@ def redact_write_answer(
             _unchecked(counts, len(strange))
         else:
             _redact_object(details, "details", plan, counts, 3)
+
+
+def _write_texts(obj: dict[str, Any], skip: str, counts: Counts, ids: frozenset[str]) -> None:
+    """The texts beside ``skip`` in a write's answer or entry that went through: a code,
+    status or action that is a plain word, a message the CRM writes, a record id under a
+    name in ``ids`` (a v2 convert's ``"Contacts": "<id>"``); any other text may be a value,
+    and no field describes it: withheld."""
+    for key in list(obj):
+        value = obj[key]
+        if key == skip or not isinstance(value, str):
+            continue
+        name = _lower(key)
+        if name == "message":
+            kept = _lower(value).rstrip(".") in WRITE_MESSAGES
+        elif name in ids:
+            kept = _ID.fullmatch(value) is not None
+        else:
+            kept = name in WRITE_TOKENS and _WORD.fullmatch(value) is not None
+        if not kept:
+            obj[key] = None
+            counts["unknown"] = counts.get("unknown", 0) + 1
+            _unchecked(counts, 1)
 
 
 def _redact_object(

@@ -5,7 +5,12 @@ are the CRM's bookkeeping: states, counts, ids, times, field and module names, d
 paths. No record is in them, so there are no fields to judge them by, and they are checked
 by what they may hold instead (default deny): a member whose name is not in the CRM's
 vocabulary for them, or a text that is not a plain token, a time or a path, is withheld
-(null). A hostile or changed CRM's value in such an answer never passes unjudged.
+(null); a state is one of the CRM's states, a message one of its messages.
+
+What this cannot judge: a plain word under a name the vocabulary has (a field name in
+``query.fields``, a user's name in ``created_by``), and numbers. A CRM that meant to hide
+a value in its bookkeeping could still do so there; one that answers as the CRM does
+carries none.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ VOCABULARY = frozenset(
         "total_count", "ignore_empty",
         # mass update
         "failed_count", "not_updated_count",
+        # a CRM error's details, as errors_body keeps them
+        "json_path", "param", "param_name", "ids", "reason", "limit", "maximum_length",
+        "minimum_length", "expected_data_type", "parent_api_name", "resource_path_index",
+        "supported_values", "permissions", "data_type", "header", "reason_code",
     }
 )  # fmt: skip
 #: a state, a code, an id, a name of a field or module, a number as text
@@ -44,6 +53,11 @@ _PATH = re.compile(r"(https://[A-Za-z0-9.\-]{1,253})?(/[A-Za-z0-9_.\-]{1,200}){1
 MESSAGES = frozenset(
     {"success", "file uploaded", "added successfully", "mass update scheduled successfully"}
 )
+#: a job's, resource's, file's or answer's state (lower case, "_" as a space)
+STATES = frozenset(
+    {"added", "queued", "scheduled", "in progress", "running", "completed", "failed",
+     "failure", "skipped", "success", "error"}
+)  # fmt: skip
 #: the name of the CRM user who made a job (``created_by``)
 _USER = re.compile(r"[\w .'\-]{1,100}")
 _DEPTH = 16
@@ -87,6 +101,8 @@ def _kept(name: str, value: Any, parent: str) -> bool:
         return False
     if name == "message":
         return value.lower().rstrip(".") in MESSAGES
+    if name in ("state", "status"):
+        return value.lower().replace("_", " ") in STATES
     if name == "name" and parent == "created_by":
         return _USER.fullmatch(value) is not None  # a CRM user, as a record's Owner
     return bool(_TOKEN.fullmatch(value) or _TIME.fullmatch(value) or _PATH.fullmatch(value))
