@@ -170,7 +170,8 @@ class Forwarder:
             # given twice keeps the judged copy.
             if not isinstance(parsed, dict):
                 raise UnreadableUpstream()
-            withheld = {"unknown": n} if (n := scrub_status(parsed)) else {}
+            n = scrub_status(parsed, failed=resp.status >= 400)
+            withheld = {"unknown": n} if n else {}
             if withheld:
                 decision.withheld(withheld)
                 decision.outcome = REDACTED

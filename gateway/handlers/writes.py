@@ -22,7 +22,14 @@ import orjson
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
 from gateway.decision import REFUSED, Decision
-from gateway.errors import InvalidData, MetadataUnavailable, NotAllowed, Reason, TooManyRecords
+from gateway.errors import (
+    InvalidData,
+    MetadataUnavailable,
+    NotAllowed,
+    Reason,
+    TooManyRecords,
+    UpstreamRefused,
+)
 from gateway.forward import echoed_values, json_reply_of
 from gateway.handlers import Context, uploads
 from gateway.handlers.reads import guard_related_link
@@ -333,7 +340,7 @@ async def forward_write(
     write's entries may carry field values in ``details``)."""
     try:
         plan = await _answer_plan(ctx, req, view, decision)
-    except MetadataUnavailable:
+    except (MetadataUnavailable, UpstreamRefused):
         if req.kind is not Kind.DELETE:
             raise
         # A delete is never refused: its answer is then checked as one of a module the
@@ -365,23 +372,27 @@ async def _answer_plan(
 
 def hide_duplicate_holders(body: Any, catalog: ModuleCatalog | None, counts: Counts) -> None:
     """A write refused for a duplicate value names the record holding it
-    (``details.duplicate_record``): for a restricted field, the answer a criterion on it
-    would give. It is withheld unless ``details.api_name`` is a field of the module that
-    is not restricted."""
-    data = body.get("data") if isinstance(body, dict) else None
-    for entry in [body, *(data if isinstance(data, list) else ())]:
-        details = entry.get("details") if isinstance(entry, dict) else None
-        if not isinstance(details, dict):
+    (``duplicate_record`` beside ``api_name``, in an error's details at any depth: a
+    ``MULTIPLE_OR_MULTI_ERRORS`` nests them): for a restricted field, the answer a
+    criterion on it would give. It is withheld unless ``api_name`` is a field of the module
+    that is not restricted."""
+    stack: list[tuple[Any, int]] = [(body, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, list) and depth < 16:
+            stack.extend((v, depth + 1) for v in node)
+        if not isinstance(node, dict) or depth >= 16:
             continue
-        holders = [k for k, v in details.items() if str(k).lower() == "duplicate_record" and v]
+        stack.extend((v, depth + 1) for v in node.values())
+        holders = [k for k, v in node.items() if str(k).lower() == "duplicate_record" and v]
         if not holders:
             continue
-        name = member(details, "api_name")
+        name = member(node, "api_name")
         info = catalog.get(name) if catalog is not None and isinstance(name, str) else None
         if info is None or (info.private is not None and info.private.restricted):
             label = info.api_name if info is not None else "unknown"
             for key in holders:
-                details[key] = None
+                node[key] = None
                 counts[label] = counts.get(label, 0) + 1
 
 
@@ -392,34 +403,66 @@ CONVERTED = ("Contacts", "Accounts", "Deals")
 CONVERT_DETAILS = WRITE_DETAILS | {m.lower() for m in CONVERTED}
 
 
-async def _convert_plans(ctx: Context, view: View, decision: Decision) -> dict[str, MaskPlan]:
-    return {m.lower(): await ctx.views.plan(view, m, decision) for m in CONVERTED}
+async def _convert_plans(
+    ctx: Context, view: View, decision: Decision
+) -> dict[str, MaskPlan | None]:
+    """The plans of the modules a convert names; None for one whose metadata this client
+    cannot have (a profile without Deals converts without a deal): a record of it is then
+    named by its id alone."""
+    plans: dict[str, MaskPlan | None] = {}
+    for module in CONVERTED:
+        try:
+            plans[module.lower()] = await ctx.views.plan(view, module, decision)
+        except (MetadataUnavailable, UpstreamRefused):
+            plans[module.lower()] = None
+    return plans
 
 
-def _redact_converted(body: Any, plans: dict[str, MaskPlan], counts: Counts) -> None:
-    """A convert's answer names the records it made or merged into, each a lookup of its
-    module: its ``name`` is that module's name field, withheld as a lookup's is. Anything
-    else there than such an object, or an id, is withheld (it was not judged)."""
+def _redact_converted(body: Any, plans: dict[str, MaskPlan | None], counts: Counts) -> None:
+    """A convert's answer names the records it made or merged into (in an entry's
+    ``details``, or in v2 in the entry itself), each a lookup of its module: its ``name``
+    is that module's name field, withheld as a lookup's is. Anything else there than such
+    an object, or an id, is withheld (it was not judged)."""
     data = body.get("data") if isinstance(body, dict) else None
     for entry in data if isinstance(data, list) else ():
-        details = entry.get("details") if isinstance(entry, dict) else None
-        if not isinstance(details, dict):
+        if not isinstance(entry, dict):
             continue
-        for key, value in list(details.items()):
-            plan = plans.get(str(key).lower())
-            if plan is None:
-                continue
-            many = value if isinstance(value, list) else [value]
-            for i, one in enumerate(many):
-                if isinstance(one, dict):
-                    redact_record(one, plan, counts, level=LOOKUP)
-                elif one is not None and not (isinstance(one, str) and _ID.fullmatch(one)):
-                    many[i] = None
-                    counts["unknown"] = counts.get("unknown", 0) + 1
-                    if isinstance(counts, Tally):  # not judged: withheld in every mode
-                        counts.unchecked += 1
-            if not isinstance(value, list):
-                details[key] = many[0]
+        details = entry.get("details")
+        for holder in (entry, details) if isinstance(details, dict) else (entry,):
+            _redact_named(holder, plans, counts)
+
+
+def _redact_named(
+    holder: dict[str, Any], plans: dict[str, MaskPlan | None], counts: Counts
+) -> None:
+    for key, value in list(holder.items()):
+        lower = str(key).lower()
+        if lower not in plans:
+            continue
+        plan = plans[lower]
+        many = value if isinstance(value, list) else [value]
+        for i, one in enumerate(many):
+            if isinstance(one, dict) and plan is not None:
+                redact_record(one, plan, counts, level=LOOKUP)
+            elif isinstance(one, dict):  # its module's metadata is not at hand: the id only
+                hidden = [k for k, v in one.items() if v is not None and str(k).lower() != "id"]
+                _withheld_unjudged(one, hidden, counts)
+            elif one is not None and not (isinstance(one, str) and _ID.fullmatch(one)):
+                many[i] = None
+                _withheld_unjudged(None, [None], counts)
+        if not isinstance(value, list):
+            holder[key] = many[0]
+
+
+def _withheld_unjudged(obj: dict[Any, Any] | None, keys: list[Any], counts: Counts) -> None:
+    """``keys`` of ``obj`` withheld, counted as values no metadata judged (withheld in
+    every mode)."""
+    for key in keys:
+        if obj is not None:
+            obj[key] = None
+        counts["unknown"] = counts.get("unknown", 0) + 1
+    if isinstance(counts, Tally):
+        counts.unchecked += len(keys)
 
 
 async def missing_consent(

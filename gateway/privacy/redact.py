@@ -471,7 +471,7 @@ def redact_write_answer(
     check_data_key(body)
     _beside(body, "data", plan, counts, 0)
     if body.get("status") != "error":  # an error's are errors_body's (exactly "error")
-        _write_texts(body, "data", counts, kept)
+        _write_texts(body, "data", plan, counts, kept)
     data = body.get("data")
     for entry in data if isinstance(data, list) else (data,):
         if not isinstance(entry, dict):
@@ -481,7 +481,7 @@ def redact_write_answer(
         _beside(entry, "details", plan, counts, 2)
         failed = entry.get("status") == "error"
         if not failed:
-            _write_texts(entry, "details", counts, kept)
+            _write_texts(entry, "details", plan, counts, kept)
         details = entry.get("details")
         if isinstance(details, dict) and plan is not None:
             strange: tuple[str, ...] = ()
@@ -497,17 +497,24 @@ def redact_write_answer(
             _redact_object(details, "details", plan, counts, 3)
 
 
-def _write_texts(obj: dict[str, Any], skip: str, counts: Counts, ids: frozenset[str]) -> None:
-    """The texts beside ``skip`` in a write's answer or entry that went through: a code,
-    status or action that is a plain word, a message the CRM writes, a record id under a
-    name in ``ids`` (a v2 convert's ``"Contacts": "<id>"``); any other text may be a value,
-    and no field describes it: withheld."""
+def _write_texts(
+    obj: dict[str, Any], skip: str, plan: MaskPlan | None, counts: Counts, ids: frozenset[str]
+) -> None:
+    """The members beside ``skip`` in a write's answer or entry that went through, but for
+    the module's fields (``_beside`` judged them): a code, status or action that is a plain
+    word, a message the CRM writes, a record id under a name in ``ids`` (a v2 convert's
+    ``"Contacts": "<id>"``; an object there was judged as a lookup), a number or a truth
+    value. Any other text, list or object may hold a value no field describes: withheld."""
     for key in list(obj):
         value = obj[key]
-        if key == skip or not isinstance(value, str):
+        if key == skip or value is None or isinstance(value, bool | int | float):
             continue
         name = _lower(key)
-        if name == "message":
+        if plan is not None and name in plan.by_lower:
+            continue
+        if not isinstance(value, str):
+            kept = name in ids and isinstance(value, dict)
+        elif name == "message":
             kept = _lower(value).rstrip(".") in WRITE_MESSAGES
         elif name in ids:
             kept = _ID.fullmatch(value) is not None

@@ -8,7 +8,9 @@ vocabulary for them, or a text that is not a plain token, a time or a path, is w
 (null); a state is one of the CRM's states, a message one of its messages.
 
 What this cannot judge: a plain word under a name the vocabulary has (a field name in
-``query.fields``, a user's name in ``created_by``), and numbers. A CRM that meant to hide
+``query.fields``, a user's name in ``created_by``, words in a criterion's ``value``), and
+numbers. An error's message is ``errors_body``'s to judge (the caller scrubs errors
+first). A CRM that meant to hide
 a value in its bookkeeping could still do so there; one that answers as the CRM does
 carries none.
 """
@@ -60,23 +62,34 @@ STATES = frozenset(
 )  # fmt: skip
 #: the name of the CRM user who made a job (``created_by``)
 _USER = re.compile(r"[\w .'\-]{1,100}")
+#: a criterion's value echoed in a bulk read's status ("Cold Call", "2026-12-01")
+_WORDS = re.compile(r"[\w .,'\-:/+]{1,200}")
 _DEPTH = 16
 
 
-def scrub_status(body: Any) -> int:
+def scrub_status(body: Any, *, failed: bool = False) -> int:
     """Withhold in ``body`` (in place) what such an answer may not hold; return how many
-    values were withheld. Past ``_DEPTH`` levels everything is withheld."""
-    return _scrub(body, 0, "")
+    values were withheld. Past ``_DEPTH`` levels everything is withheld. The messages of
+    the error envelopes ``errors_body.scrub_answer`` judged are kept: the answer's own when
+    it says ``"status": "error"`` or ``failed`` (the HTTP status) with no ``data``, and
+    those of ``data`` entries that say so."""
+    return _scrub(body, 0, "", failed)
 
 
-def _scrub(value: Any, depth: int, parent: str) -> int:
+def _scrub(value: Any, depth: int, parent: str, failed_top: bool = False) -> int:
     withheld = 0
     if isinstance(value, dict):
+        status = value.get("status")
+        failed = (depth == 0 and (status == "error" or (failed_top and "data" not in value))) or (
+            depth == 2 and parent == "data" and status == "error"
+        )
         for key in list(value):
             inner = value[key]
             if inner is None:
                 continue
             name = key.lower() if isinstance(key, str) else ""
+            if failed and name == "message" and isinstance(inner, str):
+                continue
             if name in VOCABULARY and depth < _DEPTH and _kept(name, inner, parent):
                 withheld += _scrub(inner, depth + 1, name)
             else:
@@ -105,4 +118,6 @@ def _kept(name: str, value: Any, parent: str) -> bool:
         return value.lower().replace("_", " ") in STATES
     if name == "name" and parent == "created_by":
         return _USER.fullmatch(value) is not None  # a CRM user, as a record's Owner
+    if name == "value":  # a criterion's, as the client sent it: words, no address
+        return _WORDS.fullmatch(value) is not None
     return bool(_TOKEN.fullmatch(value) or _TIME.fullmatch(value) or _PATH.fullmatch(value))
