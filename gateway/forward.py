@@ -51,7 +51,9 @@ _VALIDATORS = frozenset({"if-none-match", "if-match", "if-range"})
 #: kinds whose answers are bytes, streamed (checked, not parsed)
 _BINARY = frozenset({Kind.BLOB, Kind.BULK_READ_RESULT})
 #: answers that carry no record, checked by what they may hold (privacy/status_body.py)
-_STATUS = frozenset({Kind.JOB_STATUS, Kind.UPLOAD})
+_STATUS = frozenset(
+    {Kind.JOB_STATUS, Kind.UPLOAD, Kind.BULK_READ_CREATE, Kind.BULK_WRITE_CREATE}
+)
 
 
 def _has_errors(body: Any, status: int) -> bool:

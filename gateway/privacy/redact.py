@@ -462,23 +462,29 @@ def redact_write_answer(
     unknown module: every value but ids withheld), and so is every other object in the
     answer, wherever it is (an entry's member, a member beside ``data``), a field's value
     beside them too. In a success's ``details``, as in a record, a key no field describes
-    is withheld, but for ``kept`` (lower case); an error's details are the CRM's error
-    vocabulary (``errors_body``). An answer that is not an object cannot be checked."""
+    is withheld, but for ``kept`` (lower case: an id there, or for a convert's modules a
+    record judged as a lookup); an error's details are the CRM's error vocabulary
+    (``errors_body``). An answer without ``data`` is itself one entry (a photo's, a
+    scheduled mass update's). An answer that is not an object cannot be checked."""
     if body is None:
         return
     if not isinstance(body, dict):
         raise UnreadableUpstream()
     check_data_key(body)
-    _beside(body, "data", plan, counts, 0)
-    if body.get("status") != "error":  # an error's are errors_body's (exactly "error")
-        _write_texts(body, "data", plan, counts, kept)
-    data = body.get("data")
-    for entry in data if isinstance(data, list) else (data,):
+    entries: list[Any] = [body]
+    depth = 0
+    if "data" in body:
+        _beside(body, "data", plan, counts, 0)
+        if body.get("status") != "error":  # an error's are errors_body's (exactly "error")
+            _write_texts(body, "data", plan, counts, kept)
+        data = body["data"]
+        entries = data if isinstance(data, list) else [data]
+        depth = 2  # under the body, its data and an entry
+    for entry in entries:
         if not isinstance(entry, dict):
-            _redact_object(entry, "data", plan, counts, 2)
+            _redact_object(entry, "data", plan, counts, depth)
             continue
-        # under the body, its data and an entry
-        _beside(entry, "details", plan, counts, 2)
+        _beside(entry, "details", plan, counts, depth)
         failed = entry.get("status") == "error"
         if not failed:
             _write_texts(entry, "details", plan, counts, kept)
@@ -486,15 +492,27 @@ def redact_write_answer(
         if isinstance(details, dict) and plan is not None:
             strange: tuple[str, ...] = ()
             if not failed:
-                strange = tuple(k for k in plan.steps(details).strange if _lower(k) not in kept)
-            redact_record(details, plan, counts, depth=3)
+                strange = tuple(
+                    k
+                    for k in plan.steps(details).strange
+                    if not (_lower(k) in kept and _kept_detail(_lower(k), details[k]))
+                )
+            redact_record(details, plan, counts, depth=depth + 1)
             for key in strange:
                 details[key] = None
                 label = count_label(key)
                 counts[label] = counts.get(label, 0) + 1
             _unchecked(counts, len(strange))
         else:
-            _redact_object(details, "details", plan, counts, 3)
+            _redact_object(details, "details", plan, counts, depth + 1)
+
+
+def _kept_detail(name: str, value: Any) -> bool:
+    """A value under a name of ``kept`` that may stay: an id, or (for a convert's modules,
+    not ``WRITE_DETAILS``) an object or list the caller judged as lookups."""
+    if isinstance(value, str):
+        return _ID.fullmatch(value) is not None
+    return name not in WRITE_DETAILS and isinstance(value, dict | list)
 
 
 def _write_texts(
@@ -513,7 +531,7 @@ def _write_texts(
         if plan is not None and name in plan.by_lower:
             continue
         if not isinstance(value, str):
-            kept = name in ids and isinstance(value, dict)
+            kept = name in ids and _kept_detail(name, value)
         elif name == "message":
             kept = _lower(value).rstrip(".") in WRITE_MESSAGES
         elif name in ids:

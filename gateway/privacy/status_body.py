@@ -1,4 +1,5 @@
-"""The answers that carry no record: a job's status and a bulk-write upload's receipt.
+"""The answers that carry no record: a job's status (and the answer creating a bulk job) and a
+bulk-write upload's receipt.
 
 Pure. A mass update's, bulk read's or bulk write's status, and the answer to an upload,
 are the CRM's bookkeeping: states, counts, ids, times, field and module names, download
@@ -64,6 +65,7 @@ STATES = frozenset(
 _USER = re.compile(r"[\w .'\-]{1,100}")
 #: a criterion's value echoed in a bulk read's status ("Cold Call", "2026-12-01")
 _WORDS = re.compile(r"[\w .,'\-:/+]{1,200}")
+_FORMAT = re.compile(r"[A-Za-z/.,: \-]{1,40}")
 _DEPTH = 16
 
 
@@ -97,7 +99,7 @@ def _scrub(value: Any, depth: int, parent: str, failed_top: bool = False) -> int
                 withheld += 1
     elif isinstance(value, list):
         for i, inner in enumerate(value):
-            if depth < _DEPTH and _kept("", inner, parent):
+            if depth < _DEPTH and _kept(parent, inner, parent):  # as the list's member
                 withheld += _scrub(inner, depth + 1, parent)
             elif inner is not None:
                 value[i] = None
@@ -120,4 +122,6 @@ def _kept(name: str, value: Any, parent: str) -> bool:
         return _USER.fullmatch(value) is not None  # a CRM user, as a record's Owner
     if name == "value":  # a criterion's, as the client sent it: words, no address
         return _WORDS.fullmatch(value) is not None
+    if name == "format":  # a bulk write's date or time format (MM/dd/yyyy)
+        return _FORMAT.fullmatch(value) is not None
     return bool(_TOKEN.fullmatch(value) or _TIME.fullmatch(value) or _PATH.fullmatch(value))
