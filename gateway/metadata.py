@@ -77,7 +77,8 @@ class MetadataCache:
         #: and expiry on every call): a plain dict read per look-up in steady state
         self._fresh: dict[tuple[str, ...], _Entry[Any]] = {}
         self._maxsize = maxsize
-        self._inflight: dict[tuple[str, ...], asyncio.Task[Any]] = {}
+        #: a fetch in flight and the credentials it was started with
+        self._inflight: dict[tuple[str, ...], tuple[asyncio.Task[Any], tuple[str, ...]]] = {}
         self.stats = CacheStats()
         #: bumped whenever an entry is stored: what was built from entries read before
         #: (views.py's ready plans) is rebuilt
@@ -93,6 +94,7 @@ class MetadataCache:
     async def org(self, client: str, version: str, headers: Headers) -> tuple[OrgInfo, float]:
         return await self._get(
             ("org", client),
+            headers,
             lambda: self._fetch(f"{self._base}/crm/{version}/org", headers, parse_org),
         )
 
@@ -104,6 +106,7 @@ class MetadataCache:
         url = f"{self._base}/crm/{version}/settings/fields?type=all&module="
         return await self._get(
             ("fields", org_id, version, module.lower()),
+            headers,
             lambda: self._fetch(
                 url + quote(module, safe=""), headers, lambda body: parse_fields(module, body)
             ),
@@ -114,6 +117,7 @@ class MetadataCache:
     ) -> tuple[dict[str, tuple[str, str]], float]:
         return await self._get(
             ("modules", org_id, version),
+            headers,
             lambda: self._fetch(
                 f"{self._base}/crm/{version}/settings/modules", headers, parse_modules
             ),
@@ -125,6 +129,7 @@ class MetadataCache:
         url = f"{self._base}/crm/{version}/settings/related_lists?module={quote(module, safe='')}"
         return await self._get(
             ("related", org_id, version, module.lower()),
+            headers,
             lambda: self._fetch(url, headers, parse_related_lists),
         )
 
@@ -139,6 +144,7 @@ class MetadataCache:
         )
         return await self._get(
             ("custom_view", org_id, version, module.lower(), cvid),
+            headers,
             lambda: self._fetch(url, headers, lambda body: parse_custom_view(cvid, body)),
         )
 
@@ -150,7 +156,7 @@ class MetadataCache:
         return 0.0 if oldest is None else self._clock() - oldest
 
     async def _get(
-        self, key: tuple[str, ...], fetch: Callable[[], Awaitable[T]]
+        self, key: tuple[str, ...], headers: Headers, fetch: Callable[[], Awaitable[T]]
     ) -> tuple[T, float]:
         now = self._clock()
         entry: _Entry[T] | None = self._fresh.get(key)
@@ -162,13 +168,19 @@ class MetadataCache:
             self.stats.hits += 1
             return entry.value, now - entry.fetched_at
         self.stats.misses += 1
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._refresh(key, fetch))
-            self._inflight[key] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        who = _credentials(headers)
         try:
-            fresh: _Entry[T] = await asyncio.shield(task)
+            task, owner = self._flight(key, key, who, fetch)
+            try:
+                fresh: _Entry[T] = await asyncio.shield(task)
+            except UpstreamRefused:
+                if owner == who:
+                    raise
+                # The CRM refused the credentials of the request that started the flight:
+                # its answer is that request's alone. Ask again with this request's own
+                # (one flight for every request holding them).
+                task, _ = self._flight((*key, *who), key, who, fetch)
+                fresh = await asyncio.shield(task)
         except MetadataUnavailable:
             # The TTLCache has already dropped anything older than max_stale.
             entry = self._cache.get(key)
@@ -177,6 +189,22 @@ class MetadataCache:
             self.stats.stale_served += 1
             return entry.value, self._clock() - entry.fetched_at
         return fresh.value, self._clock() - fresh.fetched_at
+
+    def _flight(
+        self,
+        flight: tuple[str, ...],
+        key: tuple[str, ...],
+        who: tuple[str, ...],
+        fetch: Callable[[], Awaitable[T]],
+    ) -> tuple[asyncio.Task[_Entry[T]], tuple[str, ...]]:
+        """The fetch in flight under ``flight`` and the credentials it was started with;
+        one started with ``who``'s (its entry stored under ``key``) when none is."""
+        found = self._inflight.get(flight)
+        if found is None:
+            task = asyncio.ensure_future(self._refresh(key, fetch))
+            found = self._inflight[flight] = (task, who)
+            task.add_done_callback(lambda _t: self._inflight.pop(flight, None))
+        return found
 
     async def _refresh(self, key: tuple[str, ...], fetch: Callable[[], Awaitable[T]]) -> _Entry[T]:
         self.stats.fetches += 1
@@ -210,6 +238,11 @@ class MetadataCache:
             return parse(answer.body)
         except MetadataShapeError as exc:
             raise MetadataUnavailable() from exc
+
+
+def _credentials(headers: Headers) -> tuple[str, ...]:
+    """What the CRM answers a metadata call by: its token and chosen org."""
+    return tuple(f"{n}:{v}" for n, v in headers if n in ("authorization", "x-crm-org"))
 
 
 def _is_envelope(body: object) -> bool:

@@ -47,6 +47,29 @@ class Target:
 FREE = Target(None, False)
 
 
+def worse(a: Target, b: Target) -> Target:
+    """Of two readings of one write's target, the one to judge it by: stop processing,
+    else unknown, else an insert (so its consent is checked), else ``a``."""
+    for rank in (_stopped, _unknown, _insert):
+        if rank(a):
+            return a
+        if rank(b):
+            return b
+    return a
+
+
+def _stopped(t: Target) -> bool:
+    return t.state is True
+
+
+def _unknown(t: Target) -> bool:
+    return t.state is None
+
+
+def _insert(t: Target) -> bool:
+    return t.id is None
+
+
 class RecordStates:
     def __init__(self, upstream: Upstream, upstream_url: str, views: Views) -> None:
         self.upstream = upstream
@@ -69,6 +92,8 @@ class RecordStates:
                 f"?ids={','.join(quote(i, safe='') for i in chunk)}"
                 f"&fields={quote(fields, safe=',$')}&per_page={ID_BATCH}"
             )
+            if module.lower() == "leads":
+                url += "&converted=both"  # a converted lead is still a record a write reaches
             try:
                 answer = await fetch_json(self.upstream, "GET", url, view.headers, b"", STATE_LIMIT)
             except GatewayError:
@@ -182,8 +207,14 @@ class RecordStates:
             rid = record_id(record)
             if rid == UNREADABLE:
                 return Target(None, None)
-            if rid:
+            if rid and "id" in record:
                 return Target(rid, by_id.get(rid))
+            matched = await by_fields(record)
+            # An id spelled in another case (``ID``): a CRM reading member names exactly
+            # matches the row by its duplicate-check fields instead, so both are targets.
+            return worse(Target(rid, by_id.get(rid)), matched) if rid else matched
+
+        async def by_fields(record: dict[str, Any]) -> Target:
             if fields is None:
                 return Target(None, None, DUPLICATE_FIELDS_UNKNOWN)
             pairs = writes.duplicate_values(record, fields)

@@ -106,6 +106,76 @@ def test_a_job_running_a_file_not_uploaded_through_the_gateway_is_refused(
     assert not crm.received("/crm/bulk/v8/write")
 
 
+def _mapped_job(
+    gw: GatewayHandle, operation: str, module: str, file_id: object, mappings: list[object]
+) -> tuple[int, dict[str, object]]:
+    resource = {"type": "data", "module": {"api_name": module}, "file_id": file_id,
+                "find_by": "id", "field_mappings": mappings}  # fmt: skip
+    job = {"operation": operation, "resource": [resource]}
+    r = gw.http.post("/crm/bulk/v8/write", content=orjson.dumps(job))
+    return r.status_code, r.json()
+
+
+def test_a_column_a_field_mapping_makes_the_key_must_name_known_records(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """``field_mappings`` can make any column the ``id`` a job finds records by: its values
+    must then be records whose state the gateway knows, as an ``id`` column's are."""
+    free = next(r for r in crm.records("Leads") if not r["$stop_processing"])
+    unknown = "5725767000099999999"  # a record of no module: its state cannot be known
+    assert unknown not in {r["id"] for r in crm.records("Leads")}
+    mappings = [{"api_name": "id", "index": 0}, {"api_name": "City", "index": 1}]
+    for key, allowed in ((free["id"], True), (unknown, False)):
+        status, up = _upload(gw, f"Ref,City\n{key},Mapped-Town\n")
+        assert status == 200, up  # no cell of it is a record in stop processing
+        crm.clear()
+        status, body = _mapped_job(gw, "update", "Leads", up["details"]["file_id"], mappings)  # type: ignore[index]
+        if allowed:
+            assert status == 201 and crm.received("/crm/bulk/v8/write"), body
+        else:
+            assert status == 400 and body["details"] == {
+                "ids": [unknown],
+                "reason": "state_unknown",
+            }
+            assert not crm.received("/crm/bulk/v8/write")
+
+
+def test_a_field_mappings_default_value_naming_a_stopped_parent_is_refused(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    stopped = next(r for r in crm.records("Leads") if r["$stop_processing"])
+    status, up = _upload(gw, "Note_Content\nmapped\n")
+    assert status == 200, up
+    file_id = up["details"]["file_id"]  # type: ignore[index]
+    parent = {"api_name": "Parent_Id", "default_value": {"value": stopped["id"]}}
+    crm.clear()
+    status, body = _mapped_job(gw, "insert", "Notes", file_id, [parent])
+    assert status == 400 and body["details"] == {
+        "ids": [stopped["id"]],
+        "reason": "stop_processing",
+    }
+    assert not crm.received("/crm/bulk/v8/write")
+
+
+def test_a_mapping_finding_a_gdpr_record_by_another_field_is_refused(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """A lookup or parent mapped with ``find_by`` another field (a note's parent found by
+    the lead's Email) names records by values the gateway never sees; into a module
+    without stop processing (a Contact's Account found by its name) it names no target."""
+    status, up = _upload(gw, "Parent,Name\nsomeone@example.com,Acme\n")
+    assert status == 200, up
+    file_id = up["details"]["file_id"]  # type: ignore[index]
+    crm.clear()
+    by_email = {"api_name": "Parent_Id", "index": 0, "find_by": "Email"}
+    status, body = _mapped_job(gw, "insert", "Notes", file_id, [by_email])
+    assert status == 400 and body["details"] == {"reason": "unknown_targets"}
+    assert not crm.received("/crm/bulk/v8/write")
+    by_name = {"api_name": "Account_Name", "index": 1, "find_by": "Account_Name"}
+    status, body = _mapped_job(gw, "insert", "Contacts", file_id, [by_name])
+    assert status == 201 and crm.received("/crm/bulk/v8/write"), body
+
+
 def test_the_crms_job_statuses_and_upload_receipt_pass_whole(crm: Crm, gw: GatewayHandle) -> None:
     """These answers carry no record and are checked by what they may hold
     (privacy/status_body.py): the CRM's own, for a bulk write, its upload, a bulk read and

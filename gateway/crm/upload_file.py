@@ -122,6 +122,9 @@ class UploadScan:
     ids: tuple[str, ...]
     other_ids: tuple[str, ...]
     rows: int
+    #: per column index (those that hold any), the id-like values of columns not headed
+    #: ``id``: a job's field mapping may make such a column the key
+    columns: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
 
 class UploadRefused(Exception):
@@ -349,6 +352,7 @@ def _scan_zip(data: bytes, limits: UploadLimits) -> UploadScan:
         raise UploadRefused("too_many_members")
     ids: dict[str, None] = {}
     others: dict[str, None] = {}
+    columns: dict[int, dict[str, None]] = {}
     budget = _Budget(limits)
     rows = 0
     try:
@@ -371,7 +375,7 @@ def _scan_zip(data: bytes, limits: UploadLimits) -> UploadScan:
                         if member.read(1):
                             raise UploadRefused("not_csv")
                         continue
-                    rows = _scan_csv(member, limits, rows, ids, others)
+                    rows = _scan_csv(member, limits, rows, ids, others, columns)
     except UploadRefused:
         raise
     except UnicodeDecodeError:
@@ -386,6 +390,7 @@ def _scan_zip(data: bytes, limits: UploadLimits) -> UploadScan:
         ids=tuple(ids),
         other_ids=tuple(i for i in others if i not in ids),
         rows=rows,
+        columns=tuple((pos, tuple(column)) for pos, column in sorted(columns.items())),
     )
 
 
@@ -397,13 +402,18 @@ def _normalise(value: str) -> str:
     value = value.strip()
     digits = value[1:] if value.startswith("+") else value
     if digits.isdecimal():
-        ascii_digits = "".join(chr(48 + unicodedata.decimal(c)) for c in digits)
+        ascii_digits = (
+            digits
+            if digits.isascii()
+            else "".join(chr(48 + unicodedata.decimal(c)) for c in digits)
+        )
         return ascii_digits.lstrip("0") or "0"
     return value
 
 
-def _looks_like_id(cell: str) -> bool:
-    value = cell.strip()
+def _looks_like_id(value: str) -> bool:
+    """Whether a normalised cell could be a record's id (leading zeros dropped first: the
+    CRM reads ``000123`` as ``123``)."""
     return 15 <= len(value) <= 25 and value.isdecimal()
 
 
@@ -413,6 +423,7 @@ def _scan_csv(
     rows: int,
     ids: dict[str, None],
     others: dict[str, None],
+    columns: dict[int, dict[str, None]],
 ) -> int:
     text = io.TextIOWrapper(
         io.BufferedReader(member, _CHUNK), encoding="utf-8-sig", errors="strict", newline=""
@@ -435,19 +446,21 @@ def _scan_csv(
     if not any(names):
         raise UploadRefused("bad_header")
     id_cols = frozenset(i for i, name in enumerate(names) if name == "id")
-    for cell in header:
-        if _looks_like_id(cell):
-            others.setdefault(_normalise(cell))
+    for i, cell in enumerate(header):
+        if _looks_like_id(value := _normalise(cell)):
+            others.setdefault(value)
+            columns.setdefault(i, {}).setdefault(value)
     for record in reader:
         pending[0] = 0
         rows += 1
         if rows > limits.max_rows:
             raise UploadRefused("too_many_rows")
         for i, cell in enumerate(record):
+            value = _normalise(cell)
             if i in id_cols:
-                value = _normalise(cell)
                 if value:
                     ids.setdefault(value)
-            elif _looks_like_id(cell):
-                others.setdefault(_normalise(cell))
+            elif _looks_like_id(value):
+                others.setdefault(value)
+                columns.setdefault(i, {}).setdefault(value)
     return rows

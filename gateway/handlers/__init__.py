@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from cachetools import TTLCache
 
 from gateway.bulk import ExportSlots
+from gateway.crm.upload_file import UploadScan
 from gateway.decision import Decision
 from gateway.errors import Reason
 from gateway.forward import Forwarder
@@ -18,8 +19,8 @@ from gateway.rules import Check, Rule, guard, refuses
 from gateway.state import RecordStates
 from gateway.view import Views
 
-#: file_id -> (the ids an uploaded bulk-write file names, the other id-like values in it)
-UploadedFiles = TTLCache[str, tuple[tuple[str, ...], tuple[str, ...]]]
+#: file id -> what its upload scan found (crm/upload_file.py ``UploadScan``)
+UploadedFiles = TTLCache[str, UploadScan]
 
 
 def uploaded_files() -> UploadedFiles:

@@ -38,7 +38,7 @@ async def upload(ctx: Context, req: CanonicalRequest, view: View, decision: Deci
     reply = await ctx.forward.passthrough(req, decision)
     file_id = _file_id(reply.body)
     if reply.status < 300 and file_id is not None:
-        ctx.uploads[file_id] = (scan.ids, scan.other_ids)
+        ctx.uploads[file_id] = scan
     return reply
 
 

@@ -15,12 +15,13 @@ import asyncio
 import copy
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
 from gateway.crm.request import CanonicalRequest
 from gateway.crm.routes import Kind
+from gateway.crm.upload_file import UploadScan
 from gateway.decision import REFUSED, Decision
 from gateway.errors import (
     InvalidData,
@@ -33,7 +34,7 @@ from gateway.errors import (
 from gateway.forward import echoed_values, json_reply_of
 from gateway.handlers import Context, uploads
 from gateway.handlers.reads import guard_related_link
-from gateway.jsonbody import UNREADABLE, loads_request, member, normal_id, record_id
+from gateway.jsonbody import UNREADABLE, is_record_id, loads_request, member, normal_id, record_id
 from gateway.privacy import writes
 from gateway.privacy.catalog import ModuleCatalog
 from gateway.privacy.errors_body import scrub_answer
@@ -48,7 +49,7 @@ from gateway.privacy.redact import (
 )
 from gateway.privacy.writes import Split
 from gateway.rules import Mode, Rule, withholds
-from gateway.state import FREE, Target
+from gateway.state import FREE, Target, worse
 from gateway.types import Reply
 from gateway.view import View
 
@@ -83,6 +84,11 @@ async def write(ctx: Context, req: CanonicalRequest, view: View, decision: Decis
         own = [FREE] * len(records)
     elif gdpr and req.external is not None:
         own = await _external_targets(ctx, view, module, req, records, ids)
+        if req.kind is Kind.UPSERT:
+            # The CRM may match an upsert's row by its duplicate-check fields as well.
+            fields = await _duplicate_fields(ctx, view, module, body, decision)
+            matched = await ctx.states.upsert_targets(view, module, records, fields)
+            own = [worse(a, b) for a, b in zip(own, matched, strict=True)]
     elif req.kind is Kind.UPSERT and gdpr:
         fields = await _duplicate_fields(ctx, view, module, body, decision)
         own = await ctx.states.upsert_targets(view, module, records, fields)
@@ -112,11 +118,24 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
     module = req.module or ""
     path_id = req.record_id or ""
     gdpr = await ctx.views.is_gdpr_module(view, module)
+    also: list[Target] = []
     if req.external is not None:
         # The CRM resolves the external value; the record it names is the target.
         own = await ctx.states.by_external(view, module, req.external, path_id)
         if not gdpr and own.id is not None:
             own = Target(own.id, False)
+        as_id = normal_id(path_id)
+        if (
+            req.kind is not Kind.RECORD_UPDATE
+            and gdpr
+            and as_id
+            and is_record_id(as_id)
+            and as_id != own.id
+        ):
+            # The CRM documents X-EXTERNAL for a record's own path, not a convert's or a
+            # related list's: one that does not resolve it there reads the path as an id.
+            located = await ctx.states.locate(view, [as_id])
+            also.append(Target(as_id, located.get(as_id)))
     else:
         rid = normal_id(path_id) or path_id
         state = (await ctx.states.states(view, module, [rid])).get(rid) if gdpr else False
@@ -156,7 +175,7 @@ async def _one_record(ctx: Context, req: CanonicalRequest, view: View, decision:
         named_module, named_ids = req.related_module, [normal_id(i) or UNREADABLE for i in ids]
     readable = [i for i in named_ids if i != UNREADABLE]
     states = await ctx.states.states(view, named_module, readable) if readable else {}
-    targets = [own]
+    targets = [own, *also]
     targets += [
         Target(None, None) if i == UNREADABLE else Target(i, states.get(i)) for i in named_ids
     ]
@@ -270,8 +289,19 @@ async def _duplicate_fields(
     ``duplicate_check_fields``, else the module's system-defined fields and then every
     field its metadata marks unique. None when the gateway cannot know them."""
     given = member(body, "duplicate_check_fields")
-    if isinstance(given, list) and given and all(isinstance(f, str) for f in given):
+    named = isinstance(given, list) and given and all(isinstance(f, str) for f in given)
+    if named and "duplicate_check_fields" in body:
         return list(given)
+    defaults = await _default_duplicate_fields(ctx, view, module, decision)
+    if not named:
+        return defaults
+    # Spelled in another case: a CRM reading member names exactly matches by its defaults.
+    return None if defaults is None else [*given, *(d for d in defaults if d not in given)]
+
+
+async def _default_duplicate_fields(
+    ctx: Context, view: View, module: str, decision: Decision
+) -> list[str] | None:
     system = writes.SYSTEM_DUPLICATE_CHECK.get(module.lower())
     if system is None:
         kind = (await ctx.views.modules(view)).get(module.lower())
@@ -550,17 +580,85 @@ async def _bulk_write_job(
         file_id = member(res, "file_id") if isinstance(res, dict) else None
         named = ctx.uploads.get(str(file_id)) if isinstance(file_id, str | int) else None
         if (operation != "insert" and find_by not in (None, "id")) or named is None:
-            decision.refuse(Reason.UNKNOWN_TARGETS)
-            raise NotAllowed(
-                "A bulk write that finds records by another field than id, or runs a file "
-                "not uploaded through the gateway, cannot be checked for records in stop "
-                "processing.",
-                details={"reason": "unknown_targets"},
-            )
-        ids += named[0]
-        others += named[1]
+            _unknown_targets(decision)
+        ids += named.ids
+        others += named.other_ids
+        keys, linked = await _mapped_ids(ctx, view, decision, res, named)
+        ids += keys
+        others += linked
     refusal = await uploads.check_ids(ctx, view, decision, ids, others)
     return refusal or await ctx.forward.passthrough(req, decision)
+
+
+async def _mapped_ids(
+    ctx: Context, view: View, decision: Decision, res: dict[str, Any], named: UploadScan
+) -> tuple[list[str], list[str]]:
+    """What a resource's ``field_mappings`` make a target beside the file's ``id`` column:
+    the id-like values of a column mapped to ``id`` (their records must be found) and the
+    ids in a mapping's ``default_value`` (set on every row). A mapping that finds the
+    record a lookup or parent field names by another field than its id (``find_by``) names
+    records the gateway cannot see, unless the lookup is into a module without stop
+    processing: refused."""
+    mappings = member(res, "field_mappings")
+    if mappings is None:
+        return [], []
+    if not isinstance(mappings, list) or not all(isinstance(m, dict) for m in mappings):
+        raise InvalidData(details={"reason": "field_mappings must be a list of objects"})
+    columns = dict(named.columns)
+    keys: list[str] = []
+    linked: list[str] = []
+    for mapping in mappings:
+        api_name = member(mapping, "api_name")
+        name = api_name.lower() if isinstance(api_name, str) else ""
+        found = keys if name == "id" else linked
+        found += _ids_in(member(mapping, "default_value"))
+        if name == "id":
+            index = normal_id(member(mapping, "index"))
+            if index is None or not index.isdecimal():
+                _unknown_targets(decision)
+            keys += columns.get(int(index), ())
+        if member(mapping, "find_by") not in (None, "id") and not await _free_lookup(
+            ctx, view, decision, res, name
+        ):
+            _unknown_targets(decision)
+    return keys, linked
+
+
+async def _free_lookup(
+    ctx: Context, view: View, decision: Decision, res: dict[str, Any], name: str
+) -> bool:
+    """Whether field ``name`` of the resource's module is a lookup into a module whose
+    records cannot be in stop processing."""
+    module = member(res, "module")
+    module = member(module, "api_name") if isinstance(module, dict) else module
+    if not isinstance(module, str) or name in writes.PARENT_FIELDS:
+        return False
+    catalog = await ctx.views.catalog(view, await ctx.views.resolve_module(view, module), decision)
+    info = catalog.fields.get(name)
+    if info is None or info.data_type not in ("lookup", "multiselectlookup"):
+        return False
+    target = info.target_module
+    return target is not None and not await ctx.views.is_gdpr_module(view, target)
+
+
+def _ids_in(value: Any) -> list[str]:
+    """The record ids a JSON value holds, at any depth."""
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _ids_in(v)]
+    if isinstance(value, list):
+        return [i for v in value for i in _ids_in(v)]
+    found = normal_id(value)
+    return [found] if found and is_record_id(found) else []
+
+
+def _unknown_targets(decision: Decision) -> NoReturn:
+    decision.refuse(Reason.UNKNOWN_TARGETS)
+    raise NotAllowed(
+        "A bulk write that finds records by another field than id, or runs a file "
+        "not uploaded through the gateway, cannot be checked for records in stop "
+        "processing.",
+        details={"reason": "unknown_targets"},
+    )
 
 
 def _has_consent(record: dict[str, Any]) -> bool:
