@@ -47,6 +47,20 @@ class Target:
 FREE = Target(None, False)
 
 
+def _plain_id(value: Any) -> bool:
+    """An id every reading takes as one: a JSON integer or ASCII digits (spaces around)."""
+    if isinstance(value, str):
+        text = value.strip()
+        return text.isascii() and text.isdigit()
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _converted_too(module: str) -> str:
+    """The parameter a look-up of Leads needs to find converted ones as well: a converted
+    lead is still a record a write reaches."""
+    return "&converted=both" if module.lower() == "leads" else ""
+
+
 def worse(a: Target, b: Target) -> Target:
     """Of two readings of one write's target, the one to judge it by: stop processing,
     else unknown, else an insert (so its consent is checked), else ``a``."""
@@ -91,9 +105,8 @@ class RecordStates:
                 f"{self.base}/crm/{view.version}/{quote(module, safe='')}"
                 f"?ids={','.join(quote(i, safe='') for i in chunk)}"
                 f"&fields={quote(fields, safe=',$')}&per_page={ID_BATCH}"
+                f"{_converted_too(module)}"
             )
-            if module.lower() == "leads":
-                url += "&converted=both"  # a converted lead is still a record a write reaches
             try:
                 answer = await fetch_json(self.upstream, "GET", url, view.headers, b"", STATE_LIMIT)
             except GatewayError:
@@ -207,11 +220,12 @@ class RecordStates:
             rid = record_id(record)
             if rid == UNREADABLE:
                 return Target(None, None)
-            if rid and "id" in record:
+            if rid and _plain_id(record.get("id")):
                 return Target(rid, by_id.get(rid))
             matched = await by_fields(record)
-            # An id spelled in another case (``ID``): a CRM reading member names exactly
-            # matches the row by its duplicate-check fields instead, so both are targets.
+            # An id spelled in another case (``ID``) or written so a CRM may not read it as
+            # one (``+123``, other digits): a CRM that sees no id matches the row by its
+            # duplicate-check fields instead, so both are targets.
             return worse(Target(rid, by_id.get(rid)), matched) if rid else matched
 
         async def by_fields(record: dict[str, Any]) -> Target:
@@ -237,6 +251,7 @@ class RecordStates:
         url = (
             f"{self.base}/crm/{view.version}/{quote(module, safe='')}/search"
             f"?criteria={quote(criteria, safe='')}&fields={quote(names, safe=',$')}&per_page=200"
+            f"{_converted_too(module)}"
         )
         try:
             answer = await fetch_json(self.upstream, "GET", url, view.headers, b"", STATE_LIMIT)
