@@ -23,6 +23,7 @@ from gateway.handlers import (
     bulk,
     composite,
     coql,
+    custom_views,
     reads,
     uploaded_files,
     uploads,
@@ -130,6 +131,8 @@ class Pipeline:
                 return await reads.read(ctx, req, view, decision)
             case Kind.COQL:
                 return await coql.coql(ctx, req, view, decision)
+            case Kind.CUSTOM_VIEWS:
+                return await custom_views.custom_views(ctx, req, view, decision)
             case Kind.BULK_READ_CREATE:
                 return await bulk.read_create(ctx, req, view, decision)
             case Kind.BULK_READ_RESULT:

@@ -32,6 +32,19 @@ def view_id(crm: Crm, module: str, name: str) -> str:
     return view
 
 
+def make_view(crm: Crm, module: str, criteria: Any, **extra: Any) -> str:
+    """A view defined at the CRM, as its admin would; the client only names it by id."""
+    body = {"name": "Admin view", "criteria": criteria, **extra}
+    r = crm.admin.post(f"/_sandbox/custom_views/1/{module}", json=body)
+    assert r.status_code == 200, r.text
+    view: str = r.json()["id"]
+    return view
+
+
+def leaf(field: str, value: Any, comparator: str = "equal") -> dict[str, Any]:
+    return {"comparator": comparator, "field": {"api_name": field, "id": "1"}, "value": value}
+
+
 def record_calls(crm: Crm) -> list[dict[str, Any]]:
     """What reached the CRM besides metadata (org, modules, fields, views)."""
     return [
@@ -273,6 +286,150 @@ def test_a_bulk_reads_cvid_that_is_not_a_numeric_id_is_refused(
     )
     assert r.status_code == 400, r.text
     assert crm.received("/custom_views") == [] and crm.received("/read") == []
+
+
+# -- the views' definitions: criteria values withheld -----------------------------------------
+
+
+def _definitions(http: httpx.Client, route: str, cvid: str, module: str = "Leads") -> Any:
+    path = "/crm/v8/settings/custom_views" + (f"/{cvid}" if route == "one" else "")
+    return http.get(path, params={"module": module})
+
+
+def _criteria_of(answer: httpx.Response, cvid: str) -> Any:
+    assert answer.status_code == 200, answer.text[:300]
+    (found,) = [v for v in answer.json()["custom_views"] if v["id"] == cvid]
+    return found["criteria"]
+
+
+@pytest.mark.parametrize("route", ["one", "list"])
+def test_a_views_definition_withholds_the_values_of_withheld_fields_at_any_depth(
+    crm: Crm, gw: GatewayHandle, route: str
+) -> None:
+    """A criterion on a field that is not private keeps its value; one on a restricted
+    field (Email; Mobile in a nested group) has it withheld; the rest is the CRM's."""
+    lead = next(x for x in crm.records("Leads") if x.get("Email") and x.get("Mobile"))
+    criteria = {
+        "group_operator": "and",
+        "group": [
+            leaf("Lead_Source", "Trade Show"),
+            leaf("Email", lead["Email"]),
+            {"group_operator": "or", "group": [leaf("Last_Name", "B", "starts_with"),
+                                               leaf("mobile", [lead["Mobile"]], "in")]},
+        ],
+    }  # fmt: skip
+    cvid = make_view(crm, "Leads", criteria)
+    direct = _definitions(crm.http, route, cvid)
+    assert _criteria_of(direct, cvid) == criteria  # the CRM hands the values out
+    r = _definitions(gw.http, route, cvid)
+    expected = direct.json()
+    for view in expected["custom_views"]:
+        if view["id"] == cvid:
+            view["criteria"]["group"][1]["value"] = None
+            view["criteria"]["group"][2]["group"][1]["value"] = None
+        elif view["name"] == "Leads at example domains":  # a seeded view on Email
+            view["criteria"]["value"] = None
+    assert r.json() == expected
+    got = _criteria_of(r, cvid)
+    assert got["group"][0]["value"] == "Trade Show"
+    assert got["group"][2]["group"][0]["value"] == "B"
+    assert lead["Email"] not in r.text and lead["Mobile"] not in r.text
+    withheld = 2 if route == "one" else 3
+    assert r.headers["x-privacy-withheld"] == f"{withheld}; fields=Email,Mobile"
+    entry = gw.requests()[-1]
+    assert entry["route"].startswith("/crm/{v}/settings/custom_views")
+    assert entry["module"] == "Leads" and entry["outcome"] == "redacted"
+    assert entry["fields_withheld"] == {"names": ["Email", "Mobile"], "count": withheld}
+
+
+def test_a_views_private_field_value_is_withheld_unless_the_policy_shows_it(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    """City is private (Low), not restricted: withheld from a client shown nothing, kept
+    for one shown Low fields; a restricted field's value is withheld from both."""
+    cvid = make_view(crm, "Leads", {"group_operator": "or", "group": [
+        leaf("City", "Springfield"), leaf("Email", "x@example.com")]})  # fmt: skip
+    narrow = _criteria_of(_definitions(make_gateway().http, "one", cvid), cvid)
+    assert [c["value"] for c in narrow["group"]] == [None, None]
+    wide = make_gateway({"redaction": {"show": ["low"]}})
+    assert [c["value"] for c in _criteria_of(_definitions(wide.http, "one", cvid), cvid)[
+        "group"]] == ["Springfield", None]  # fmt: skip
+
+
+def test_in_shadow_a_views_values_pass_and_what_would_be_withheld_is_audited(
+    crm: Crm, make_gateway: MakeGateway
+) -> None:
+    """The redact rule in shadow passes a judged value on; a value the gateway cannot
+    judge (a field its metadata does not know) is withheld in every mode, and with it the
+    answer is sent as judged (as a record read's is)."""
+    gw = make_gateway({"rules": {"redact": "shadow"}})
+    judged = make_view(crm, "Leads", leaf("Email", "x@example.com"))
+    r = _definitions(gw.http, "one", judged)
+    assert _criteria_of(r, judged)["value"] == "x@example.com"
+    entry = gw.requests()[-1]
+    assert entry["would_redact"] == {"names": ["Email"], "count": 1}
+    assert entry["fields_withheld"]["count"] == 0
+    unknown = make_view(crm, "Leads", {"group_operator": "or", "group": [
+        leaf("Email", "x@example.com"), leaf("No_Such_Field", "y@example.com")]})  # fmt: skip
+    got = _criteria_of(_definitions(gw.http, "one", unknown), unknown)
+    assert [c["value"] for c in got["group"]] == [None, None]
+    entry = gw.requests()[-1]
+    assert entry["fields_withheld"] == {"names": ["Email", "unknown"], "count": 2}
+
+
+def test_a_views_definition_without_a_known_module_withholds_every_value(
+    crm: Crm, gw: GatewayHandle
+) -> None:
+    """No module named: the CRM's own refusal goes on, as before. A module the gateway's
+    metadata does not list gives no field to judge a value by: every one is withheld."""
+    cvid = make_view(crm, "Leads", leaf("Lead_Source", "Trade Show"))
+    missing = gw.http.get(f"/crm/v8/settings/custom_views/{cvid}")
+    direct = crm.http.get(f"/crm/v8/settings/custom_views/{cvid}")
+    assert missing.status_code == direct.status_code == 400
+    assert missing.json() == direct.json()
+    r = gw.http.get(f"/crm/v8/settings/custom_views/{cvid}", params={"module": "Leads"})
+    assert _criteria_of(r, cvid)["value"] == "Trade Show"
+    crm.fault(
+        path_contains="/settings/custom_views",
+        status=200,
+        json={"custom_views": [{"id": cvid, "criteria": leaf("Lead_Source", "Trade Show")}]},
+    )
+    unknown = gw.http.get(f"/crm/v8/settings/custom_views/{cvid}", params={"module": "Nope"})
+    assert _criteria_of(unknown, cvid)["value"] is None
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"path_contains": "/settings/fields", "status": 500, "json": {"code": "INTERNAL_ERROR"}},
+        {"path_contains": "/settings/modules", "status": 500, "json": {"code": "INTERNAL_ERROR"}},
+    ],
+)
+def test_a_views_definition_is_not_forwarded_without_the_modules_metadata(
+    crm: Crm, gw: GatewayHandle, fault: dict[str, Any]
+) -> None:
+    crm.fault(**fault)
+    crm.clear()
+    r = gw.http.get("/crm/v8/settings/custom_views", params={"module": "Leads"})
+    assert r.status_code == 503, r.text
+    assert r.json()["code"] == "GATEWAY_METADATA_UNAVAILABLE"
+    assert crm.received("/settings/custom_views") == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 200, "body": "{not json", "content_type": "application/json"},
+        {"status": 200, "json": [{"criteria": {"value": "x"}}]},
+    ],
+)
+def test_a_views_definition_that_cannot_be_read_is_refused(
+    crm: Crm, gw: GatewayHandle, fault: dict[str, Any]
+) -> None:
+    crm.fault(path_contains="/settings/custom_views", **fault)
+    r = gw.http.get("/crm/v8/settings/custom_views", params={"module": "Leads"})
+    assert r.status_code == 502, r.text
+    assert r.json()["code"] == "GATEWAY_UNREADABLE_UPSTREAM"
 
 
 # -- parameters outside the route table -------------------------------------------------------

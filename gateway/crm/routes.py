@@ -23,6 +23,7 @@ class Kind(enum.Enum):
     """How the gateway handles a route. Each kind names one handler (pipeline.py)."""
 
     METADATA = "metadata"  # org, users, settings: configuration, no module records
+    CUSTOM_VIEWS = "custom_views"  # settings whose criteria may hold a record's values
     JOB_STATUS = "job_status"  # a bulk or mass-update job's status: no field values
     BLOB = "blob"  # a record's photo or an attachment's bytes: no field values
     READ = "read"  # records of {module}: list, one, deleted
@@ -171,6 +172,9 @@ TABLE: tuple[Route, ...] = (
     _r("/crm/{v}/org", GET=K.METADATA),
     _r("/crm/{v}/users", GET=K.METADATA),
     _r("/crm/{v}/users/{user_id}", GET=K.METADATA),
+    # a view's criteria may name a record's value (before the other settings: a literal)
+    _r("/crm/{v}/settings/custom_views", GET=K.CUSTOM_VIEWS),
+    _r("/crm/{v}/settings/custom_views/{setting_id}", GET=K.CUSTOM_VIEWS),
     _r("/crm/{v}/settings/{name}", GET=K.METADATA),
     _r("/crm/{v}/settings/{name}/{setting_id}", GET=K.METADATA),
     _r("/crm/{v}/coql", POST=K.COQL),

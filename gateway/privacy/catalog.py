@@ -6,7 +6,7 @@ case-insensitively everywhere a decision is made (the CRM treats api names that 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -336,41 +336,53 @@ def parse_custom_view(cvid: str, body: Any) -> CustomView:
     return CustomView(tuple(paths), _sort_field(found.get("sort_by")), bool(cross))
 
 
-def criteria_object_paths(
-    criteria: Any, fail: Callable[[str], Exception], *, empty_is_none: bool = False
-) -> list[tuple[str, ...]]:
-    """Every field path a criteria object names, at any depth, in the order written:
-    ``{"comparator", "field": {"api_name"}, "value"}`` or ``{"group_operator", "group":
-    [...]}`` (a bulk read's ``query.criteria``, a custom view's ``criteria``). Member names
-    are read in any letter case. v2 names the field in ``api_name``, v2.1+ in
-    ``field.api_name``: a criterion carrying both is checked on both (which one the CRM
-    reads is not documented), and a value that is itself a field (a field-to-field
-    comparison) counts too. A node that is both a group and a criterion is refused. What
-    cannot be read raises ``fail(reason)``. ``empty_is_none``:
-    an empty object means no criteria (a view's)."""
-    out: list[tuple[str, ...]] = []
+def criteria_nodes(criteria: Any) -> Iterator[tuple[Any, Any, list[Any]]]:
+    """Every node of a criteria object, at any depth, in the order written: ``{"comparator",
+    "field": {"api_name"}, "value"}`` or ``{"group_operator", "group": [...]}`` (a bulk
+    read's ``query.criteria``, a custom view's ``criteria``), each as (node, its ``group``,
+    the field names it gives). Member names are read in any letter case. v2 names the field
+    in ``api_name``, v2.1+ in ``field.api_name``: both are given (which one the CRM reads is
+    not documented), and so is a value that is itself a field (a field-to-field
+    comparison). A group's members follow it when it is a list; a node that is not an
+    object comes as it is, with no group and no names: the caller judges the shape."""
     stack: list[Any] = [criteria]
     while stack:
         node = stack.pop()
-        if node is None or (empty_is_none and isinstance(node, Mapping) and not node):
-            continue
         if not isinstance(node, Mapping):
-            raise fail("criteria must be an object")
+            yield node, None, []
+            continue
         group = member(node, "group")
         field = member(node, "field")
         inner = member(field, "api_name") if isinstance(field, Mapping) else None
         given = [n for n in (member(node, "api_name"), inner) if n is not None]
         value = member(node, "value")
+        if isinstance(value, Mapping) and any(str(k).lower() == "api_name" for k in value):
+            given.append(member(value, "api_name"))
+        if isinstance(group, list):
+            stack.extend(reversed(group))  # popped in the order written
+        yield node, group, given
+
+
+def criteria_object_paths(
+    criteria: Any, fail: Callable[[str], Exception], *, empty_is_none: bool = False
+) -> list[tuple[str, ...]]:
+    """Every field path a criteria object names (``criteria_nodes``), in the order written.
+    A node that is both a group and a criterion is refused. What cannot be read raises
+    ``fail(reason)``. ``empty_is_none``: an empty object means no criteria (a view's)."""
+    out: list[tuple[str, ...]] = []
+    for node, group, given in criteria_nodes(criteria):
+        if node is None or (empty_is_none and isinstance(node, Mapping) and not node):
+            continue
+        if not isinstance(node, Mapping):
+            raise fail("criteria must be an object")
         if group is not None:
-            if given or value is not None or member(node, "comparator") is not None:
+            criterion = member(node, "value"), member(node, "comparator")
+            if given or criterion != (None, None):
                 # A CRM that reads member names exactly may take it for either.
                 raise fail("a criteria node is both a group and a criterion")
             if not isinstance(group, list):
                 raise fail("criteria group must be a list")
-            stack.extend(reversed(group))  # popped in the order written
             continue
-        if isinstance(value, Mapping) and any(str(k).lower() == "api_name" for k in value):
-            given.append(member(value, "api_name"))
         if not given or not all(isinstance(n, str) and n for n in given):
             raise fail("a criterion names no field")
         for name in given:

@@ -6,7 +6,7 @@ Pure: given the parsed query and the metadata of the modules it reaches, raise
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway.errors import InvalidQuery, RestrictedField
@@ -76,11 +76,38 @@ def check_paths(
             found.append(f"{walk.label(len(path) - 1)}.{name}")
 
 
-def _looked_up_name(
-    walk: PathWalk, length: int, catalogs: Mapping[str, ModuleCatalog]
+def path_withheld(
+    module: str,
+    path: Sequence[str],
+    catalogs: Mapping[str, ModuleCatalog],
+    withheld: Callable[[FieldInfo], bool],
 ) -> str | None:
-    """The restricted name field of the module a path's last lookup points to, if any (its
-    metadata is at hand: ``catalogs_for_paths(..., whole_values=True)``)."""
+    """Whether a criterion on ``path`` reads a value ``withheld`` says is withheld, judged
+    as ``check_paths`` judges restricted fields: the label of the first such field on the
+    way, or of a last lookup's target name field (the CRM matches a lookup by that name);
+    "" when it reads none; None when the path cannot be judged (a field the metadata does
+    not know, a path through what is not a known lookup)."""
+    walk = walk_path(module, path, catalogs)
+    for depth, info in enumerate(walk.infos):
+        if withheld(info):
+            return walk.label(depth)
+    if walk.stop in (NO_CATALOG, NOT_LOOKUP) or (
+        walk.stop == UNKNOWN_FIELD and not _is_record_id(path, len(walk.infos))
+    ):
+        return None
+    name = _looked_up_name(walk, len(path), catalogs, withheld)
+    return "" if name is None else f"{walk.label(len(path) - 1)}.{name}"
+
+
+def _looked_up_name(
+    walk: PathWalk,
+    length: int,
+    catalogs: Mapping[str, ModuleCatalog],
+    withheld: Callable[[FieldInfo], bool] | None = None,
+) -> str | None:
+    """The restricted (or ``withheld``) name field of the module a path's last lookup
+    points to, if any (its metadata is at hand: ``catalogs_for_paths(...,
+    whole_values=True)``)."""
     if walk.stop != COMPLETE or len(walk.infos) != length:
         return None
     last = walk.infos[-1]
@@ -93,7 +120,8 @@ def _looked_up_name(
     else:
         target = catalogs.get(last.target_module.lower())
         targets = [target] if target is not None else []
-    return next((n for t in targets if (n := t.name_field(_restricted))), None)
+    judge = withheld or _restricted
+    return next((n for t in targets if (n := t.name_field(judge))), None)
 
 
 def _restricted(info: FieldInfo) -> bool:

@@ -16,20 +16,8 @@ import pytest
 
 from tests.adversarial.conftest import Marked
 from tests.conftest import Crm, GatewayHandle
-from tests.test_custom_views import record_calls
+from tests.test_custom_views import leaf, make_view, record_calls
 from tests.test_custom_views import refused_restricted as refused
-
-
-def make_view(crm: Crm, module: str, criteria: Any, **extra: Any) -> str:
-    body = {"name": "Admin view", "criteria": criteria, **extra}
-    r = crm.admin.post(f"/_sandbox/custom_views/1/{module}", json=body)
-    assert r.status_code == 200, r.text
-    view: str = r.json()["id"]
-    return view
-
-
-def leaf(field: str, value: Any, comparator: str = "equal") -> dict[str, Any]:
-    return {"comparator": comparator, "field": {"api_name": field, "id": "1"}, "value": value}
 
 
 def test_a_view_on_a_restricted_field_is_a_real_oracle_at_the_crm(
