@@ -22,6 +22,7 @@ from gateway.policy import Policy
 from gateway.privacy.errors_body import request_values, scrub_answer
 from gateway.privacy.redact import Counts, Tally
 from gateway.privacy.status_body import scrub_status
+from gateway.privacy.view_body import withhold_settings_criteria
 from gateway.rules import Rule, withholds
 from gateway.types import Reply
 from gateway.upstream import Headers, Upstream, UpstreamResponse, decode_body
@@ -166,13 +167,16 @@ class Forwarder:
         errors = _has_errors(parsed, resp.status)
         if errors:
             parsed = scrub_answer(parsed, echoed_values(req), failed=resp.status >= 400)
-        if req.kind in _STATUS:
+        if req.kind in _STATUS or req.kind is Kind.SETTINGS:
             # What the gateway cannot judge is withheld in every mode (no rule's to pass),
             # errors' scrubbed details included. Sent as judged, re-serialised: a member
             # given twice keeps the judged copy.
             if not isinstance(parsed, dict):
                 raise UnreadableUpstream()
-            n = scrub_status(parsed, failed=resp.status >= 400)
+            if req.kind is Kind.SETTINGS:
+                n = withhold_settings_criteria(parsed)
+            else:
+                n = scrub_status(parsed, failed=resp.status >= 400)
             withheld = {"unknown": n} if n else {}
             if withheld:
                 decision.withheld(withheld)

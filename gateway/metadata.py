@@ -28,6 +28,7 @@ from gateway.privacy.catalog import (
     ModuleCatalog,
     OrgInfo,
     parse_custom_view,
+    parse_custom_view_ids,
     parse_fields,
     parse_modules,
     parse_org,
@@ -148,6 +149,19 @@ class MetadataCache:
             lambda: self._fetch(url, headers, lambda body: parse_custom_view(cvid, body)),
         )
 
+    async def custom_view_ids(
+        self, org_id: str, version: str, module: str, headers: Headers, *, fresh: bool = False
+    ) -> tuple[frozenset[str], float]:
+        """The ids of ``module``'s custom views (leading zeros dropped); ``fresh``: asked
+        of the CRM now (a view created since the list was cached)."""
+        url = f"{self._base}/crm/{version}/settings/custom_views?module={quote(module, safe='')}"
+        return await self._get(
+            ("custom_view_ids", org_id, version, module.lower()),
+            headers,
+            lambda: self._fetch(url, headers, parse_custom_view_ids),
+            refresh=fresh,
+        )
+
     def oldest_age(self) -> float:
         """Seconds since the oldest entry still usable (fresh or within max_stale) was
         fetched; 0 when the cache is empty."""
@@ -156,14 +170,19 @@ class MetadataCache:
         return 0.0 if oldest is None else self._clock() - oldest
 
     async def _get(
-        self, key: tuple[str, ...], headers: Headers, fetch: Callable[[], Awaitable[T]]
+        self,
+        key: tuple[str, ...],
+        headers: Headers,
+        fetch: Callable[[], Awaitable[T]],
+        *,
+        refresh: bool = False,
     ) -> tuple[T, float]:
         now = self._clock()
-        entry: _Entry[T] | None = self._fresh.get(key)
+        entry: _Entry[T] | None = None if refresh else self._fresh.get(key)
         if entry is not None and now - entry.fetched_at < self._ttl:
             self.stats.hits += 1
             return entry.value, now - entry.fetched_at
-        entry = self._cache.get(key)
+        entry = None if refresh else self._cache.get(key)
         if entry is not None and now - entry.fetched_at < self._ttl:
             self.stats.hits += 1
             return entry.value, now - entry.fetched_at

@@ -40,7 +40,7 @@ from gateway.upstream import Upstream
 from gateway.view import View, Views
 
 #: kinds forwarded without a privacy view: they name no module and carry no field values
-_NO_VIEW = frozenset({Kind.METADATA, Kind.JOB_STATUS})
+_NO_VIEW = frozenset({Kind.METADATA, Kind.SETTINGS, Kind.JOB_STATUS})
 #: kinds forwarded once their module is known: no field values (blob)
 _PASS_WITH_VIEW = frozenset({Kind.BLOB})
 
@@ -156,6 +156,7 @@ class Pipeline:
                 return await writes.forward_write(ctx, req, view, decision)
             case (
                 Kind.METADATA
+                | Kind.SETTINGS
                 | Kind.JOB_STATUS
                 | Kind.BLOB
                 | Kind.COMPOSITE

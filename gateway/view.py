@@ -161,6 +161,18 @@ class Views:
         decision.metadata_age_s = view.age
         return found
 
+    async def custom_view_ids(
+        self, view: View, module: str, decision: Decision, *, fresh: bool = False
+    ) -> frozenset[str]:
+        """The ids of ``module``'s custom views, from the CRM's list of them (``fresh``:
+        asked now, not cached)."""
+        found, age = await self.metadata.custom_view_ids(
+            view.org.org_id, view.version, module, view.headers, fresh=fresh
+        )
+        view.age = max(view.age, age)
+        decision.metadata_age_s = view.age
+        return found
+
     def _with_overrides(self, catalog: ModuleCatalog) -> ModuleCatalog:
         """Every route reads a module's private fields here, the policy's overrides
         included; built once per cached catalog."""

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 class Kind(enum.Enum):
     """How the gateway handles a route. Each kind names one handler (pipeline.py)."""
 
-    METADATA = "metadata"  # org, users, settings: configuration, no module records
+    METADATA = "metadata"  # org, users: configuration, no module records
+    SETTINGS = "settings"  # other settings: configuration whose criteria may hold values
     CUSTOM_VIEWS = "custom_views"  # settings whose criteria may hold a record's values
     JOB_STATUS = "job_status"  # a bulk or mass-update job's status: no field values
     BLOB = "blob"  # a record's photo or an attachment's bytes: no field values
@@ -175,8 +176,8 @@ TABLE: tuple[Route, ...] = (
     # a view's criteria may name a record's value (before the other settings: a literal)
     _r("/crm/{v}/settings/custom_views", GET=K.CUSTOM_VIEWS),
     _r("/crm/{v}/settings/custom_views/{setting_id}", GET=K.CUSTOM_VIEWS),
-    _r("/crm/{v}/settings/{name}", GET=K.METADATA),
-    _r("/crm/{v}/settings/{name}/{setting_id}", GET=K.METADATA),
+    _r("/crm/{v}/settings/{name}", GET=K.SETTINGS),
+    _r("/crm/{v}/settings/{name}/{setting_id}", GET=K.SETTINGS),
     _r("/crm/{v}/coql", POST=K.COQL),
     _r("/crm/{v}/upload", POST=K.UPLOAD),
     _r("/crm/{v}/__composite_requests", POST=K.COMPOSITE),

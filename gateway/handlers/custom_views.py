@@ -39,6 +39,12 @@ async def custom_views(
         catalogs = await ctx.views.catalogs_for_paths(
             view, module, lookups, decision, whole_values=True
         )
+        # One view, by an id that is the org's, not the module's: a CRM may answer another
+        # module's view whatever ``module`` says. Judged by the module only when the
+        # module's own list names it.
+        one = req.segments[4].lstrip("0") if len(req.segments) > 4 else None
+        if one is not None and not await _listed(ctx, view, module, one, decision):
+            module, catalogs = "", {}
     resp = await ctx.forward.send(req, decision)
 
     def rewrite(body: Any, counts: Counts) -> None:
@@ -47,3 +53,12 @@ async def custom_views(
         withhold_criteria_values(body, module, catalogs, view.shown, counts)
 
     return await ctx.forward.json_reply(resp, rewrite, decision, req)
+
+
+async def _listed(ctx: Context, view: View, module: str, cvid: str, decision: Decision) -> bool:
+    """Whether the module's list of views names ``cvid``: the cached list, else (a view
+    made since) the list asked of the CRM now."""
+    views = ctx.views
+    return cvid in await views.custom_view_ids(view, module, decision) or (
+        cvid in await views.custom_view_ids(view, module, decision, fresh=True)
+    )

@@ -336,6 +336,17 @@ def parse_custom_view(cvid: str, body: Any) -> CustomView:
     return CustomView(tuple(paths), _sort_field(found.get("sort_by")), bool(cross))
 
 
+def parse_custom_view_ids(body: Any) -> frozenset[str]:
+    """The ids (leading zeros dropped) of the views a module's list names; none for an
+    empty answer. A list that cannot be read raises ``MetadataShapeError``."""
+    if body is None:
+        return frozenset()
+    views = body.get("custom_views") if isinstance(body, Mapping) else None
+    if not isinstance(views, list) or not all(isinstance(v, Mapping) for v in views):
+        raise MetadataShapeError("custom views answer has no 'custom_views' list")
+    return frozenset(str(v.get("id")).lstrip("0") for v in views)
+
+
 def criteria_nodes(criteria: Any) -> Iterator[tuple[Any, Any, list[Any]]]:
     """Every node of a criteria object, at any depth, in the order written: ``{"comparator",
     "field": {"api_name"}, "value"}`` or ``{"group_operator", "group": [...]}`` (a bulk

@@ -12,11 +12,15 @@ withheld too, as ``unknown`` in every mode, like values no metadata describes. C
 anywhere else in the answer (cross filters, on related modules' fields), criteria of a
 shape the gateway cannot read (every value of them, the whole ``criteria`` withheld) and
 the criteria of a module the gateway does not know (``module`` "") have no field to be
-judged by. Everything else passes as the CRM sent it.
+judged by. Of a withheld criterion only the members naming what it compares stay
+(``_STRUCTURE``, as plain tokens); a value under any other member goes with it. Everything
+else passes as the CRM sent it. Other settings' criteria (``withhold_settings_criteria``:
+members named ``criteria`` or ``*_criteria``) are judged by no field.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +29,23 @@ from gateway.privacy.guards import path_withheld
 from gateway.privacy.redact import Counts, Tally, is_masked
 
 UNKNOWN = "unknown"
+#: a criterion's members that name, not hold, what it compares: the rest of a withheld
+#: criterion (``value``, and any other member a value could hide under) is withheld
+_STRUCTURE = frozenset({"api_name", "comparator", "field", "group", "group_operator", "type"})
+#: what a name there may be: a token (a value such as an email, a phone number or words
+#: is not one)
+_TOKEN = re.compile(r"[A-Za-z_$][A-Za-z0-9_.$]*")
+#: of a criterion's ``field`` object
+_FIELD_NAMES = frozenset({"api_name", "id"})
+
+
+def withhold_settings_criteria(body: dict[str, Any]) -> int:
+    """Withhold (in place) every criterion's value in a settings answer (territories'
+    rules, record-locking rules, lookup filters): no field there is judged, so none is
+    shown. The number of values withheld."""
+    counts = Tally()
+    withhold_criteria_values(body, "", {}, frozenset(), counts)
+    return sum(counts.values())
 
 
 def withhold_criteria_values(
@@ -52,7 +73,7 @@ def withhold_criteria_values(
             continue
         for key, inner in value.items():
             name = key.lower() if isinstance(key, str) else ""
-            if name == "criteria":
+            if name == "criteria" or name.endswith("_criteria"):
                 _withhold(value, key, judged_by, catalogs, withheld, counts)
             else:
                 views = value is body and name == "custom_views"
@@ -77,16 +98,37 @@ def _withhold(
             return
         criteria.append((node, given))
     for node, given in criteria:
-        values = [k for k, v in node.items() if isinstance(k, str) and k.lower() == "value"]
-        values = [k for k in values if node[k] is not None]
-        if not values:
-            continue
         label = _field_withheld(module, given, catalogs, withheld) if module else None
         if label == "":
             continue
-        for k in values:
-            node[k] = None
-        _count(counts, label or UNKNOWN, len(values))
+        held = _values(node, _STRUCTURE)
+        field = next((v for k, v in node.items() if str(k).lower() == "field"), None)
+        if isinstance(field, dict):
+            held += _values(field, _FIELD_NAMES)
+        if held:
+            _count(counts, label or UNKNOWN, held)
+
+
+def _values(node: dict[Any, Any], kept: frozenset[str]) -> int:
+    """Withhold the members of ``node`` but those ``kept`` names (any case) holding what a
+    name can be (a text; a group's list of criteria, a ``field`` object, each walked on
+    its own); how many."""
+    held = 0
+    for key, value in node.items():
+        name = key.lower() if isinstance(key, str) else ""
+        if value is None or (
+            name in kept
+            and (
+                (isinstance(value, str) and _TOKEN.fullmatch(value) is not None)
+                or (name == "id" and isinstance(value, str | int) and str(value).isdigit())
+                or (name == "group" and isinstance(value, list))
+                or (name == "field" and isinstance(value, dict))
+            )
+        ):
+            continue
+        node[key] = None
+        held += 1
+    return held
 
 
 def _field_withheld(
