@@ -56,6 +56,10 @@ _STATUS = frozenset(
     {Kind.JOB_STATUS, Kind.UPLOAD, Kind.BULK_READ_CREATE, Kind.BULK_WRITE_CREATE}
 )
 
+#: configuration (org, users, settings): no record, but criteria that may hold a record's
+#: values (privacy/view_body.py), judged by no field
+_CONFIGURATION = frozenset({Kind.METADATA, Kind.SETTINGS})
+
 
 def _has_errors(body: Any, status: int) -> bool:
     if not isinstance(body, dict):
@@ -166,14 +170,19 @@ class Forwarder:
             return Reply(resp.status, hdrs, raw)
         errors = _has_errors(parsed, resp.status)
         if errors:
-            parsed = scrub_answer(parsed, echoed_values(req), failed=resp.status >= 400)
-        if req.kind in _STATUS or req.kind is Kind.SETTINGS:
+            parsed = scrub_answer(
+                parsed,
+                echoed_values(req),
+                failed=resp.status >= 400,
+                fields=req.kind not in _CONFIGURATION,
+            )
+        if req.kind in _STATUS or req.kind in _CONFIGURATION:
             # What the gateway cannot judge is withheld in every mode (no rule's to pass),
             # errors' scrubbed details included. Sent as judged, re-serialised: a member
             # given twice keeps the judged copy.
             if not isinstance(parsed, dict):
                 raise UnreadableUpstream()
-            if req.kind is Kind.SETTINGS:
+            if req.kind in _CONFIGURATION:
                 n = withhold_settings_criteria(parsed)
             else:
                 n = scrub_status(parsed, failed=resp.status >= 400)

@@ -54,32 +54,40 @@ def request_values(params: Iterable[tuple[str, str]], body: Any) -> frozenset[st
     return frozenset(v for v in out if len(v) >= 2)
 
 
-def scrub_answer(body: Any, echoed: frozenset[str], *, failed: bool = False) -> Any:
+def scrub_answer(
+    body: Any, echoed: frozenset[str], *, failed: bool = False, fields: bool = True
+) -> Any:
     """``body`` with every error envelope in it (the answer itself when it says
     ``"status": "error"`` or the HTTP status said it ``failed``, or entries of its ``data``
-    list) rewritten; anything else is returned as it is."""
+    list) rewritten; anything else is returned as it is. ``fields``: the answer is about a
+    module's fields, so a field name in its details is one; without (configuration), a
+    name there could be any word, a value's too, and is withheld."""
     if isinstance(body, dict):
         if body.get("status") == "error" or (failed and "data" not in body):
-            return scrub_error(body, echoed)
+            return scrub_error(body, echoed, fields=fields)
         data = body.get("data")
         if isinstance(data, list):
             body["data"] = [
-                scrub_error(e, echoed) if isinstance(e, dict) and e.get("status") == "error" else e
+                scrub_error(e, echoed, fields=fields)
+                if isinstance(e, dict) and e.get("status") == "error"
+                else e
                 for e in data
             ]
     return body
 
 
-def scrub_error(envelope: dict[str, Any], echoed: frozenset[str]) -> dict[str, Any]:
+def scrub_error(
+    envelope: dict[str, Any], echoed: frozenset[str], *, fields: bool = True
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in envelope.items():
         if key in ("code", "status"):
             out[key] = value if isinstance(value, str) and _TOKEN.fullmatch(value) else None
         elif key == "message":
-            names = _names_in(envelope.get("details"))
+            names = _names_in(envelope.get("details")) if fields else set()
             out[key] = value if _plain_sentence(value, echoed, names) else WITHHELD_MESSAGE
         else:
-            out[key] = _scrub_value(key, value, echoed)
+            out[key] = _scrub_value(key, value, echoed, _VOCABULARY if fields else _NO_FIELDS)
     return out
 
 
@@ -92,16 +100,22 @@ _VOCABULARY = frozenset(
 )  # fmt: skip
 
 
-def _scrub_value(key: str, value: Any, echoed: frozenset[str]) -> Any:
+#: the vocabulary of an error about no module's fields (configuration)
+_NO_FIELDS = _VOCABULARY - {"api_name", "field", "fields", "parent_api_name"}
+
+
+def _scrub_value(
+    key: str, value: Any, echoed: frozenset[str], vocabulary: frozenset[str] = _VOCABULARY
+) -> Any:
     """Keys outside the vocabulary keep their shape but not their values; inside it, a
     value must look like a name, a path or an id, and not be one the request carried."""
     if isinstance(value, dict):
-        return {k: _scrub_value(str(k), v, echoed) for k, v in value.items()}
+        return {k: _scrub_value(str(k), v, echoed, vocabulary) for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrub_value(key, v, echoed) for v in value]
+        return [_scrub_value(key, v, echoed, vocabulary) for v in value]
     if value is None or isinstance(value, bool):
         return value
-    if key.lower() not in _VOCABULARY:
+    if key.lower() not in vocabulary:
         return None
     text = str(value)
     if isinstance(value, str) and not _TOKEN.fullmatch(text):

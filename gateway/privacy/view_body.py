@@ -12,15 +12,15 @@ withheld too, as ``unknown`` in every mode, like values no metadata describes. C
 anywhere else in the answer (cross filters, on related modules' fields), criteria of a
 shape the gateway cannot read (every value of them, the whole ``criteria`` withheld) and
 the criteria of a module the gateway does not know (``module`` "") have no field to be
-judged by. Of a withheld criterion only the members naming what it compares stay
-(``_STRUCTURE``, as plain tokens); a value under any other member goes with it. Everything
+judged by. Of a withheld criterion only the CRM's words for how it compares stay
+(``_WORDS``), and its field names when the metadata knows them; a value under any other
+member goes with it. A criterion naming a member twice in two cases is withheld whole. Everything
 else passes as the CRM sent it. Other settings' criteria (``withhold_settings_criteria``:
 members named ``criteria`` or ``*_criteria``) are judged by no field.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,20 +29,26 @@ from gateway.privacy.guards import path_withheld
 from gateway.privacy.redact import Counts, Tally, is_masked
 
 UNKNOWN = "unknown"
-#: a criterion's members that name, not hold, what it compares: the rest of a withheld
-#: criterion (``value``, and any other member a value could hide under) is withheld
-_STRUCTURE = frozenset({"api_name", "comparator", "field", "group", "group_operator", "type"})
-#: what a name there may be: a token (a value such as an email, a phone number or words
-#: is not one)
-_TOKEN = re.compile(r"[A-Za-z_$][A-Za-z0-9_.$]*")
-#: of a criterion's ``field`` object
-_FIELD_NAMES = frozenset({"api_name", "id"})
+#: what a withheld criterion keeps, by member (any case): the CRM's words for how it
+#: compares. Its field names stay only when the metadata knows them; everything else
+#: (``value``, any member a value could hide under, a field's ``id``) is withheld.
+_WORDS = {
+    "comparator": frozenset(
+        {"equal", "equals", "not_equal", "in", "not_in", "less_than", "less_equal",
+         "greater_than", "greater_equal", "contains", "not_contains", "starts_with",
+         "ends_with", "between", "not_between", "like", "not_like", "is_empty",
+         "is_not_empty"}
+    ),
+    "type": frozenset({"value", "field"}),
+    "group_operator": frozenset({"and", "or"}),
+}  # fmt: skip
+_NAMES = frozenset({"api_name"})
 
 
 def withhold_settings_criteria(body: dict[str, Any]) -> int:
-    """Withhold (in place) every criterion's value in a settings answer (territories'
-    rules, record-locking rules, lookup filters): no field there is judged, so none is
-    shown. The number of values withheld."""
+    """Withhold (in place) every criterion's value in a configuration answer (settings:
+    territories' rules, record-locking rules, lookup filters; users; the org): no field
+    there is judged, so none is shown. The number of values withheld."""
     counts = Tally()
     withhold_criteria_values(body, "", {}, frozenset(), counts)
     return sum(counts.values())
@@ -56,7 +62,9 @@ def withhold_criteria_values(
     counts: Counts,
 ) -> None:
     """Withhold in ``body`` (in place) the criteria values this client may not read.
-    ``catalogs``: lower-case module -> metadata, ``module``'s and those its lookups reach."""
+    ``catalogs``: lower-case module -> metadata, ``module``'s and those its lookups reach.
+    Criteria are known by name (a member ``criteria`` or ``*_criteria``) or by shape (an
+    object with a ``comparator`` or a ``group_operator``), wherever they are."""
 
     def withheld(info: FieldInfo) -> bool:
         return is_masked(info, shown)
@@ -67,7 +75,11 @@ def withhold_criteria_values(
     while stack:
         value, judged_by = stack.pop()
         if isinstance(value, list):
-            stack.extend((inner, judged_by) for inner in value)
+            for pos, inner in enumerate(value):
+                if _criterion_shaped(inner):
+                    _withhold(value, pos, "", catalogs, withheld, counts)
+                else:
+                    stack.append((inner, judged_by))
             continue
         if not isinstance(value, dict):
             continue
@@ -75,25 +87,40 @@ def withhold_criteria_values(
             name = key.lower() if isinstance(key, str) else ""
             if name == "criteria" or name.endswith("_criteria"):
                 _withhold(value, key, judged_by, catalogs, withheld, counts)
+            elif _criterion_shaped(inner):
+                _withhold(value, key, "", catalogs, withheld, counts)
             else:
                 views = value is body and name == "custom_views"
                 stack.append((inner, module if views else ""))
 
 
+def _criterion_shaped(value: Any) -> bool:
+    return isinstance(value, dict) and any(
+        isinstance(k, str) and k.lower() in ("comparator", "group_operator") for k in value
+    )
+
+
 def _withhold(
-    view: dict[str, Any],
-    key: str,
+    holder: Any,
+    key: Any,
     module: str,
     catalogs: Mapping[str, ModuleCatalog],
     withheld: Callable[[FieldInfo], bool],
     counts: Counts,
 ) -> None:
+    """Judge the criteria at ``holder[key]`` (an object's member or a list's item)."""
     criteria: list[tuple[dict[str, Any], list[Any]]] = []
-    for node, group, given in criteria_nodes(view[key]):
+    for node, group, given in criteria_nodes(holder[key]):
         if node is None:
             continue
-        if not isinstance(node, dict) or (group is not None and not isinstance(group, list)):
-            view[key] = None  # a shape the gateway cannot read: no value of it is judged
+        if (
+            not isinstance(node, dict)
+            or (group is not None and not isinstance(group, list))
+            or _repeats(node)
+        ):
+            # a shape the gateway cannot read (a member given twice in two cases is read
+            # by the gateway once, by a client perhaps the other way): none of it judged
+            holder[key] = None
             _count(counts, UNKNOWN, 1)
             return
         criteria.append((node, given))
@@ -101,29 +128,38 @@ def _withhold(
         label = _field_withheld(module, given, catalogs, withheld) if module else None
         if label == "":
             continue
-        held = _values(node, _STRUCTURE)
-        field = next((v for k, v in node.items() if str(k).lower() == "field"), None)
-        if isinstance(field, dict):
-            held += _values(field, _FIELD_NAMES)
+        # field names stay when the metadata knows them (the criterion was judged)
+        names = _NAMES if label is not None else frozenset()
+        held = _values(node, names)
+        for k, field in node.items():
+            if isinstance(field, dict) and str(k).lower() == "field":
+                held += _values(field, names)
         if held:
-            _count(counts, label or UNKNOWN, held)
+            _count(counts, label or UNKNOWN, 1)  # one criterion's value, however spelled
 
 
-def _values(node: dict[Any, Any], kept: frozenset[str]) -> int:
-    """Withhold the members of ``node`` but those ``kept`` names (any case) holding what a
-    name can be (a text; a group's list of criteria, a ``field`` object, each walked on
-    its own); how many."""
+def _repeats(node: dict[Any, Any]) -> bool:
+    """Whether ``node`` or an object in it names a member twice, in two letter cases."""
+    for obj in (node, *(v for v in node.values() if isinstance(v, dict))):
+        names = [str(k).lower() for k in obj]
+        if len(set(names)) != len(names):
+            return True
+    return False
+
+
+def _values(node: dict[Any, Any], names: frozenset[str]) -> int:
+    """Withhold the members of ``node`` but the CRM's words (``_WORDS``), ``names`` given
+    as text, a group's list of criteria and a ``field`` object (each judged on its own);
+    how many."""
     held = 0
     for key, value in node.items():
         name = key.lower() if isinstance(key, str) else ""
+        words = _WORDS.get(name)
         if value is None or (
-            name in kept
-            and (
-                (isinstance(value, str) and _TOKEN.fullmatch(value) is not None)
-                or (name == "id" and isinstance(value, str | int) and str(value).isdigit())
-                or (name == "group" and isinstance(value, list))
-                or (name == "field" and isinstance(value, dict))
-            )
+            (words is not None and isinstance(value, str) and value.lower() in words)
+            or (name in names and isinstance(value, str))
+            or (name == "group" and isinstance(value, list))
+            or (name == "field" and isinstance(value, dict))
         ):
             continue
         node[key] = None

@@ -50,7 +50,7 @@ def segs(path: str) -> tuple[str, ...]:
             "/crm/bulk/v8/read/77/result",
         ),
         ("POST", "/crm/bulk/v8/write", Kind.BULK_WRITE_CREATE, None),
-        ("GET", "/crm/v8/settings/fields", Kind.METADATA, None),
+        ("GET", "/crm/v8/settings/fields", Kind.SETTINGS, None),
         ("GET", "/crm/v8/org", Kind.METADATA, None),
         ("GET", "/crm/v8/users/5", Kind.METADATA, None),
     ],
