@@ -64,24 +64,11 @@ def _converted_too(module: str) -> str:
 def worse(a: Target, b: Target) -> Target:
     """Of two readings of one write's target, the one to judge it by: stop processing,
     else unknown, else an insert (so its consent is checked), else ``a``."""
-    for rank in (_stopped, _unknown, _insert):
-        if rank(a):
-            return a
-        if rank(b):
-            return b
-    return a
+    return min((a, b), key=_rank)  # the first of equals
 
 
-def _stopped(t: Target) -> bool:
-    return t.state is True
-
-
-def _unknown(t: Target) -> bool:
-    return t.state is None
-
-
-def _insert(t: Target) -> bool:
-    return t.id is None
+def _rank(t: Target) -> int:
+    return 0 if t.state is True else 1 if t.state is None else 2 if t.id is None else 3
 
 
 class RecordStates:

@@ -44,6 +44,7 @@ from gateway.privacy.redact import (
     Counts,
     MaskPlan,
     Tally,
+    count_unjudged,
     redact_record,
     redact_write_answer,
 )
@@ -420,10 +421,12 @@ def hide_duplicate_holders(body: Any, catalog: ModuleCatalog | None, counts: Cou
         name = member(node, "api_name")
         info = catalog.get(name) if catalog is not None and isinstance(name, str) else None
         if info is None or (info.private is not None and info.private.restricted):
-            label = info.api_name if info is not None else "unknown"
             for key in holders:
                 node[key] = None
-                counts[label] = counts.get(label, 0) + 1
+            if info is None:  # no field judged it: withheld in every mode
+                count_unjudged(counts, len(holders))
+            else:
+                counts[info.api_name] = counts.get(info.api_name, 0) + len(holders)
 
 
 _ID = re.compile(r"\d{1,25}")
@@ -476,23 +479,14 @@ def _redact_named(
                 redact_record(one, plan, counts, level=LOOKUP)
             elif isinstance(one, dict):  # its module's metadata is not at hand: the id only
                 hidden = [k for k, v in one.items() if v is not None and str(k).lower() != "id"]
-                _withheld_unjudged(one, hidden, counts)
+                for k in hidden:
+                    one[k] = None
+                count_unjudged(counts, len(hidden))
             elif one is not None and not (isinstance(one, str) and _ID.fullmatch(one)):
                 many[i] = None
-                _withheld_unjudged(None, [None], counts)
+                count_unjudged(counts)
         if not isinstance(value, list):
             holder[key] = many[0]
-
-
-def _withheld_unjudged(obj: dict[Any, Any] | None, keys: list[Any], counts: Counts) -> None:
-    """``keys`` of ``obj`` withheld, counted as values no metadata judged (withheld in
-    every mode)."""
-    for key in keys:
-        if obj is not None:
-            obj[key] = None
-        counts["unknown"] = counts.get("unknown", 0) + 1
-    if isinstance(counts, Tally):
-        counts.unchecked += len(keys)
 
 
 async def missing_consent(

@@ -87,12 +87,13 @@ def scrub_error(
             names = _names_in(envelope.get("details")) if fields else set()
             out[key] = value if _plain_sentence(value, echoed, names) else WITHHELD_MESSAGE
         else:
-            out[key] = _scrub_value(key, value, echoed, _VOCABULARY if fields else _NO_FIELDS)
+            vocabulary = DETAILS_VOCABULARY if fields else _NO_FIELDS
+            out[key] = _scrub_value(key, value, echoed, vocabulary)
     return out
 
 
 #: ``details`` keys whose values are the CRM's vocabulary (names, paths, ids, limits)
-_VOCABULARY = frozenset(
+DETAILS_VOCABULARY = frozenset(
     {"api_name", "json_path", "param", "param_name", "id", "ids", "reason", "limit",
      "maximum_length", "minimum_length", "expected_data_type", "index", "module",
      "parent_api_name", "resource_path_index", "supported_values", "permissions",
@@ -101,11 +102,11 @@ _VOCABULARY = frozenset(
 
 
 #: the vocabulary of an error about no module's fields (configuration)
-_NO_FIELDS = _VOCABULARY - {"api_name", "field", "fields", "parent_api_name"}
+_NO_FIELDS = DETAILS_VOCABULARY - {"api_name", "field", "fields", "parent_api_name"}
 
 
 def _scrub_value(
-    key: str, value: Any, echoed: frozenset[str], vocabulary: frozenset[str] = _VOCABULARY
+    key: str, value: Any, echoed: frozenset[str], vocabulary: frozenset[str] = DETAILS_VOCABULARY
 ) -> Any:
     """Keys outside the vocabulary keep their shape but not their values; inside it, a
     value must look like a name, a path or an id, and not be one the request carried."""

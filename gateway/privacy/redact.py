@@ -65,6 +65,15 @@ class Tally(dict[str, int]):
 def _unchecked(counts: Counts, n: int) -> None:
     if n and isinstance(counts, Tally):
         counts.unchecked += n
+
+
+def count_unjudged(counts: Counts, n: int = 1) -> None:
+    """``n`` values withheld that no metadata judged: counted as ``unknown`` and withheld
+    in every mode (``Tally.unchecked``)."""
+    counts["unknown"] = counts.get("unknown", 0) + n
+    _unchecked(counts, n)
+
+
 _MEMO_LIMIT = 256
 #: nesting past which an answer is not read (no CRM answer comes near; without a bound the
 #: walk's depth would be Python's recursion limit, which compiled code does not have)
@@ -540,8 +549,7 @@ def _write_texts(
             kept = name in WRITE_TOKENS and _WORD.fullmatch(value) is not None
         if not kept:
             obj[key] = None
-            counts["unknown"] = counts.get("unknown", 0) + 1
-            _unchecked(counts, 1)
+            count_unjudged(counts)
 
 
 def _redact_object(

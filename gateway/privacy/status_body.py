@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gateway.privacy.errors_body import DETAILS_VOCABULARY
+
 #: the members of those answers (lower case), in every version the gateway forwards
 VOCABULARY = frozenset(
     {
@@ -39,12 +41,8 @@ VOCABULARY = frozenset(
         "total_count", "ignore_empty",
         # mass update
         "failed_count", "not_updated_count",
-        # a CRM error's details, as errors_body keeps them
-        "json_path", "param", "param_name", "ids", "reason", "limit", "maximum_length",
-        "minimum_length", "expected_data_type", "parent_api_name", "resource_path_index",
-        "supported_values", "permissions", "data_type", "header", "reason_code",
     }
-)  # fmt: skip
+) | DETAILS_VOCABULARY  # a CRM error's details, as errors_body keeps them  # fmt: skip
 #: a state, a code, an id, a name of a field or module, a number as text
 _TOKEN = re.compile(r"[A-Za-z0-9_.$\-]{1,200}")
 #: an ISO time (2026-12-01T10:00:00+05:30)

@@ -14,9 +14,11 @@ shape the gateway cannot read (every value of them, the whole ``criteria`` withh
 the criteria of a module the gateway does not know (``module`` "") have no field to be
 judged by. Of a withheld criterion only the CRM's words for how it compares stay
 (``_WORDS``), and its field names when the metadata knows them; a value under any other
-member goes with it. A criterion naming a member twice in two cases is withheld whole. Everything
-else passes as the CRM sent it. Other settings' criteria (``withhold_settings_criteria``:
-members named ``criteria`` or ``*_criteria``) are judged by no field.
+member goes with it. A criterion naming a member twice in two cases is withheld whole.
+Everything else passes as the CRM sent it. Criteria are found by name (``criteria``,
+``*_criteria``) or by shape (a ``comparator`` or ``group_operator``); those of other
+configuration answers (``withhold_settings_criteria``: org, users, settings) are judged
+by no field.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from typing import Any
 
 from gateway.privacy.catalog import FieldInfo, ModuleCatalog, criteria_nodes
 from gateway.privacy.guards import path_withheld
-from gateway.privacy.redact import Counts, Tally, is_masked
+from gateway.privacy.redact import Counts, Tally, count_unjudged, is_masked
 
-UNKNOWN = "unknown"
 #: what a withheld criterion keeps, by member (any case): the CRM's words for how it
 #: compares. Its field names stay only when the metadata knows them; everything else
 #: (``value``, any member a value could hide under, a field's ``id``) is withheld.
@@ -121,7 +122,7 @@ def _withhold(
             # a shape the gateway cannot read (a member given twice in two cases is read
             # by the gateway once, by a client perhaps the other way): none of it judged
             holder[key] = None
-            _count(counts, UNKNOWN, 1)
+            _count(counts, None)
             return
         criteria.append((node, given))
     for node, given in criteria:
@@ -135,7 +136,7 @@ def _withhold(
             if isinstance(field, dict) and str(k).lower() == "field":
                 held += _values(field, names)
         if held:
-            _count(counts, label or UNKNOWN, 1)  # one criterion's value, however spelled
+            _count(counts, label)
 
 
 def _repeats(node: dict[Any, Any]) -> bool:
@@ -186,7 +187,10 @@ def _field_withheld(
     return found
 
 
-def _count(counts: Counts, name: str, n: int) -> None:
-    counts[name] = counts.get(name, 0) + n
-    if name == UNKNOWN and isinstance(counts, Tally):
-        counts.unchecked += n  # not a rule's to pass: withheld in every mode
+def _count(counts: Counts, name: str | None) -> None:
+    """One criterion's value withheld, however many members held it: under its field's
+    label, or as a value no field judged (withheld in every mode)."""
+    if name is None:
+        count_unjudged(counts)
+    else:
+        counts[name] = counts.get(name, 0) + 1

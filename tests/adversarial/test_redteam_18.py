@@ -25,31 +25,12 @@ import orjson
 import pytest
 
 from tests.adversarial.conftest import leads_by_state, send, zip_of
+from tests.adversarial.test_redteam_16 import _raw, _reached, _stopped_lead_with_email
 from tests.conftest import Crm, GatewayHandle
-
-
-def _reached(crm: Crm, part: str, method: str = "POST") -> list[dict[str, Any]]:
-    return [r for r in crm.received(part) if r["method"] == method]
-
-
-def _stopped_lead_with_email(crm: Crm, email: str) -> dict[str, Any]:
-    _, (stopped, *_) = leads_by_state(crm)
-    crm.edit("Leads", stopped["id"], Email=email)
-    stored = crm.one("Leads", stopped["id"])
-    assert stored["$stop_processing"] is True and stored["Email"] == email
-    return stored
 
 
 def _fullwidth(digits: str) -> str:
     return "".join(chr(0xFF10 + int(c)) for c in digits)
-
-
-def _raw(crm: Crm, module: str, record_id: str) -> dict[str, Any]:
-    """The record as the sandbox stores it ($-keys included)."""
-    r = crm.admin.get(f"/_sandbox/records/1/{module}/{record_id}")
-    assert r.status_code == 200, r.text
-    rec: dict[str, Any] = r.json()
-    return rec
 
 
 def _converted_stopped_lead(crm: Crm) -> dict[str, Any]:
